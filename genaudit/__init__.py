@@ -1,0 +1,17 @@
+"""genaudit: predict how well a trained classifier generalizes, without a held-out set.
+
+    import genaudit
+    card = genaudit.audit("model.onnx", "mnist")     # -> Scorecard (a dict; card.to_json())
+"""
+
+__version__ = "0.1.0"
+
+
+def audit(*args, **kwargs):
+    """Audit one model; see `genaudit.pipeline.audit` (imported lazily to keep `import genaudit` fast)."""
+    from genaudit.pipeline import audit as _audit
+
+    return _audit(*args, **kwargs)
+
+
+__all__ = ["__version__", "audit"]

@@ -1,0 +1,132 @@
+"""Data sources: where the images come from. Each returns raw arrays (N, C, H, W) or (N, D), and labels or None.
+
+Named sets come through torchvision into a cache folder (downloaded when online, read offline); `.npz` files
+hold `x` and optionally `y`; a folder in ImageFolder layout; `sample`, a small MNIST extract shipped with
+genaudit for offline use.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from genaudit.errors import GenauditError
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "mnist_sample.npz"
+# name -> (torchvision class, folder it creates under the root, how the split is chosen)
+NAMED = {
+    "mnist": ("MNIST", "MNIST", "train"),
+    "fashion-mnist": ("FashionMNIST", "FashionMNIST", "train"),
+    "kmnist": ("KMNIST", "KMNIST", "train"),
+    "cifar10": ("CIFAR10", "cifar-10-batches-py", "train"),
+    "cifar100": ("CIFAR100", "cifar-100-python", "train"),
+    "svhn": ("SVHN", "svhn", "split"),
+}
+
+
+def default_data_dir() -> Path:
+    """Where named data sets are cached: $GENAUDIT_DATA_DIR, else the user cache folder."""
+    if os.environ.get("GENAUDIT_DATA_DIR"):
+        return Path(os.environ["GENAUDIT_DATA_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "genaudit" / "data"
+
+
+def to_nchw(x: np.ndarray) -> np.ndarray:
+    """Bring image arrays to (N, C, H, W): (N, H, W) gains a channel, channels-last is transposed."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    if x.ndim in (2, 4):
+        return x
+    raise GenauditError(f"Image arrays must have 2 to 4 dimensions (N,D / N,H,W / N,C,H,W / N,H,W,C); got {x.shape}.")
+
+
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive:
+                raise GenauditError(
+                    f"{path} has no array named 'x' (it has: {', '.join(archive.files) or 'nothing'}). Save the "
+                    "inputs as `np.savez(path, x=images, y=labels)`; `y` is optional."
+                )
+            x = archive["x"]
+            y = archive["y"] if "y" in archive else None
+    except GenauditError:
+        raise
+    except Exception as exc:
+        raise GenauditError(f"{path} could not be read as a .npz archive: {exc}. Save it with numpy.savez.") from None
+    if y is not None and len(y) != len(x):
+        raise GenauditError(f"{path}: x has {len(x)} samples but y has {len(y)}; they must match.")
+    return to_nchw(x), (None if y is None else y.astype(np.int64))
+
+
+def load_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """An ImageFolder layout: one sub-folder per class, images inside."""
+    from torchvision.datasets import ImageFolder
+
+    try:
+        folder = ImageFolder(str(path))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise GenauditError(
+            f"{path} is not an image folder in ImageFolder layout (one sub-folder per class with images): {exc}"
+        ) from None
+    images = [np.asarray(folder.loader(p)) for p, _ in folder.samples]
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        raise GenauditError(f"Images in {path} have different sizes {sorted(sizes)[:3]}…; pass --resize H,W.")
+    return to_nchw(np.stack(images)), np.array(folder.targets, dtype=np.int64)
+
+
+def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A torchvision data set from the cache folder, downloaded there first when absent and online."""
+    import torchvision.datasets as tvd
+
+    cls_name, folder, split_kind = NAMED[name]
+    cls = getattr(tvd, cls_name)
+    kwargs = {"split": split} if split_kind == "split" else {"train": split == "train"}
+    root = data_dir / "svhn" if name == "svhn" else data_dir
+    try:
+        dataset = cls(str(root), download=False, **kwargs)
+    except RuntimeError:
+        if os.environ.get("GENAUDIT_OFFLINE"):
+            dataset = None
+        else:
+            try:
+                dataset = cls(str(root), download=True, **kwargs)
+            except Exception:
+                dataset = None
+        if dataset is None:
+            raise GenauditError(
+                f"Data set '{name}' ({split} split) is not in the cache at {root / folder} and could not be "
+                f"downloaded (offline?). Connect to the network and run again, or copy torchvision's files for "
+                f"{cls_name} into {root} (torchvision layout: {root / folder}/...), or point --data-dir "
+                "(or $GENAUDIT_DATA_DIR) at a folder that has them."
+            ) from None
+    x = dataset.data
+    x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+    y = getattr(dataset, "targets", None)
+    if y is None:
+        y = dataset.labels
+    y = np.asarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
+    return to_nchw(x), y
+
+
+def load_source(spec: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resolve a data spec: 'sample', a named set, a .npz file or an image folder."""
+    if spec == "sample":
+        return load_npz(SAMPLE)
+    if spec.lower() in NAMED:
+        return load_named(spec.lower(), split, data_dir)
+    path = Path(spec)
+    if path.suffix == ".npz" and path.is_file():
+        return load_npz(path)
+    if path.is_dir():
+        return load_folder(path)
+    raise GenauditError(
+        f"Unknown data '{spec}': not a named data set ({', '.join(NAMED)}), not an existing .npz file, not a "
+        "folder of images. Use --data sample for the shipped offline sample."
+    )

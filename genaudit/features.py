@@ -1,0 +1,64 @@
+"""The one trunk pass: features of the chosen layer, clean outputs and predictions for every sample."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class FeatureSet:
+    """Features F (N x units [x H x W]) of one layer with the clean predictions and the reference labels.
+
+    `reference` is what accuracy is measured against: the true labels when given, otherwise the model's own
+    clean predictions (so accuracy means agreement with the unmodified model).
+    """
+
+    features: np.ndarray
+    logits: np.ndarray
+    predictions: np.ndarray
+    labels: np.ndarray | None
+
+    @property
+    def labels_used(self) -> bool:
+        return self.labels is not None
+
+    @property
+    def reference(self) -> np.ndarray:
+        return self.labels if self.labels_used else self.predictions
+
+    @property
+    def units(self) -> int:
+        return self.features.shape[1]
+
+    @property
+    def clean_accuracy(self) -> float | None:
+        """Fraction of samples the unmodified model classifies correctly (None without labels)."""
+        return None if self.labels is None else float(np.mean(self.predictions == self.labels))
+
+    def unit_values(self) -> np.ndarray:
+        """One value per sample and unit (N x D): conv feature maps are averaged over space."""
+        f = self.features
+        return f.reshape(f.shape[0], f.shape[1], -1).mean(axis=2) if f.ndim > 2 else f
+
+
+def compute_features(
+    trunk: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    batches,
+    labels: np.ndarray | None,
+    progress: Callable[[int], None] | None = None,
+) -> FeatureSet:
+    """Run the trunk once over all batches, keeping features and clean outputs. Without labels, the model's
+    own clean predictions become the reference."""
+    feats, outs = [], []
+    for batch in batches:
+        f, o = trunk(batch)
+        feats.append(np.asarray(f, np.float32))
+        outs.append(np.asarray(o, np.float32))
+        if progress is not None:
+            progress(len(batch))
+    features = np.concatenate(feats)
+    logits = np.concatenate(outs).reshape(len(features), -1)
+    return FeatureSet(features, logits, logits.argmax(axis=1), labels)

@@ -1,0 +1,293 @@
+"""Split an ONNX classifier around one layer: a trunk (input -> features, logits) and a head (features -> logits).
+
+Every model format ends up here (TorchScript and torch.export programs are converted to ONNX first), so the
+audit gives the same numbers whatever format a model was saved in, and runs on onnxruntime, the fastest
+CPU runtime available for all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from genaudit.errors import GenauditError
+
+# Ops that pass the logits through on the way to the output: walked back over when finding the classifier.
+PASS_THROUGH = {
+    "Softmax", "LogSoftmax", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout",
+}
+# Ops whose output is never offered as a layer: shape plumbing and constants.
+NOT_A_LAYER = {
+    "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Concat", "Slice", "ConstantOfShape",
+    "Range", "Equal", "Where", "Expand", "Size", "Identity", "Dropout", "Softmax", "LogSoftmax",
+}
+# Outputs of these are probabilities / log-probabilities rather than logits.
+OUTPUT_KINDS = {"Softmax": "probabilities", "LogSoftmax": "log-probabilities"}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A tensor of the graph where the model can be cut: everything after it depends on it alone."""
+
+    name: str           # ONNX tensor name, accepted by --layer
+    op: str             # the op that produces it
+    shape: tuple        # per-sample shape (batch dimension dropped); None entries are unknown
+    default: bool = False
+
+    @property
+    def units(self) -> int | None:
+        """Number of units: channels for conv maps (C,H,W), features for vectors."""
+        return self.shape[0] if self.shape else None
+
+
+def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Make dim 0 of every graph input/output symbolic and drop stale value_info (fixed batch-1 exports)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for vi in list(model.graph.input) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]
+    return model
+
+
+class OnnxSplitter:
+    """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, and how to cut it."""
+
+    def __init__(self, model: onnx.ModelProto):
+        self.model = _batch_free(model)
+        graph = self.model.graph
+        self._init_names = {t.name for t in graph.initializer}
+        self.inputs = [i for i in graph.input if i.name not in self._init_names]
+        if len(self.inputs) != 1:
+            raise GenauditError(
+                f"The model has {len(self.inputs)} inputs ({', '.join(i.name for i in self.inputs)}); genaudit audits "
+                "image classifiers with exactly one input tensor. Export a wrapper that takes a single input."
+            )
+        if not graph.output:
+            raise GenauditError("The model graph has no output. Re-export it with its logits as output.")
+        self.input_name = self.inputs[0].name
+        self.output_name = graph.output[0].name
+        self._producer = {o: n for n in graph.node for o in n.output}
+        self._constants = self._init_names | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self.model)
+        except Exception:  # shape inference is a nicety; cuts work without it
+            inferred = self.model
+        self._shapes = {}
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+            t = vi.type.tensor_type
+            if t.HasField("shape"):
+                self._shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+
+    # ---- graph queries -------------------------------------------------------------------------------------
+    @property
+    def input_shape(self) -> tuple:
+        """Declared per-sample input shape (batch dropped); None for unknown dims."""
+        dims = self.inputs[0].type.tensor_type.shape.dim
+        return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)[1:]
+
+    @property
+    def output_kind(self) -> str:
+        """'logits', 'probabilities' or 'log-probabilities', from the op that produces the output."""
+        name = self.output_name
+        while name in self._producer:
+            node = self._producer[name]
+            if node.op_type in OUTPUT_KINDS:
+                return OUTPUT_KINDS[node.op_type]
+            if node.op_type not in PASS_THROUGH:
+                return "logits"
+            name = node.input[0]
+        return "logits"
+
+    def _data_input(self, node: onnx.NodeProto) -> str | None:
+        """The input of a Gemm/MatMul that carries data (not weights)."""
+        data = [i for i in node.input[:2] if i and i not in self._constants]
+        return data[0] if len(data) == 1 else None
+
+    def default_layer_name(self) -> str:
+        """The representation that feeds the final classification layer (input of the last Gemm/MatMul)."""
+        name = self.output_name
+        while name in self._producer:
+            node = self._producer[name]
+            if node.op_type in PASS_THROUGH:
+                name = node.input[0]
+            elif node.op_type == "Add":
+                name = next((i for i in node.input if i not in self._constants), None)
+                if name is None:
+                    break
+            elif node.op_type in ("Gemm", "MatMul"):
+                feature = self._data_input(node)
+                if feature is None:
+                    break
+                return feature
+            else:
+                break
+        raise GenauditError(
+            "Could not find the final classification layer (a Gemm or MatMul feeding the output through "
+            "Softmax/Flatten/Reshape/Identity only). Pass the feature layer explicitly with --layer NAME; "
+            "`genaudit layers MODEL` lists the candidates."
+        )
+
+    def _head_is_closed(self, cut: str) -> bool:
+        """True when the output depends on the input only through `cut` (no skip connection around it)."""
+        seen, stack = set(), [self.output_name]
+        while stack:
+            name = stack.pop()
+            if name == cut or name in seen or name in self._constants:
+                continue
+            seen.add(name)
+            if name == self.input_name:
+                return False
+            node = self._producer.get(name)
+            if node is not None:
+                stack.extend(i for i in node.input if i)
+        return cut in self._reaching_output()
+
+    def _reaching_output(self) -> set[str]:
+        if not hasattr(self, "_ancestors"):
+            seen, stack = set(), [self.output_name]
+            while stack:
+                name = stack.pop()
+                if name in seen:
+                    continue
+                seen.add(name)
+                node = self._producer.get(name)
+                if node is not None:
+                    stack.extend(i for i in node.input if i)
+            self._ancestors = seen
+        return self._ancestors
+
+    def layers(self) -> list[Layer]:
+        """Candidate layers in execution order, the default one marked."""
+        try:
+            default = self.default_layer_name()
+        except GenauditError:
+            default = None
+        found = []
+        for node in self.model.graph.node:
+            if node.op_type in NOT_A_LAYER:
+                continue
+            for out in node.output:
+                if out == self.output_name or out in self._constants or not self._head_is_closed(out):
+                    continue
+                shape = self._shapes.get(out)
+                if shape is not None and len(shape) < 2:
+                    continue
+                found.append(Layer(out, node.op_type, tuple(shape[1:]) if shape else (), out == default))
+        if default is not None and default == self.input_name:
+            found.insert(0, Layer(default, "input", self.input_shape, True))
+        return found
+
+    def resolve_layer(self, name: str | None) -> str:
+        if name is None:
+            return self.default_layer_name()
+        names = {layer.name for layer in self.layers()}
+        if name in names:
+            return name
+        node_outputs = [n.output[0] for n in self.model.graph.node if n.name == name and n.output[0] in names]
+        if node_outputs:
+            return node_outputs[0]
+        raise GenauditError(
+            f"Layer '{name}' is not a place where this model can be cut (unknown name, or a skip connection "
+            "bypasses it). Run `genaudit layers MODEL` to list the candidate layers."
+        )
+
+    # ---- cutting ----------------------------------------------------------------------------------------------
+    def trunk(self, layer: str) -> onnx.ModelProto:
+        """The whole model with the layer's tensor as an extra output: one pass gives features and logits."""
+        model = onnx.ModelProto.FromString(self.model.SerializeToString())
+        del model.graph.output[1:]
+        if layer != self.output_name:
+            model.graph.output.insert(0, helper.make_tensor_value_info(layer, TensorProto.FLOAT, None))
+        return model
+
+    def head(self, layer: str) -> onnx.ModelProto:
+        """The part of the graph from the layer's tensor to the output."""
+        graph = self.model.graph
+        needed, stack = set(), [self.output_name]
+        while stack:  # nodes that feed the output, stopping at the cut
+            name = stack.pop()
+            node = self._producer.get(name)
+            if name == layer or node is None or id(node) in needed:
+                continue
+            needed.add(id(node))
+            stack.extend(i for i in node.input if i)
+        nodes = [n for n in graph.node if id(n) in needed]
+        used = {i for n in nodes for i in n.input}
+        inits = [t for t in graph.initializer if t.name in used]
+        shape = self._shapes.get(layer)
+        new_graph = helper.make_graph(
+            nodes, "genaudit_head",
+            [helper.make_tensor_value_info(layer, TensorProto.FLOAT, ["batch", *shape[1:]] if shape else None)],
+            [helper.make_tensor_value_info(self.output_name, graph.output[0].type.tensor_type.elem_type, None)],
+            inits,
+        )
+        return helper.make_model(new_graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
+
+
+class Runner:
+    """Runs an ONNX model with onnxruntime on batches, falling back to one sample at a time for graphs that
+    hard-code batch size 1."""
+
+    def __init__(self, model: onnx.ModelProto, what: str):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # an op onnxruntime does not implement, an invalid graph ...
+            raise GenauditError(
+                f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
+                "Re-export the model with a standard opset (e.g. opset 17) using only standard ONNX ops."
+            ) from None
+        self.input_name = self.session.get_inputs()[0].name
+        self.one_at_a_time = False
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.one_at_a_time and len(x) > 1:
+            try:
+                return self.session.run(None, {self.input_name: x})
+            except Exception:
+                self.one_at_a_time = True  # e.g. a Reshape to a constant batch of 1 inside the graph
+        parts = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+@dataclass
+class SplitModel:
+    """A classifier cut at one layer. `trunk(x)` gives (features, outputs); `head(features)` gives outputs."""
+
+    layer: Layer
+    output_kind: str
+    trunk_runner: Runner
+    head_runner: Runner
+    input_shape: tuple
+
+    def trunk(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        outs = self.trunk_runner(x)
+        return (outs[0], outs[1]) if len(outs) > 1 else (outs[0], outs[0])
+
+    def head(self, features: np.ndarray) -> np.ndarray:
+        return self.head_runner(features)[0]
+
+
+def split(splitter: OnnxSplitter, layer_name: str | None) -> SplitModel:
+    """Cut the model at `layer_name` (default: the classifier's input) and open both parts in onnxruntime."""
+    name = splitter.resolve_layer(layer_name)
+    layer = next((lay for lay in splitter.layers() if lay.name == name), None)
+    if layer is None:
+        layer = Layer(name, "?", (), True)
+    return SplitModel(
+        layer=layer,
+        output_kind=splitter.output_kind,
+        trunk_runner=Runner(splitter.trunk(name), "trunk"),
+        head_runner=Runner(splitter.head(name), "head"),
+        input_shape=splitter.input_shape,
+    )
+

@@ -1,0 +1,151 @@
+"""TorchScript and torch.export files: inspected without unpickling, then converted to ONNX (cached).
+
+torch is imported only here, and only for these formats: auditing an ONNX file never pays for it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickletools
+import warnings
+import zipfile
+from pathlib import Path
+
+from genaudit.errors import GenauditError
+
+EXPORT_HINT = (
+    "Export the model to TorchScript (`torch.jit.script(model).save('model.pt')`), to ONNX "
+    "(`torch.onnx.export(model, example, 'model.onnx')`) or to torch.export "
+    "(`torch.export.save(torch.export.export(model, (example,)), 'model.pt2')`) and audit that file."
+)
+
+
+def zip_kind(path: Path) -> str:
+    """Classify a torch zip archive by its members alone: 'torchscript', 'export', 'state_dict' or 'pickle'."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        if any(n.endswith("/archive_format") or n.endswith("models/model.json") for n in names):
+            return "export"
+        if any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names):
+            return "torchscript"
+        data_pkl = next((n for n in names if n.endswith("data.pkl")), None)
+        if data_pkl is None:
+            raise GenauditError(f"{path} is a zip archive but not a PyTorch model file. {EXPORT_HINT}")
+        return "pickle" if _pickle_has_module(archive.read(data_pkl)) else "state_dict"
+
+
+def _pickle_has_module(payload: bytes) -> bool:
+    """Whether a pickle references classes other than tensors and dicts, read opcode by opcode, never executed."""
+    harmless = ("collections", "torch._utils", "torch", "builtins", "_codecs", "numpy")
+    for opcode, arg, _ in pickletools.genops(payload):
+        if opcode.name in ("GLOBAL", "STACK_GLOBAL") and isinstance(arg, str):
+            module = arg.split(" ")[0]
+            if not module.startswith(harmless) or module.startswith("torch.nn"):
+                return True
+    # STACK_GLOBAL takes its names from preceding string opcodes: look for nn.Module paths among them.
+    return b"torch.nn.modules" in payload or b"__main__" in payload
+
+
+def refuse(kind: str, path: Path) -> GenauditError:
+    if kind == "pickle":
+        return GenauditError(
+            f"{path} is a pickled nn.Module (saved with torch.save(model)). genaudit never unpickles such "
+            f"files, because unpickling runs arbitrary code. {EXPORT_HINT}"
+        )
+    return GenauditError(
+        f"{path} holds only weights (a state_dict), not the network that uses them, so it cannot be run. "
+        f"Load the weights into your model class and export it. {EXPORT_HINT}"
+    )
+
+
+def _example(shape: tuple) -> "torch.Tensor":
+    import torch
+
+    return torch.zeros((2, *shape), dtype=torch.float32)
+
+
+def _load_module(path: Path, kind: str):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if kind == "torchscript":
+                return torch.jit.load(str(path), map_location="cpu").eval()
+            return torch.export.load(str(path))
+        except Exception as exc:
+            raise GenauditError(f"{path} could not be loaded as {kind}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
+    """The first candidate per-sample input shape the model accepts; a clear error if it takes none."""
+    module = _load_module(path, kind)
+    run = module if kind == "torchscript" else module.module()
+    import torch
+
+    errors = []
+    for shape in candidates:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                run(_example(shape))
+            return shape
+        except Exception as exc:
+            errors.append(f"{'x'.join(map(str, shape))}: {str(exc).strip().splitlines()[-1][:160]}")
+    raise GenauditError(
+        f"The model does not accept the data's shape ({'; '.join(errors)}). Check that the data matches what "
+        "the model was trained on; --channels and --resize convert images, --input-shape declares the shape."
+    )
+
+
+def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_dir: Path) -> bytes:
+    """Convert a TorchScript/torch.export file to ONNX with a dynamic batch axis, for the first candidate input
+    shape the model accepts. Cached by content hash and shape, so a second audit does not even import torch."""
+    cached = cache_dir / "onnx" / f"{sha256[:32]}-{'x'.join(map(str, candidates[0]))}.onnx"
+    if cached.exists():
+        return cached.read_bytes()
+    import torch
+
+    input_shape = probe_input_shape(path, kind, candidates)
+    module = _load_module(path, kind)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            if kind == "torchscript":
+                buffer = io.BytesIO()
+                outputs = module(_example(input_shape))
+                n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
+                names = [f"output_{i}" for i in range(n_out)]
+                torch.onnx.export(
+                    module, (_example(input_shape),), buffer, dynamo=False, opset_version=17,
+                    input_names=["input"], output_names=names,
+                    dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
+                )
+                data = buffer.getvalue()
+            else:
+                program = torch.onnx.export(module, (_example(input_shape),), dynamo=True, verbose=False)
+                data = program.model_proto.SerializeToString()
+        except GenauditError:
+            raise
+        except Exception as exc:
+            raise GenauditError(
+                f"{path} could not be converted to ONNX for auditing: {str(exc).strip().splitlines()[0][:300]}. "
+                "Export it to ONNX yourself and audit the .onnx file."
+            ) from None
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, cached)
+    return data
+
+
+def sample_input_shape(path: Path) -> tuple | None:
+    """A torch.export archive stores example inputs: the per-sample shape of the first one, if present."""
+    module = _load_module(path, "export")
+    try:
+        args, _ = module.example_inputs
+        return tuple(args[0].shape[1:])
+    except Exception:
+        return None
+

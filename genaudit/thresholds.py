@@ -1,0 +1,39 @@
+"""CI gates: `--fail-under METRIC=VALUE` checks against a scorecard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genaudit.errors import GenauditError
+from genaudit.scorecard import lookup
+
+
+@dataclass(frozen=True)
+class Threshold:
+    metric: str
+    minimum: float
+
+
+def parse(spec: str) -> Threshold:
+    metric, sep, value = spec.partition("=")
+    try:
+        if not sep or not metric.strip():
+            raise ValueError
+        return Threshold(metric.strip(), float(value))
+    except ValueError:
+        raise GenauditError(f"--fail-under takes METRIC=VALUE, e.g. ablation.auc=0.6 (got '{spec}').") from None
+
+
+def failures(card: dict, thresholds: list[Threshold]) -> list[str]:
+    """One line per failed threshold; an unknown metric is a usage error."""
+    lines = []
+    for t in thresholds:
+        value = lookup(card, t.metric)
+        if value is None:
+            raise GenauditError(
+                f"--fail-under: the scorecard has no numeric metric '{t.metric}'. Use a dotted path such as "
+                "clean_accuracy, ablation.auc, noise.auc or selectivity.mean."
+            )
+        if value < t.minimum:
+            lines.append(f"{t.metric} = {value:.4f} is below the required {t.minimum:g}")
+    return lines

@@ -1,0 +1,139 @@
+"""The command line through Typer's runner: success, thresholds, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genaudit.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_user_error(result, *phrases):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    for phrase in phrases:
+        assert phrase in " ".join(result.output.split()), result.output
+
+
+def test_score_prints_the_report_and_writes_the_scorecard(trained_mlp, tiny_data, tmp_path):
+    out = tmp_path / "card.json"
+    result = run("score", trained_mlp["onnx"], "--data", tiny_data, "--json", out)
+    assert result.exit_code == 0, result.output
+    for text in ("verdict", "ablation AUC", "noise AUC", "class selectivity", "what it means"):
+        assert text in result.output
+    card = json.loads(out.read_text())
+    assert card["schema_version"] == "1.0"
+    for key in ("auc", "curve"):
+        assert key in card["diagnostics"]["ablation"] and key in card["diagnostics"]["noise"]
+    assert 0 <= card["diagnostics"]["selectivity"]["mean"] <= 1
+    assert card["clean_accuracy"] > 0.9 and card["label_mode"] == "labels"
+    assert len(card["model"]["sha256"]) == 64 and card["samples"] == 200
+    assert len(card["diagnostics"]["ablation"]["curve"]["accuracy"]) == 21
+
+
+def test_same_inputs_and_seed_give_identical_json(trained_mlp, tiny_data, tmp_path):
+    first = run("score", trained_mlp["script"], "--data", tiny_data, "--format", "json", "--samples", 120)
+    second = run("score", trained_mlp["script"], "--data", tiny_data, "--format", "json", "--samples", 120)
+    other_seed = run("score", trained_mlp["script"], "--data", tiny_data, "--format", "json", "--samples", 120,
+                     "--seed", 1)
+    assert first.exit_code == 0 and first.output == second.output
+    assert json.loads(first.output)["samples"] == 120
+    assert other_seed.output != first.output
+
+
+def test_no_labels_uses_the_models_own_predictions(trained_mlp, tiny_data):
+    card = json.loads(run("score", trained_mlp["onnx"], "--data", tiny_data, "--no-labels", "-f", "json").output)
+    assert card["label_mode"] == "predictions"
+    assert card["diagnostics"]["ablation"]["curve"]["accuracy"][0] == 1.0
+
+
+def test_thresholds_pass_and_fail(trained_mlp, tiny_data, tmp_path):
+    ok = run("score", trained_mlp["onnx"], "--data", tiny_data, "--fail-under", "ablation.auc=0.01",
+             "--fail-under", "clean_accuracy=0.5")
+    assert ok.exit_code == 0, ok.output
+    failed = run("score", trained_mlp["onnx"], "--data", tiny_data, "--fail-under", "noise.auc=1.5",
+                 "--json", tmp_path / "c.json")
+    assert failed.exit_code == 1
+    assert "noise.auc" in failed.output and "below the required 1.5" in failed.output
+    assert (tmp_path / "c.json").exists()  # the scorecard is still written for the CI log
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--fail-under", "nope=1"),
+                      "no numeric metric 'nope'")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--fail-under", "auc"),
+                      "METRIC=VALUE")
+
+
+def test_markdown_format(trained_mlp, tiny_data):
+    result = run("score", trained_mlp["onnx"], "--data", tiny_data, "-f", "markdown")
+    assert result.exit_code == 0
+    assert "| ablation AUC |" in result.output and result.output.startswith("### genaudit")
+
+
+def test_layers_lists_candidates_and_marks_the_default(cnn_paths):
+    result = run("layers", cnn_paths["onnx"])
+    assert result.exit_code == 0, result.output
+    assert "★" in result.output and "Conv" in result.output
+    assert_user_error(run("layers", cnn_paths["script"]), "--input-shape")
+    assert run("layers", cnn_paths["script"], "--input-shape", "1,8,8").exit_code == 0
+
+
+def test_choosing_another_layer(cnn_paths, tiny_data):
+    from genaudit.models import identify, open_model
+
+    splitter = open_model(identify(cnn_paths["onnx"]), None, None)
+    conv = next(lay.name for lay in splitter.layers() if lay.op == "Conv")
+    card = json.loads(run("score", cnn_paths["onnx"], "--data", tiny_data, "--layer", conv, "-f", "json").output)
+    assert card["layer"]["name"] == conv and card["layer"]["units"] == 6 and not card["layer"]["default"]
+    assert_user_error(run("score", cnn_paths["onnx"], "--data", tiny_data, "--layer", "nope"),
+                      "genaudit layers")
+
+
+def _regression_model(path):
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 1)),
+                          (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["input"],
+                          dynamic_axes={"input": {0: "b"}})
+
+
+def test_bad_inputs_get_one_clear_message_and_exit_2(trained_mlp, tiny_data, tmp_path):
+    import torch
+
+    assert_user_error(run("score", tmp_path / "missing.onnx", "--data", tiny_data), "does not exist")
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07garbage" * 10)
+    assert_user_error(run("score", corrupt, "--data", tiny_data), "not a readable model")
+    torch.save(torch.nn.Sequential(torch.nn.Linear(64, 4)), tmp_path / "pickled.pth")
+    assert_user_error(run("score", tmp_path / "pickled.pth", "--data", tiny_data), "never unpickles",
+                      "torch.jit.script")
+    _regression_model(tmp_path / "regression.onnx")
+    assert_user_error(run("score", tmp_path / "regression.onnx", "--data", tiny_data), "Regression")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", "sample"), "expects inputs of shape 1x8x8",
+                      "--resize 8,8")
+    assert_user_error(run("score", trained_mlp["script"], "--data", "sample"), "does not accept the data's shape")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", "imagenet-22k"), "Unknown data")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", "mnist", "--data-dir", tmp_path / "empty"),
+                      "not in the cache", "--data-dir")
+    np.savez(tmp_path / "empty.npz", x=np.zeros((0, 1, 8, 8), np.uint8))
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tmp_path / "empty.npz"), "holds no samples")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--samples", 0), "at least 1")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--json", tmp_path / "no/dir/c.json"),
+                      "does not exist")
+    assert not list(tmp_path.glob("**/*.tmp"))
+
+
+def test_labels_outside_the_models_classes(trained_mlp, tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.uint8), y=np.array([0, 1, 2, 9]))
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz"), "--no-labels")
+    assert run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz", "--no-labels").exit_code == 0

@@ -1,0 +1,89 @@
+"""Data sources and preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genaudit.data import Preprocess, load_data, stratified_indices
+from genaudit.errors import GenauditError
+
+
+def test_stratified_subsample_keeps_class_proportions_and_is_seeded():
+    labels = np.repeat([0, 1, 2], [600, 300, 100])
+    idx = stratified_indices(len(labels), labels, 100, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [60, 30, 10]
+    assert np.array_equal(idx, stratified_indices(len(labels), labels, 100, seed=0))
+    assert not np.array_equal(idx, stratified_indices(len(labels), labels, 100, seed=1))
+    assert len(np.unique(stratified_indices(len(labels), labels, 7, seed=0))) == 7
+
+
+def test_npz_layouts_become_nchw(tmp_path):
+    x = np.arange(2 * 5 * 5 * 3, dtype=np.uint8).reshape(2, 5, 5, 3)
+    np.savez(tmp_path / "nhwc.npz", x=x)
+    data = load_data(str(tmp_path / "nhwc.npz"))
+    assert data.x.shape == (2, 3, 5, 5) and data.y is None
+    assert data.x[1, 2, 4, 0] == x[1, 4, 0, 2]
+    np.savez(tmp_path / "gray.npz", x=x[..., 0], y=np.array([0, 1]))
+    assert load_data(str(tmp_path / "gray.npz")).x.shape == (2, 1, 5, 5)
+
+
+def test_preprocessing_scales_converts_resizes_and_normalizes():
+    x = np.full((2, 1, 4, 4), 255, np.uint8)
+    out = Preprocess(channels=3, resize=(8, 8), mean=(0.5,), std=(0.25,))(x)
+    assert out.shape == (2, 3, 8, 8) and out.dtype == np.float32
+    np.testing.assert_allclose(out, (1.0 - 0.5) / 0.25, atol=1e-5)
+    rgb = np.stack([np.full((4, 4), v, np.float32) for v in (1.0, 0.0, 0.0)])[None]
+    np.testing.assert_allclose(Preprocess(channels=1)(rgb), 0.299, atol=1e-6)
+
+
+def test_the_shipped_sample_loads_offline():
+    data = load_data("sample", samples=100, seed=0)
+    assert data.x.shape == (100, 1, 28, 28) and data.x.dtype == np.uint8
+    assert np.bincount(data.y).tolist() == [10] * 10
+
+
+def _write_idx(path, array, magic):
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_named_set_is_read_from_the_cache_folder(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 255, (30, 28, 28)), np.arange(30) % 10
+    for split in ("train", "t10k"):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", images, 2051)
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels, 2049)
+    data = load_data("mnist", data_dir=tmp_path, samples=None)
+    assert data.x.shape == (30, 1, 28, 28)
+    assert np.array_equal(data.x[:, 0], images) and np.array_equal(data.y, labels)
+
+
+def test_named_set_offline_without_cache_says_where_to_put_files(tmp_path):
+    with pytest.raises(GenauditError, match=r"not in the cache.*--data-dir"):
+        load_data("cifar10", data_dir=tmp_path)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: np.savez(p / "d.npz", images=np.zeros((2, 4))), "no array named 'x'"),
+    (lambda p: np.savez(p / "d.npz", x=np.zeros((0, 1, 4, 4))), "holds no samples"),
+    (lambda p: np.savez(p / "d.npz", x=np.zeros((3, 1, 4, 4)), y=np.zeros(2)), "must match"),
+    (lambda p: (p / "d.npz").write_bytes(b"not a zip"), "could not be read"),
+])
+def test_bad_npz_files_are_explained(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(GenauditError, match=message):
+        load_data(str(tmp_path / "d.npz"))
+
+
+def test_image_folder_layout(tmp_path):
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((6, 6, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    data = load_data(str(tmp_path))
+    assert data.x.shape == (6, 3, 6, 6) and data.y.tolist() == [0, 0, 0, 1, 1, 1]
