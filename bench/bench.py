@@ -5,8 +5,9 @@ ResNet-18 (random weights, 10 classes) at CIFAR resolution (3x32x32), 2,000 samp
     python bench/bench.py [--samples 2000] [--naive-passes 3]
 
 Reports, for each format:
-- plain: one inference pass over the data on the fastest runtime for the format (onnxruntime for ONNX; for
-  TorchScript both torch and onnxruntime are shown, the ratio uses torch, what a TorchScript user runs);
+- plain: one inference pass over the data (batches of 256, after a warm-up batch) with the format's own
+  runtime: onnxruntime for ONNX, torch for TorchScript (what a user of that format runs); also the wall time
+  of a whole plain-inference process (interpreter, imports, loading, the pass) to compare processes fairly;
 - audit: wall time of the whole `genaudit score` process (imports, loading, conversion, trunk pass,
   diagnostics, report), first run (conversion to ONNX) and cached run, and the audit's own timers;
 - naive: an audit that reruns the whole network for every ablation level and repeat and every noise level
@@ -70,6 +71,33 @@ def plain_torch(path: Path, x: np.ndarray) -> float:
         start = time.perf_counter()
         for i in range(0, len(x), BATCH):
             model(torch.from_numpy(x[i : i + BATCH]))
+    return time.perf_counter() - start
+
+
+PLAIN_PROCESS = {
+    "onnx (onnxruntime)": """
+import sys, numpy as np, onnxruntime as ort
+x = np.load(sys.argv[2])["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255
+s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+for i in range(0, len(x), 256):
+    s.run(None, {"input": x[i : i + 256]})
+""",
+    "torchscript (torch)": """
+import sys, numpy as np, torch
+x = torch.from_numpy(np.load(sys.argv[2])["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255)
+m = torch.jit.load(sys.argv[1]).eval()
+with torch.no_grad():
+    for i in range(0, len(x), 256):
+        m(x[i : i + 256])
+""",
+}
+
+
+def plain_process(fmt: str, model: Path, data: Path) -> float:
+    """Wall time of a whole plain-inference process: interpreter, imports, load, one pass."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data)], check=True,
+                   capture_output=True)
     return time.perf_counter() - start
 
 
@@ -138,14 +166,16 @@ def main() -> None:
             first = audit_process(folder / file, folder / "data.npz", cache)
             cached = audit_process(folder / file, folder / "data.npz", cache)
             naive = per_pass[fmt] * PASSES + plain[fmt]
+            process = plain_process(fmt, folder / file, folder / "data.npz")
             rows.append({
-                "format": fmt, "plain_s": round(plain[fmt], 2),
+                "format": fmt, "plain_s": round(plain[fmt], 2), "plain_process_s": round(process, 2),
                 "audit_first_s": round(first[0], 2), "audit_cached_s": round(cached[0], 2),
                 "audit_timers": {k: round(v, 2) for k, v in cached[1].items()},
                 "peak_rss_mb": cached[2],
                 "ratio_audit_to_plain_first": round(first[0] / plain[fmt], 2),
                 "ratio_audit_to_plain_cached": round(cached[0] / plain[fmt], 2),
                 "ratio_in_process": round(sum(cached[1].values()) / plain[fmt], 2),
+                "ratio_process_to_plain_process_cached": round(cached[0] / process, 2),
                 "naive_s": round(naive, 1),
                 "speedup_vs_naive_first": round(naive / first[0], 1),
                 "speedup_vs_naive_cached": round(naive / cached[0], 1),

@@ -151,3 +151,24 @@ def test_selectivity_shifts_negative_units_and_relabelling_changes_nothing():
     assert shifted and si == pytest.approx([1.0])  # shifted to (0, 0, 2, 2): one class only
     si_relabelled, _ = selectivity_index(values, np.array([7, 7, 3, 3]))
     assert si_relabelled == pytest.approx(si)
+
+
+def test_cka_and_svcca_hand_cases_and_invariances():
+    from genaudit.diagnostics.similarity import linear_cka, svcca
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, 3.0 * x @ q + 1.0) == pytest.approx(1.0)  # rotation, scale and shift change nothing
+    assert svcca(x, x @ q)["mean"] == pytest.approx(1.0)
+    # orthogonal one-dimensional representations: CKA exactly 0 by hand (Yc^T Xc = 0)
+    a = np.array([[1.0], [-1.0], [1.0], [-1.0]])
+    b = np.array([[1.0], [1.0], [-1.0], [-1.0]])
+    assert linear_cka(a, b) == pytest.approx(0.0)
+    assert svcca(a, b)["mean"] == pytest.approx(0.0)
+    # independent noise is far less similar than a representation with itself
+    assert linear_cka(x, rng.normal(size=(200, 6))) < 0.2
+    # SVCCA keeps the directions holding 99% of the variance: a tiny extra dimension is dropped
+    padded = np.hstack([x, 1e-6 * rng.normal(size=(200, 1))])
+    assert svcca(x, padded)["dims"] == [6, 6]

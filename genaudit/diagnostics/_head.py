@@ -10,7 +10,7 @@ Head = Callable[[np.ndarray], np.ndarray]
 # A variant maker returns the modified features of variants `ks` stacked: (len(ks) * N, *feature_shape).
 VariantMaker = Callable[[np.ndarray], np.ndarray]
 
-CHUNK_BYTES = 64 << 20  # feature copies per head call; bounds memory whatever the number of variants
+CHUNK_BYTES = 16 << 20  # feature copies per head call (16 MB measured fastest: fits cache, bounds memory)
 
 
 def variant_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, n_variants: int,

@@ -23,12 +23,13 @@ def noise_robustness(head: Head, fs: FeatureSet, *, levels: int = 11, max_scale:
     """Accuracy under unit-scaled Gaussian noise at scales 0..max_scale, and its normalized AUC."""
     scales = np.linspace(0.0, max_scale, levels)
     f = fs.features
-    sigma = broadcast_units(unit_std(f)[None], f.ndim)
+    # One draw of unit-scaled noise, shared by every level (common random numbers: the curve compares
+    # levels, not draws, and is monotone in expectation without the variance of independent draws).
+    direction = broadcast_units(unit_std(f)[None], f.ndim) * np.random.default_rng(seed).standard_normal(
+        f.shape, dtype=np.float32)
 
     def make(ks: np.ndarray) -> np.ndarray:
-        noisy = [f + np.float32(scales[k]) * sigma * np.random.default_rng([seed, int(k)]).standard_normal(
-            f.shape, dtype=np.float32) for k in ks]
-        return np.concatenate(noisy)
+        return np.concatenate([f + np.float32(scales[k]) * direction for k in ks])
 
     acc = variant_accuracies(head, f, fs.reference, levels, make)
     return {

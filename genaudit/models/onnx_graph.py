@@ -7,6 +7,7 @@ CPU runtime available for all of them.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 import numpy as np
 import onnx
@@ -43,8 +44,8 @@ class Layer:
 
 
 def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Make dim 0 of every graph input/output symbolic and drop stale value_info (fixed batch-1 exports)."""
-    model = onnx.ModelProto.FromString(model.SerializeToString())
+    """Make dim 0 of every graph input/output symbolic and drop stale value_info (fixed batch-1 exports).
+    Changes the model in place (it is ours: freshly loaded) and returns it."""
     for vi in list(model.graph.input) + list(model.graph.output):
         dims = vi.type.tensor_type.shape.dim
         if len(dims):
@@ -73,15 +74,20 @@ class OnnxSplitter:
         self.output_name = graph.output[0].name
         self._producer = {o: n for n in graph.node for o in n.output}
         self._constants = self._init_names | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+
+    @functools.cached_property
+    def _shapes(self) -> dict[str, tuple]:
+        """Inferred shapes of the graph's tensors (batch dim included); only computed to list layers."""
         try:
             inferred = onnx.shape_inference.infer_shapes(self.model)
         except Exception:  # shape inference is a nicety; cuts work without it
             inferred = self.model
-        self._shapes = {}
+        shapes = {}
         for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
             t = vi.type.tensor_type
             if t.HasField("shape"):
-                self._shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        return shapes
 
     # ---- graph queries -------------------------------------------------------------------------------------
     @property
@@ -145,28 +151,30 @@ class OnnxSplitter:
             node = self._producer.get(name)
             if node is not None:
                 stack.extend(i for i in node.input if i)
-        return cut in self._reaching_output()
+        return cut in self._reaching_output
 
+    @functools.cached_property
     def _reaching_output(self) -> set[str]:
-        if not hasattr(self, "_ancestors"):
-            seen, stack = set(), [self.output_name]
-            while stack:
-                name = stack.pop()
-                if name in seen:
-                    continue
-                seen.add(name)
-                node = self._producer.get(name)
-                if node is not None:
-                    stack.extend(i for i in node.input if i)
-            self._ancestors = seen
-        return self._ancestors
+        """Every tensor the output depends on."""
+        seen, stack = set(), [self.output_name]
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            node = self._producer.get(name)
+            if node is not None:
+                stack.extend(i for i in node.input if i)
+        return seen
+
+    def is_default(self, tensor: str) -> bool:
+        try:
+            return tensor == self.default_layer_name()
+        except GenauditError:
+            return False
 
     def layers(self) -> list[Layer]:
         """Candidate layers in execution order, the default one marked."""
-        try:
-            default = self.default_layer_name()
-        except GenauditError:
-            default = None
         found = []
         for node in self.model.graph.node:
             if node.op_type in NOT_A_LAYER:
@@ -177,35 +185,40 @@ class OnnxSplitter:
                 shape = self._shapes.get(out)
                 if shape is not None and len(shape) < 2:
                     continue
-                found.append(Layer(out, node.op_type, tuple(shape[1:]) if shape else (), out == default))
-        if default is not None and default == self.input_name:
-            found.insert(0, Layer(default, "input", self.input_shape, True))
+                found.append(Layer(out, node.op_type, tuple(shape[1:]) if shape else (), self.is_default(out)))
         return found
 
     def resolve_layer(self, name: str | None) -> str:
+        """The tensor to cut at: the default feature layer, or a tensor/node name that is a clean cut."""
         if name is None:
             return self.default_layer_name()
-        names = {layer.name for layer in self.layers()}
-        if name in names:
-            return name
-        node_outputs = [n.output[0] for n in self.model.graph.node if n.name == name and n.output[0] in names]
-        if node_outputs:
-            return node_outputs[0]
+        node = next((n for n in self.model.graph.node if n.name == name), None)
+        tensor = node.output[0] if node is not None and name not in self._producer else name
+        if tensor in self._producer and tensor != self.output_name and self._head_is_closed(tensor):
+            return tensor
         raise GenauditError(
             f"Layer '{name}' is not a place where this model can be cut (unknown name, or a skip connection "
             "bypasses it). Run `genaudit layers MODEL` to list the candidate layers."
         )
 
-    # ---- cutting ----------------------------------------------------------------------------------------------
-    def trunk(self, layer: str) -> onnx.ModelProto:
-        """The whole model with the layer's tensor as an extra output: one pass gives features and logits."""
-        model = onnx.ModelProto.FromString(self.model.SerializeToString())
-        del model.graph.output[1:]
-        if layer != self.output_name:
-            model.graph.output.insert(0, helper.make_tensor_value_info(layer, TensorProto.FLOAT, None))
-        return model
+    def op_of(self, tensor: str) -> str:
+        return self._producer[tensor].op_type if tensor in self._producer else "input"
 
-    def head(self, layer: str) -> onnx.ModelProto:
+    # ---- cutting ----------------------------------------------------------------------------------------------
+    def trunk(self, layer: str) -> bytes:
+        """The whole model with the layer's tensor as first output, serialized: one pass gives features and
+        outputs. (The graph's outputs are swapped for the serialization only: no copy of the weights.)"""
+        graph = self.model.graph
+        saved = list(graph.output)
+        del graph.output[:]
+        graph.output.extend([helper.make_tensor_value_info(layer, TensorProto.FLOAT, None), saved[0]])
+        try:
+            return self.model.SerializeToString()
+        finally:
+            del graph.output[:]
+            graph.output.extend(saved)
+
+    def head(self, layer: str) -> bytes:
         """The part of the graph from the layer's tensor to the output."""
         graph = self.model.graph
         needed, stack = set(), [self.output_name]
@@ -219,27 +232,27 @@ class OnnxSplitter:
         nodes = [n for n in graph.node if id(n) in needed]
         used = {i for n in nodes for i in n.input}
         inits = [t for t in graph.initializer if t.name in used]
-        shape = self._shapes.get(layer)
         new_graph = helper.make_graph(
             nodes, "genaudit_head",
-            [helper.make_tensor_value_info(layer, TensorProto.FLOAT, ["batch", *shape[1:]] if shape else None)],
+            [helper.make_tensor_value_info(layer, TensorProto.FLOAT, None)],
             [helper.make_tensor_value_info(self.output_name, graph.output[0].type.tensor_type.elem_type, None)],
             inits,
         )
-        return helper.make_model(new_graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
+        model = helper.make_model(new_graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
+        return model.SerializeToString()
 
 
 class Runner:
     """Runs an ONNX model with onnxruntime on batches, falling back to one sample at a time for graphs that
     hard-code batch size 1."""
 
-    def __init__(self, model: onnx.ModelProto, what: str):
+    def __init__(self, model: bytes, what: str):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # an op onnxruntime does not implement, an invalid graph ...
             raise GenauditError(
                 f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
@@ -263,15 +276,16 @@ class Runner:
 class SplitModel:
     """A classifier cut at one layer. `trunk(x)` gives (features, outputs); `head(features)` gives outputs."""
 
-    layer: Layer
+    layer: str          # tensor name of the cut
+    op: str             # op producing it
+    default: bool       # whether it is the automatically found feature layer
     output_kind: str
     trunk_runner: Runner
     head_runner: Runner
-    input_shape: tuple
 
     def trunk(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        outs = self.trunk_runner(x)
-        return (outs[0], outs[1]) if len(outs) > 1 else (outs[0], outs[0])
+        features, outputs = self.trunk_runner(x)
+        return features, outputs
 
     def head(self, features: np.ndarray) -> np.ndarray:
         return self.head_runner(features)[0]
@@ -280,14 +294,11 @@ class SplitModel:
 def split(splitter: OnnxSplitter, layer_name: str | None) -> SplitModel:
     """Cut the model at `layer_name` (default: the classifier's input) and open both parts in onnxruntime."""
     name = splitter.resolve_layer(layer_name)
-    layer = next((lay for lay in splitter.layers() if lay.name == name), None)
-    if layer is None:
-        layer = Layer(name, "?", (), True)
     return SplitModel(
-        layer=layer,
+        layer=name,
+        op=splitter.op_of(name),
+        default=splitter.is_default(name),
         output_kind=splitter.output_kind,
         trunk_runner=Runner(splitter.trunk(name), "trunk"),
         head_runner=Runner(splitter.head(name), "head"),
-        input_shape=splitter.input_shape,
     )
-
