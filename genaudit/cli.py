@@ -74,6 +74,10 @@ def score(
     mean: Optional[str] = typer.Option(None, help="Normalization mean, one value or one per channel."),
     std: Optional[str] = typer.Option(None, help="Normalization std, one value or one per channel."),
     repeats: int = typer.Option(5, help="Random unit orders averaged in the ablation curve."),
+    layers_opt: Optional[str] = typer.Option(None, "--layers", help="Per-layer table of the layer-wise "
+                                             "diagnostics: 'all' or comma-separated layer names."),
+    probes: int = typer.Option(0, help="Run the input-space probes (noise and augmentation agreement; they "
+                               "rerun the whole model) on this many samples. 0 = off."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON scorecard to this file."),
     fmt: Format = typer.Option(Format.table, "--format", "-f", help="Report format on stdout."),
     fail_under: List[str] = typer.Option([], help="METRIC=VALUE: exit 1 if the metric is below VALUE "
@@ -96,7 +100,8 @@ def score(
                   console=err, transient=True, disable=fmt != Format.table) as bar:
         task = bar.add_task("features (one trunk pass)", total=None)
         card = audit(model, data, layer=layer, use_labels=labels, samples=samples, seed=seed, preprocess=preprocess,
-                     data_dir=data_dir, split_name=split, ablation_repeats=repeats,
+                     data_dir=data_dir, split_name=split, ablation_repeats=repeats, layers=layers_opt,
+                     probe_samples=probes,
                      progress=lambda done, total: bar.update(task, completed=done, total=total))
     failed = thresholds.failures(card, checks)
     if json_path is not None:
@@ -111,9 +116,8 @@ def score(
         from genaudit.render.terminal import report
 
         report(card, out, failed)
-        t = card.timings
-        out.print(f"[dim]time: load {t['load']:.2f}s · features {t['features']:.2f}s · diagnostics "
-                  f"{t['diagnostics']:.2f}s[/]")
+        out.print("[dim]time: " + " · ".join(f"{k.replace('_', ' ')} {v:.2f}s" for k, v in card.timings.items())
+                  + "[/]")
     for line in failed:
         err.print(f"threshold failed: {line}", highlight=False)
     if failed:
@@ -141,6 +145,31 @@ def layers(
     for lay in splitter.layers():
         table.add_row(lay.name, lay.op, str(list(lay.shape)), str(lay.units or "?"), "★" if lay.default else "")
     out.print(table)
+
+
+@app.command()
+@user_errors
+def explain(metric: Optional[str] = typer.Argument(None, help="Metric name or scorecard path; omit to list.")) -> None:
+    """What a metric means, its formula, its paper, and how to read it."""
+    from rich.table import Table
+
+    from genaudit.metrics import BY_NAME, METRICS
+
+    if metric is None:
+        table = Table(title="Metrics (genaudit explain NAME)")
+        for col in ("name", "group", "better", "meaning"):
+            table.add_column(col)
+        for m in METRICS:
+            table.add_row(m.name, m.group, f"{m.arrow} {m.better}", m.meaning)
+        out.print(table)
+        return
+    if metric not in BY_NAME:
+        raise GenauditError(f"Unknown metric '{metric}'. Known: {', '.join(m.name for m in METRICS)}.")
+    m = BY_NAME[metric]
+    better = {"higher": "higher is better", "lower": "lower is better"}.get(m.better, "descriptive (no better side)")
+    out.print(f"[bold]{m.label}[/] ({m.name}; scorecard: diagnostics.{m.path} or {m.path})\n"
+              f"  group:    {m.group}; {better}\n  meaning:  {m.meaning}\n  formula:  {m.formula}\n"
+              f"  source:   {m.source}\n  reading:  {m.reading}", highlight=False)
 
 
 def main() -> None:

@@ -40,23 +40,32 @@ class FeatureSet:
 
     def unit_values(self) -> np.ndarray:
         """One value per sample and unit (N x D): conv feature maps are averaged over space."""
-        f = self.features
-        return f.reshape(f.shape[0], f.shape[1], -1).mean(axis=2) if f.ndim > 2 else f
+        return unit_values(self.features)
+
+
+def unit_values(features: np.ndarray) -> np.ndarray:
+    """Per sample and unit (N x D): vectors as they are, conv maps (N x C x H x W) averaged over space."""
+    f = features
+    return f.reshape(f.shape[0], f.shape[1], -1).mean(axis=2) if f.ndim > 2 else f
 
 
 def compute_features(
-    trunk: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    trunk: Callable[[np.ndarray], list[np.ndarray]],
     batches,
     labels: np.ndarray | None,
     progress: Callable[[int], None] | None = None,
+    extra: Callable[[list[np.ndarray]], None] | None = None,
 ) -> FeatureSet:
     """Run the trunk once over all batches, keeping features and clean outputs. Without labels, the model's
-    own clean predictions become the reference."""
+    own clean predictions become the reference. The trunk returns [features, outputs, *extra layers]; extra
+    layers are handed to `extra` batch by batch (reduced on the fly, never all kept)."""
     feats, outs = [], []
     for batch in batches:
-        f, o = trunk(batch)
+        f, o, *rest = trunk(batch)
         feats.append(np.asarray(f, np.float32))
         outs.append(np.asarray(o, np.float32))
+        if extra is not None:
+            extra(rest)
         if progress is not None:
             progress(len(batch))
     features = np.concatenate(feats)

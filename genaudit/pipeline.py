@@ -1,21 +1,45 @@
-"""The audit pipeline: model file + data spec -> one trunk pass -> diagnostics -> Scorecard."""
+"""The audit pipeline: model file + data -> one trunk pass -> diagnostics -> Scorecard."""
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from genaudit import __version__
-from genaudit.data import Preprocess, load_data
-from genaudit.diagnostics import ablation, noise_robustness, selectivity
+from genaudit.data import Dataset, Preprocess, load_data, stratified_indices
+from genaudit.diagnostics import (
+    ablation, augmentation_agreement, consistency, importance_correlation, input_noise_agreement, magnitude,
+    mi_selectivity, nodes_as_classifiers, noise_robustness, per_sample_magnitude, perplexity, selectivity,
+    selectivity_ordered_ablation, single_unit_importance, steadiness,
+)
 from genaudit.errors import GenauditError
-from genaudit.features import FeatureSet, compute_features
-from genaudit.models import fit_input, identify, open_model, split
+from genaudit.features import FeatureSet, compute_features, unit_values
+from genaudit.models import SplitModel, fit_input, identify, open_model, split
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """What to measure and how; the defaults are the documented default audit."""
+
+    layer: str | None = None            # feature layer (None: the classifier's input)
+    layers: str | None = None           # per-layer table: None, "all", or comma-separated layer names
+    use_labels: bool = True             # use the data's labels when it has them
+    seed: int = 0
+    ablation_levels: int = 21
+    ablation_repeats: int = 5
+    noise_levels: int = 11
+    noise_max: float = 2.0
+    importance_units: int = 64          # units whose single-unit ablation importance is measured (seeded subset)
+    probe_samples: int = 0              # input-space probes rerun the whole model: 0 = off
+    batch_size: int = 256
 
 
 def default_cache_dir() -> Path:
@@ -29,36 +53,60 @@ def audit(
     model: str | Path,
     data: str = "sample",
     *,
-    layer: str | None = None,
-    use_labels: bool = True,
     samples: int | None = 2000,
-    seed: int = 0,
-    preprocess: Preprocess = Preprocess(),
-    data_dir: str | Path | None = None,
     split_name: str = "train",
-    ablation_levels: int = 21,
-    ablation_repeats: int = 5,
-    noise_levels: int = 11,
-    noise_max: float = 2.0,
-    batch_size: int = 256,
-    progress: Callable[[int, int], None] | None = None,
+    data_dir: str | Path | None = None,
+    preprocess: Preprocess = Preprocess(),
+    progress: Progress | None = None,
+    **options,
 ) -> Scorecard:
-    """Audit one model on (training) data and return its scorecard.
+    """Audit one model on (training) data and return its scorecard. `options` are AuditOptions fields.
 
     Labels are used when the data has them and `use_labels` is true; otherwise accuracy means agreement with
     the model's own clean predictions.
     """
+    opts = AuditOptions(**options)
+    dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=opts.seed,
+                        preprocess=preprocess)
+    return audit_dataset(model, dataset, opts, progress)
+
+
+def layer_wise(fs: FeatureSet) -> dict:
+    """Diagnostics that need only the features and classes (no head): one row of the per-layer table."""
+    return {
+        "selectivity": selectivity(fs),
+        "mutual_information": mi_selectivity(fs),
+        "steadiness": steadiness(fs),
+        "consistency": consistency(fs),
+        "magnitude": magnitude(fs),
+        "perplexity": perplexity(fs),
+        "nodes": nodes_as_classifiers(fs),
+    }
+
+
+def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions(),
+                  progress: Progress | None = None) -> Scorecard:
+    """Audit one model on an already loaded data set (shared by `compare`)."""
     timings = {}
     start = time.perf_counter()
     file = identify(model)
-    dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=seed, preprocess=preprocess)
     data_shape = dataset.sample_shape
     splitter = open_model(file, data_shape, default_cache_dir())
-    dataset.flatten = fit_input(splitter.input_shape, data_shape)
-    cut = split(splitter, layer)
+    flatten = fit_input(splitter.input_shape, data_shape)
+    main = splitter.resolve_layer(opts.layer)
+    extra = [name for name in _layer_list(splitter, opts.layers) if name != main]
+    cut = split(splitter, main, extra)
+    batch = opts.batch_size if not extra else max(16, opts.batch_size // 8)  # many outputs: smaller batches
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
+    streams = {name: ([], []) for name in extra}
+
+    def reduce_extra(arrays: list[np.ndarray]) -> None:
+        for name, array in zip(extra, arrays):
+            streams[name][0].append(unit_values(array).astype(np.float32))
+            streams[name][1].append(per_sample_magnitude(array))
+
     done = [0]
 
     def advance(n: int) -> None:
@@ -66,36 +114,117 @@ def audit(
         if progress is not None:
             progress(done[0], len(dataset))
 
-    labels = dataset.y if use_labels else None
-    fs = compute_features(cut.trunk, dataset.batches(batch_size), labels, advance)
+    labels = dataset.y if opts.use_labels else None
+    fs = compute_features(cut.trunk, dataset.batches(batch, flatten), labels, advance, reduce_extra)
     check_classifier(fs, labels)
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    diagnostics = {
-        "ablation": ablation(cut.head, fs, levels=ablation_levels, repeats=ablation_repeats, seed=seed),
-        "noise": noise_robustness(cut.head, fs, levels=noise_levels, max_scale=noise_max, seed=seed),
-        "selectivity": selectivity(fs),
-    }
+    structure = layer_wise(fs)
+    diagnostics = head_diagnostics(cut, fs, opts)
+    diagnostics["selectivity"] = {**structure["selectivity"], "mutual_information": structure["mutual_information"],
+                                  **diagnostics.pop("selectivity_extra")}
+    diagnostics.update({k: v for k, v in structure.items() if k not in ("selectivity", "mutual_information")})
     timings["diagnostics"] = time.perf_counter() - start
+
+    layers_table = None
+    if opts.layers:
+        start = time.perf_counter()
+        rows = {main: _layer_row(cut.layer, cut.op, fs.units, structure)}
+        for name in extra:
+            values = np.concatenate(streams[name][0])
+            row = layer_wise(FeatureSet(values, fs.logits, fs.predictions, labels))
+            row["magnitude"] = {"value": float(np.mean(np.concatenate(streams[name][1])))}
+            rows[name] = _layer_row(name, splitter.op_of(name), values.shape[1], row)
+        layers_table = [rows[name] for name in _layer_list(splitter, opts.layers) if name in rows]
+        timings["layers"] = time.perf_counter() - start
+
+    if opts.probe_samples:
+        start = time.perf_counter()
+        diagnostics["input"] = input_probes(cut, dataset, fs, opts, flatten)
+        timings["input_probes"] = time.perf_counter() - start
 
     card = Scorecard(
         schema_version=SCHEMA_VERSION,
         genaudit_version=__version__,
         model={"path": str(file.path), "sha256": file.sha256, "format": file.format,
                "input_shape": list(splitter.input_shape), "output_kind": cut.output_kind},
-        layer={"name": cut.layer, "op": cut.op, "shape": list(fs.features.shape[1:]),
-               "units": fs.units, "default": cut.default},
+        layer={"name": cut.layer, "op": cut.op, "shape": list(fs.features.shape[1:]), "units": fs.units,
+               "default": cut.default},
         data=dataset.spec,
         samples=len(fs.features),
-        seed=seed,
+        seed=opts.seed,
+        options={k: v for k, v in asdict(opts).items() if k not in ("layer", "seed", "batch_size")},
         label_mode="labels" if fs.labels_used else "predictions",
         classes=int(fs.logits.shape[1]),
         clean_accuracy=fs.clean_accuracy,
         diagnostics=diagnostics,
     )
+    if layers_table is not None:
+        card["layers"] = layers_table
+        steadiest = max(layers_table, key=lambda r: r["intra_class_variance_sum"])
+        card["regularize_layer"] = {
+            "name": steadiest["name"],
+            "why": "largest aggregated intra-class variance (Σ over units): where NSR would help most",
+        }
     card.timings = timings
     return card
+
+
+def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
+    """Diagnostics that run the head on modified features: robustness curves and unit importance."""
+    rng = np.random.default_rng(opts.seed)
+    si = np.asarray(selectivity(fs)["per_unit"])
+    units = np.sort(rng.choice(fs.units, size=min(fs.units, opts.importance_units), replace=False))
+    importance = single_unit_importance(cut.head, fs, units)
+    return {
+        "ablation": ablation(cut.head, fs, levels=opts.ablation_levels, repeats=opts.ablation_repeats,
+                             seed=opts.seed),
+        "noise": noise_robustness(cut.head, fs, levels=opts.noise_levels, max_scale=opts.noise_max,
+                                  seed=opts.seed),
+        "selectivity_extra": {
+            "ordered_ablation": selectivity_ordered_ablation(cut.head, fs, si, levels=opts.ablation_levels),
+            "importance_correlation": {**importance_correlation(si[units], importance), "units": int(len(units))},
+        },
+    }
+
+
+def input_probes(cut: SplitModel, dataset: Dataset, fs: FeatureSet, opts: AuditOptions, flatten: bool) -> dict:
+    """Agreement under input noise and mild augmentation, on a seeded stratified subsample."""
+    idx = stratified_indices(len(dataset), fs.reference, opts.probe_samples, opts.seed)
+    images = np.concatenate(list(dataset.batches(len(idx), indices=idx)))
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([cut.predict(x[i : i + opts.batch_size].reshape(
+            len(x[i : i + opts.batch_size]), -1) if flatten else x[i : i + opts.batch_size])
+            for i in range(0, len(x), opts.batch_size)])
+
+    result = {"noise": input_noise_agreement(predict, images, seed=opts.seed)}
+    if images.ndim == 4:
+        result["augmentation"] = augmentation_agreement(predict, images)
+    return result
+
+
+def _layer_list(splitter, layers: str | None) -> list[str]:
+    if not layers:
+        return []
+    if layers == "all":
+        return [layer.name for layer in splitter.layers()]
+    return [splitter.resolve_layer(name.strip()) for name in layers.split(",") if name.strip()]
+
+
+def _layer_row(name: str, op: str, units: int, d: dict) -> dict:
+    return {
+        "name": name, "op": op, "units": int(units),
+        "intra_class_variance_sum": d["steadiness"]["sum"],
+        "intra_class_variance_ratio": d["steadiness"]["ratio"],
+        "consistency": d["consistency"]["value"],
+        "magnitude": d["magnitude"]["value"],
+        "perplexity": d["perplexity"]["value"],
+        "nodes_accuracy": d["nodes"]["accuracy"],
+        "selectivity_mean": d["selectivity"]["mean"],
+        "mi_selectivity_mean": d["mutual_information"]["mean"],
+    }
 
 
 def check_classifier(fs: FeatureSet, labels: np.ndarray | None) -> None:

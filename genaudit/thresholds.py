@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from genaudit.errors import GenauditError
+from genaudit.metrics import BY_NAME
 from genaudit.scorecard import lookup
 
 
@@ -19,7 +20,8 @@ def parse(spec: str) -> Threshold:
     try:
         if not sep or not metric.strip():
             raise ValueError
-        return Threshold(metric.strip(), float(value))
+        metric = metric.strip()
+        return Threshold(BY_NAME[metric].path if metric in BY_NAME else metric, float(value))
     except ValueError:
         raise GenauditError(f"--fail-under takes METRIC=VALUE, e.g. ablation.auc=0.6 (got '{spec}').") from None
 
@@ -31,8 +33,8 @@ def failures(card: dict, thresholds: list[Threshold]) -> list[str]:
         value = lookup(card, t.metric)
         if value is None:
             raise GenauditError(
-                f"--fail-under: the scorecard has no numeric metric '{t.metric}'. Use a dotted path such as "
-                "clean_accuracy, ablation.auc, noise.auc or selectivity.mean."
+                f"--fail-under: the scorecard has no numeric metric '{t.metric}'. Use a metric name from "
+                "`genaudit explain` (e.g. ablation, noise, consistency) or a dotted scorecard path (ablation.auc)."
             )
         if value < t.minimum:
             lines.append(f"{t.metric} = {value:.4f} is below the required {t.minimum:g}")

@@ -137,3 +137,44 @@ def test_labels_outside_the_models_classes(trained_mlp, tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.uint8), y=np.array([0, 1, 2, 9]))
     assert_user_error(run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz"), "--no-labels")
     assert run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz", "--no-labels").exit_code == 0
+
+
+def test_per_layer_table_matches_auditing_each_layer_alone(cnn_paths, tiny_data, tmp_path):
+    from genaudit import audit
+
+    card = audit(cnn_paths["onnx"], str(tiny_data), layers="all")
+    names = [row["name"] for row in card["layers"]]
+    assert card["layer"]["name"] in names and len(names) >= 4
+    assert card["regularize_layer"]["name"] == max(card["layers"], key=lambda r: r["intra_class_variance_sum"])["name"]
+    for row in card["layers"]:
+        alone = audit(cnn_paths["onnx"], str(tiny_data), layer=row["name"])["diagnostics"]
+        assert row["intra_class_variance_ratio"] == pytest.approx(alone["steadiness"]["ratio"], rel=1e-5)
+        assert row["magnitude"] == pytest.approx(alone["magnitude"]["value"], rel=1e-5)
+        assert row["nodes_accuracy"] == pytest.approx(alone["nodes"]["accuracy"])
+    result = run("score", cnn_paths["onnx"], "--data", tiny_data, "--layers", "all")
+    assert result.exit_code == 0 and "Per layer" in result.output and "regularize" in result.output
+
+
+def test_every_diagnostic_is_in_the_report_and_scorecard(trained_mlp, tiny_data):
+    from genaudit.metrics import METRICS
+
+    result = run("score", trained_mlp["onnx"], "--data", tiny_data, "--probes", 50, "-f", "json")
+    card = json.loads(result.output)
+    for key in ("ablation", "noise", "selectivity", "steadiness", "consistency", "magnitude", "perplexity",
+                "nodes", "input"):
+        assert key in card["diagnostics"], key
+    table = " ".join(run("score", trained_mlp["onnx"], "--data", tiny_data, "--probes", 50).output.split())
+    for metric in METRICS:
+        assert f"({metric.name})" in table.replace("( ", "("), metric.name
+    for group in ("robustness", "class structure", "magnitude", "input-space"):
+        assert group in table
+
+
+def test_explain_and_thresholds_by_metric_name(trained_mlp, tiny_data):
+    listing = run("explain")
+    assert listing.exit_code == 0 and "consistency" in listing.output
+    one = run("explain", "consistency")
+    assert one.exit_code == 0 and "Davies" in one.output and "lower is better" in one.output
+    assert_user_error(run("explain", "nope"), "Unknown metric")
+    failed = run("score", trained_mlp["onnx"], "--data", tiny_data, "--fail-under", "nodes=1.01")
+    assert failed.exit_code == 1 and "nodes.accuracy" in failed.output

@@ -172,3 +172,20 @@ def test_cka_and_svcca_hand_cases_and_invariances():
     # SVCCA keeps the directions holding 99% of the variance: a tiny extra dimension is dropped
     padded = np.hstack([x, 1e-6 * rng.normal(size=(200, 1))])
     assert svcca(x, padded)["dims"] == [6, 6]
+
+
+def test_input_probes_hand_cases():
+    from genaudit.diagnostics.input_space import augmentation_agreement, augmentations, input_noise_agreement
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 1, 6, 6)).astype(np.float32)
+    constant = lambda images: np.tile([[0.0, 1.0]], (len(images), 1))  # noqa: E731
+    assert input_noise_agreement(constant, x)["auc"] == pytest.approx(1.0)
+    assert augmentation_agreement(constant, x)["mean"] == pytest.approx(1.0)
+    # a model reading one pixel's sign flips under noise, and a shift moves that pixel away
+    pixel = lambda images: np.stack([images[:, 0, 3, 3], -images[:, 0, 3, 3]], axis=1)  # noqa: E731
+    noise = input_noise_agreement(pixel, x, levels=3)
+    assert noise["curve"]["agreement"][0] == 1.0 and noise["auc"] < 1.0
+    shifted = augmentations(x)["shift right"]
+    np.testing.assert_array_equal(shifted[:, :, :, 2:], x[:, :, :, :-2])  # content moves 2 pixels right
+    assert augmentation_agreement(pixel, x)["per_augmentation"]["shift right"] < 0.9

@@ -78,7 +78,6 @@ class Dataset:
     y: np.ndarray | None
     preprocess: Preprocess
     spec: dict = field(default_factory=dict)
-    flatten: bool = False
 
     def __len__(self) -> int:
         return len(self.x)
@@ -88,10 +87,12 @@ class Dataset:
         """Per-sample shape after preprocessing (before any flattening for a flat model)."""
         return tuple(self.preprocess(self.x[:1]).shape[1:])
 
-    def batches(self, size: int) -> Iterator[np.ndarray]:
-        for start in range(0, len(self.x), size):
-            batch = self.preprocess(self.x[start : start + size])
-            yield batch.reshape(len(batch), -1) if self.flatten else batch
+    def batches(self, size: int, flatten: bool = False, indices: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Preprocessed batches of the samples (or of `indices`), flattened to vectors for a flat model."""
+        x = self.x if indices is None else self.x[indices]
+        for start in range(0, len(x), size):
+            batch = self.preprocess(x[start : start + size])
+            yield batch.reshape(len(batch), -1) if flatten else batch
 
 
 def load_data(

@@ -205,13 +205,14 @@ class OnnxSplitter:
         return self._producer[tensor].op_type if tensor in self._producer else "input"
 
     # ---- cutting ----------------------------------------------------------------------------------------------
-    def trunk(self, layer: str) -> bytes:
-        """The whole model with the layer's tensor as first output, serialized: one pass gives features and
-        outputs. (The graph's outputs are swapped for the serialization only: no copy of the weights.)"""
+    def trunk(self, layer: str, extra: list[str] = ()) -> bytes:
+        """The whole model with outputs [layer, model output, *extra], serialized: one pass gives features,
+        outputs and any other layers. (The graph's outputs are swapped for the serialization only.)"""
         graph = self.model.graph
         saved = list(graph.output)
         del graph.output[:]
-        graph.output.extend([helper.make_tensor_value_info(layer, TensorProto.FLOAT, None), saved[0]])
+        graph.output.extend([helper.make_tensor_value_info(layer, TensorProto.FLOAT, None), saved[0]]
+                            + [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in extra])
         try:
             return self.model.SerializeToString()
         finally:
@@ -283,22 +284,27 @@ class SplitModel:
     trunk_runner: Runner
     head_runner: Runner
 
-    def trunk(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features, outputs = self.trunk_runner(x)
-        return features, outputs
+    def trunk(self, x: np.ndarray) -> list[np.ndarray]:
+        """[features, model outputs, *extra layers] for a batch of inputs."""
+        return self.trunk_runner(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The whole model's outputs."""
+        return self.trunk_runner(x)[1]
 
     def head(self, features: np.ndarray) -> np.ndarray:
         return self.head_runner(features)[0]
 
 
-def split(splitter: OnnxSplitter, layer_name: str | None) -> SplitModel:
-    """Cut the model at `layer_name` (default: the classifier's input) and open both parts in onnxruntime."""
+def split(splitter: OnnxSplitter, layer_name: str | None, extra: list[str] = ()) -> SplitModel:
+    """Cut the model at `layer_name` (default: the classifier's input) and open both parts in onnxruntime;
+    the trunk also returns the `extra` layers' tensors."""
     name = splitter.resolve_layer(layer_name)
     return SplitModel(
         layer=name,
         op=splitter.op_of(name),
         default=splitter.is_default(name),
         output_kind=splitter.output_kind,
-        trunk_runner=Runner(splitter.trunk(name), "trunk"),
+        trunk_runner=Runner(splitter.trunk(name, extra), "trunk"),
         head_runner=Runner(splitter.head(name), "head"),
     )

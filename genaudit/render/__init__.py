@@ -1,30 +1,9 @@
-"""Renderers: read only the Scorecard and turn it into a terminal report, JSON or Markdown."""
+"""Renderers: read only the Scorecard and turn it into a terminal report or Markdown."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How to present one headline number: where it is, what it means, which direction is better."""
-
-    path: str
-    label: str
-    meaning: str
-    better: str  # "higher" or "lower" or "" (descriptive)
-
-
-HEADLINE = [
-    Metric("clean_accuracy", "clean accuracy", "fraction of the audited (training) samples classified correctly",
-           "higher"),
-    Metric("ablation.auc", "ablation AUC",
-           "area under accuracy as 0→100% of feature units are zeroed (random order), relative to clean", "higher"),
-    Metric("noise.auc", "noise AUC",
-           "area under accuracy as Gaussian noise up to 2× each unit's std is added, relative to clean", "higher"),
-    Metric("selectivity.mean", "class selectivity",
-           "mean class selectivity index of the units: 0 = responds to all classes, 1 = to one", ""),
-]
+from genaudit.metrics import GROUPS, METRICS, Metric
+from genaudit.scorecard import lookup
 
 SPARK = "▁▂▃▄▅▆▇█"
 
@@ -42,6 +21,17 @@ def sparkline(values: list[float], lo: float = 0.0, hi: float = 1.0) -> str:
     return "".join(out)
 
 
+def fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
+    """(group, metric, value) for every metric present in the scorecard, grouped in report order."""
+    present = [(m.group, m, lookup(card, m.path)) for m in METRICS]
+    present = [r for r in present if r[2] is not None or r[1].name in ("clean_accuracy", "importance_rho")]
+    return sorted(present, key=lambda r: GROUPS.index(r[0]))
+
+
 def verdict(card: dict) -> str:
     """A plain reading of the headline numbers. Not a calibrated prediction: no threshold is claimed."""
     accuracy, classes = card.get("clean_accuracy"), card.get("classes") or 2
@@ -56,3 +46,15 @@ def verdict(card: dict) -> str:
     return (f"keeps {half:.0%} of its accuracy with {curve['fraction'][len(curve['fraction']) // 2]:.0%} of the "
             f"feature units ablated; ablation AUC {abl['auc']:.3f} (higher = generalizes better; uncalibrated, "
             "so compare models rather than read it alone)")
+
+
+LAYER_COLUMNS = [  # (key in a per-layer row, header with its better-direction)
+    ("units", "units"),
+    ("intra_class_variance_sum", "Σ intra-class var"),
+    ("intra_class_variance_ratio", "intra/total var ↓"),
+    ("consistency", "consistency C ↓"),
+    ("perplexity", "perplexity/N_c ·"),
+    ("nodes_accuracy", "nodes acc ↑"),
+    ("selectivity_mean", "selectivity ·"),
+    ("magnitude", "L_r ↓"),
+]

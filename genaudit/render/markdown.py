@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from genaudit.render import HEADLINE, sparkline, verdict
-from genaudit.scorecard import lookup
+from genaudit.render import LAYER_COLUMNS, fmt, rows, sparkline, verdict
 
 
 def report(card: dict, failures: list[str] | None = None) -> str:
@@ -14,14 +13,16 @@ def report(card: dict, failures: list[str] | None = None) -> str:
         f"- **layer** `{layer['name']}` ({layer['units']} units) · **data** {card['data']['spec']} "
         f"({card['samples']} samples, {card['label_mode']}) · **verdict** {verdict(card)}",
         "",
-        "| metric | value | better | meaning |",
-        "|---|---:|:---:|---|",
+        "| group | metric | value | better | meaning |",
+        "|---|---|---:|:---:|---|",
     ]
-    for m in HEADLINE:
-        value = lookup(card, m.path)
-        lines.append(f"| {m.label} | {'—' if value is None else f'{value:.3f}'} | "
-                     f"{ {'higher': '↑', 'lower': '↓'}.get(m.better, '·') } | {m.meaning} |")
+    lines += [f"| {group} | {m.label} | {fmt(value)} | {m.arrow} | {m.meaning} |" for group, m, value in rows(card)]
     curve = card["diagnostics"]["ablation"]["curve"]["accuracy"]
     lines += ["", f"Ablation curve: `{sparkline(curve)}`"]
+    if "layers" in card:
+        lines += ["", "| layer | " + " | ".join(h for _, h in LAYER_COLUMNS) + " |",
+                  "|---|" + "---:|" * len(LAYER_COLUMNS)]
+        lines += [f"| `{r['name']}` | " + " | ".join(str(r[k]) if k == "units" else fmt(r[k])
+                                                     for k, _ in LAYER_COLUMNS) + " |" for r in card["layers"]]
     lines += [f"- ❌ {line}" for line in failures or []]
     return "\n".join(lines) + "\n"

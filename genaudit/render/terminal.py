@@ -1,17 +1,12 @@
-"""The rich terminal report: summary panel, diagnostics table, inline curves."""
+"""The rich terminal report: summary panel, grouped diagnostics table, inline curves, per-layer table."""
 
 from __future__ import annotations
 
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from genaudit.render import HEADLINE, sparkline, verdict
-from genaudit.scorecard import lookup
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
+from genaudit.render import LAYER_COLUMNS, fmt, rows, sparkline, verdict
 
 
 def report(card: dict, console: Console, failures: list[str] | None = None) -> None:
@@ -28,22 +23,27 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
     summary.add_row("[bold]verdict[/]", verdict(card))
     console.print(Panel(summary, title=f"genaudit {card['genaudit_version']}", expand=False))
 
-    table = Table(title="Diagnostics", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("better", justify="center")
-    table.add_column("what it means")
-    for metric in HEADLINE:
-        arrow = {"higher": "↑", "lower": "↓"}.get(metric.better, "·")
-        table.add_row(metric.label, _fmt(lookup(card, metric.path)), arrow, metric.meaning)
+    table = Table(title="Diagnostics  (↑ higher is better, ↓ lower is better, · descriptive; "
+                        "`genaudit explain NAME` for more)", title_justify="left")
+    for col, kw in (("group", {"style": "dim"}), ("metric (name)", {}), ("value", {"justify": "right"}),
+                    ("", {"justify": "center"}), ("what it means", {})):
+        table.add_column(col, **kw)
+    last = None
+    for group, metric, value in rows(card):
+        table.add_row(group if group != last else "", f"{metric.label} [dim]({metric.name})[/]", fmt(value),
+                      metric.arrow, metric.meaning)
+        last = group
     console.print(table)
 
     diag = card["diagnostics"]
     abl, noise = diag["ablation"]["curve"], diag["noise"]["curve"]
+    ordered = diag["selectivity"]["ordered_ablation"]["most_selective_first"]["curve"]["accuracy"]
     curves = Table.grid(padding=(0, 2))
-    curves.add_row("[bold]ablation[/] acc vs fraction ablated 0→1", f"[cyan]{sparkline(abl['accuracy'])}[/]",
+    curves.add_row("[bold]ablation[/], random order, 0→100% units", f"[cyan]{sparkline(abl['accuracy'])}[/]",
                    " ".join(f"{a:.2f}" for a in abl["accuracy"][::5]))
-    curves.add_row(f"[bold]noise[/] acc vs noise 0→{noise['scale'][-1]:g}σ", f"[cyan]{sparkline(noise['accuracy'])}[/]",
+    curves.add_row("[bold]ablation[/], most selective first", f"[cyan]{sparkline(ordered)}[/]",
+                   " ".join(f"{a:.2f}" for a in ordered[::5]))
+    curves.add_row(f"[bold]noise[/] 0→{noise['scale'][-1]:g}σ per unit", f"[cyan]{sparkline(noise['accuracy'])}[/]",
                    " ".join(f"{a:.2f}" for a in noise["accuracy"][::2]))
     hist = diag["selectivity"]["histogram"]["counts"]
     peak = max(hist) or 1
@@ -51,5 +51,18 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
                    f"median {diag['selectivity']['median']:.2f}"
                    + (" [dim](units shifted ≥0)[/]" if diag["selectivity"]["shifted_nonnegative"] else ""))
     console.print(Panel(curves, title="Curves (higher and flatter = more robust)", expand=False))
+
+    if "layers" in card:
+        layers = Table(title=f"Per layer  (NSR: regularize [bold]{card['regularize_layer']['name']}[/], "
+                             "the largest aggregated intra-class variance)", title_justify="left")
+        layers.add_column("layer")
+        layers.add_column("op", style="dim")
+        for _, header in LAYER_COLUMNS:
+            layers.add_column(header, justify="right")
+        for row in card["layers"]:
+            mark = " ★" if row["name"] == card["layer"]["name"] else ""
+            layers.add_row(row["name"] + mark, row["op"],
+                           *[str(row[k]) if k == "units" else fmt(row[k]) for k, _ in LAYER_COLUMNS])
+        console.print(layers)
     for line in failures or []:
         console.print(f"[bold red]FAIL[/] {line}")

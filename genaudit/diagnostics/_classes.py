@@ -1,0 +1,44 @@
+"""Class-conditional grouping shared by the diagnostics: which classes are present, per-class sums, entropies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import xlogy
+
+
+@dataclass(frozen=True)
+class Classes:
+    """The J classes present in `classes` (sorted), each sample's class position 0..J-1 and per-class counts."""
+
+    labels: np.ndarray
+    index: np.ndarray
+    counts: np.ndarray
+
+    @classmethod
+    def of(cls, classes: np.ndarray) -> Classes:
+        labels, index, counts = np.unique(np.asarray(classes), return_inverse=True, return_counts=True)
+        return cls(labels, index.reshape(-1), counts)
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    def sums(self, values: np.ndarray) -> np.ndarray:
+        """Per-class column sums of `values` (N x D) as float64 (J x D), in the order of `labels`."""
+        order = np.argsort(self.index, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        return np.add.reduceat(np.asarray(values, np.float64)[order], starts, axis=0)
+
+    def means(self, values: np.ndarray) -> np.ndarray:
+        """Class-conditional means (J x D)."""
+        return self.sums(values) / self.counts[:, None]
+
+
+def entropy(counts: np.ndarray, axis: int = 0) -> np.ndarray:
+    """Entropy in nats of the distribution given by non-negative `counts` along `axis` (0 ln 0 = 0)."""
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum(axis=axis, keepdims=True)
+    p = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
+    return -xlogy(p, p).sum(axis=axis)

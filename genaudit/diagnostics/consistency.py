@@ -1,0 +1,38 @@
+"""Consistency of representations (NSR lemma, Mao et al.; Natekar & Sharma, PGDL): a Davies-Bouldin index.
+
+C = (1/J) sum_i max_{j != i} (S_i + S_j) / M_ij, with S_i the mean Euclidean distance of class-i feature vectors
+to their centroid and M_ij the distance between centroids i and j. It compares how spread each class is with how
+far it is from its most confusable rival: lower = classes tight relative to their separation = generalizes better.
+It is scale-free (spreads and distances scale alike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from genaudit.diagnostics._classes import Classes
+from genaudit.features import FeatureSet
+
+
+def consistency(fs: FeatureSet) -> dict:
+    """Davies-Bouldin consistency C of the unit values (N x D; conv: channel spatial means), classes = reference.
+
+    A class with one sample has S_i = 0. Two classes with coincident centroids (M_ij = 0) cannot be told apart:
+    their ratio is +inf (also when both spreads are 0), so C is infinite; that is reported as value None with
+    coincident_pairs > 0. With fewer than two classes C is undefined: value None, classes < 2.
+    """
+    groups = Classes.of(fs.reference)
+    if groups.n < 2:
+        return {"value": None, "classes": groups.n, "coincident_pairs": 0}
+    values = fs.unit_values().astype(np.float64)
+    centroids = groups.means(values)
+    spread = groups.sums(np.linalg.norm(values - centroids[groups.index], axis=1)[:, None])[:, 0] / groups.counts
+    dist = cdist(centroids, centroids)          # computed pairwise, so coincident centroids give exact zeros
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = (spread[:, None] + spread[None, :]) / dist
+    ratio[dist == 0] = np.inf                   # coincident centroids, also when both spreads are 0
+    np.fill_diagonal(ratio, -np.inf)
+    c = float(ratio.max(axis=1).mean())
+    coincident = int(np.sum(dist == 0) - groups.n) // 2
+    return {"value": c if np.isfinite(c) else None, "classes": groups.n, "coincident_pairs": coincident}
