@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import xlogy
 
 
 @dataclass(frozen=True)
@@ -41,4 +40,4 @@ def entropy(counts: np.ndarray, axis: int = 0) -> np.ndarray:
     counts = np.asarray(counts, np.float64)
     total = counts.sum(axis=axis, keepdims=True)
     p = np.divide(counts, total, out=np.zeros_like(counts), where=total > 0)
-    return -xlogy(p, p).sum(axis=axis)
+    return -(p * np.log(np.where(p > 0, p, 1.0))).sum(axis=axis)

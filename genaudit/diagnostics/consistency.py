@@ -9,7 +9,6 @@ It is scale-free (spreads and distances scale alike).
 from __future__ import annotations
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from genaudit.diagnostics._classes import Classes
 from genaudit.features import FeatureSet
@@ -28,7 +27,8 @@ def consistency(fs: FeatureSet) -> dict:
     values = fs.unit_values().astype(np.float64)
     centroids = groups.means(values)
     spread = groups.sums(np.linalg.norm(values - centroids[groups.index], axis=1)[:, None])[:, 0] / groups.counts
-    dist = cdist(centroids, centroids)          # computed pairwise, so coincident centroids give exact zeros
+    # row by row from differences (not the |a|^2+|b|^2-2ab shortcut), so coincident centroids give exact zeros
+    dist = np.stack([np.linalg.norm(centroids - c, axis=1) for c in centroids])
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = (spread[:, None] + spread[None, :]) / dist
     ratio[dist == 0] = np.inf                   # coincident centroids, also when both spreads are 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from scipy import ndimage
 
 from genaudit.diagnostics._head import normalized_auc
 
@@ -35,6 +34,8 @@ def input_noise_agreement(predict: Predict, x: np.ndarray, *, levels: int = 6, m
 
 def augmentations(x: np.ndarray) -> dict[str, np.ndarray]:
     """Mild label-preserving image changes: 2-pixel shifts in four directions and +/-10 degree rotations."""
+    from scipy import ndimage  # only the probes need it
+
     out = {}
     for name, (dy, dx) in {"shift up": (-2, 0), "shift down": (2, 0), "shift left": (0, -2),
                            "shift right": (0, 2)}.items():
