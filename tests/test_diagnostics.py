@@ -189,3 +189,16 @@ def test_input_probes_hand_cases():
     shifted = augmentations(x)["shift right"]
     np.testing.assert_array_equal(shifted[:, :, :, 2:], x[:, :, :, :-2])  # content moves 2 pixels right
     assert augmentation_agreement(pixel, x)["per_augmentation"]["shift right"] < 0.9
+
+
+def test_closed_form_affine_head_matches_running_the_head():
+    from genaudit.heads import AffineHead
+
+    rng = np.random.default_rng(5)
+    f = np.maximum(rng.normal(size=(150, 3, 2, 2)), 0).astype(np.float32)  # conv-shaped: units are channels
+    w, b = rng.normal(size=(12, 4)), rng.normal(size=4)
+    closed, generic = AffineHead(w, b), lambda x: x.reshape(len(x), -1) @ w + b
+    labels = rng.integers(0, 4, 150)
+    fs = featureset(f, generic, labels)
+    assert ablation(closed, fs, seed=2) == ablation(generic, fs, seed=2)
+    assert noise_robustness(closed, fs) == noise_robustness(generic, fs)

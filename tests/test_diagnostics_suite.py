@@ -270,3 +270,11 @@ def test_conv_single_unit_importance_zeroes_the_whole_channel():
         assert imp[j] == pytest.approx(fs.clean_accuracy - np.mean(head(g).argmax(1) == fs.labels))
     result = selectivity_ordered_ablation(head, fs, np.array([0.2, 0.7, 0.1]), levels=4)
     assert result["most_selective_first"]["curve"]["accuracy"][0] == pytest.approx(fs.clean_accuracy)
+
+
+def test_importance_correlation_agrees_with_scipy_on_ties():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    si, imp = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 40).astype(float)
+    assert importance_correlation(si, imp)["spearman"] == pytest.approx(spearmanr(si, imp)[0])

@@ -103,7 +103,10 @@ def test_matmul_add_classifier_and_fixed_batch_declaration(tmp_path):
     cut = split(splitter, None)
     x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
     features, probs = cut.trunk(x)  # batch 7 through a graph declared with batch 1
-    np.testing.assert_allclose(cut.head(features), probs, atol=1e-6)
+    np.testing.assert_allclose(cut.head_runner(features)[0], probs, atol=1e-6)
+    # the head in closed form gives the logits before the softmax: the same argmax
+    assert cut.affine is not None
+    np.testing.assert_array_equal(cut.head(features).argmax(1), probs.argmax(1))
 
 
 def test_a_cut_inside_a_skip_connection_is_not_offered(tmp_path):

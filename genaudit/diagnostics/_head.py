@@ -6,7 +6,7 @@ from typing import Callable
 
 import numpy as np
 
-Head = Callable[[np.ndarray], np.ndarray]
+from genaudit.heads import AffineHead, Head
 # A variant maker returns the modified features of variants `ks` stacked: (len(ks) * N, *feature_shape).
 VariantMaker = Callable[[np.ndarray], np.ndarray]
 
@@ -26,6 +26,34 @@ def variant_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, 
         pred = out.reshape(len(ks), n, -1).argmax(axis=2)
         acc[ks] = (pred == reference[None, :]).mean(axis=1)
     return acc
+
+
+def masked_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """acc[k] with the features multiplied by keep-mask k (masks: K x feature shape, broadcastable)."""
+    if isinstance(head, AffineHead):  # (F * m) @ W = F @ (m[:, None] * W): no masked copies of F at all
+        flat = features.reshape(len(features), -1).astype(np.float32)
+        weight = head.weight.astype(np.float32)
+        m = np.broadcast_to(masks, (len(masks), *features.shape[1:])).reshape(len(masks), -1).astype(np.float32)
+        acc = np.empty(len(masks))
+        step = max(1, CHUNK_BYTES // max(weight.nbytes + flat.shape[0] * weight.shape[1] * 4, 1))
+        for start in range(0, len(masks), step):
+            ks = slice(start, start + step)
+            stacked = (m[ks, :, None] * weight[None]).transpose(1, 0, 2).reshape(weight.shape[0], -1)
+            out = (flat @ stacked).reshape(len(flat), -1, weight.shape[1]) + head.bias  # one BLAS call
+            acc[ks] = (out.argmax(axis=2) == reference[:, None]).mean(axis=0)
+        return acc
+    return variant_accuracies(head, features, reference, len(masks),
+                              lambda ks: (features[None] * masks[ks][:, None]).reshape(-1, *features.shape[1:]))
+
+
+def shifted_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, direction: np.ndarray,
+                       scales: np.ndarray) -> np.ndarray:
+    """acc[k] with the features moved to features + scales[k] * direction."""
+    if isinstance(head, AffineHead):  # head(F + s D) = head(F) + s * (D @ W)
+        base, delta = head(features), direction.reshape(len(direction), -1) @ head.weight
+        return np.array([np.mean((base + s * delta).argmax(axis=1) == reference) for s in scales])
+    return variant_accuracies(head, features, reference, len(scales),
+                              lambda ks: np.concatenate([features + np.float32(scales[k]) * direction for k in ks]))
 
 
 def normalized_auc(x: np.ndarray, acc: np.ndarray) -> float:

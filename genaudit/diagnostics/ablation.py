@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics._head import Head, broadcast_units, normalized_auc, variant_accuracies
+from genaudit.diagnostics._head import broadcast_units, masked_accuracies, normalized_auc
+from genaudit.heads import Head
 from genaudit.features import FeatureSet
 
 
@@ -24,12 +25,7 @@ def ablation_masks(units: int, fractions: np.ndarray, orders: np.ndarray) -> np.
 def ablation_curve(head: Head, fs: FeatureSet, fractions: np.ndarray, orders: np.ndarray) -> np.ndarray:
     """Accuracy (R x P) with the units of each order ablated cumulatively at each fraction."""
     masks = broadcast_units(ablation_masks(fs.units, fractions, orders), fs.features.ndim)
-    f = fs.features
-
-    def make(ks: np.ndarray) -> np.ndarray:
-        return (f[None] * masks[ks][:, None]).reshape(-1, *f.shape[1:])
-
-    acc = variant_accuracies(head, f, fs.reference, len(masks), make)
+    acc = masked_accuracies(head, fs.features, fs.reference, masks)
     return acc.reshape(len(orders), len(fractions))
 
 

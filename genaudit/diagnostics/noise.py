@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics._head import Head, broadcast_units, normalized_auc, variant_accuracies
+from genaudit.diagnostics._head import broadcast_units, normalized_auc, shifted_accuracies
+from genaudit.heads import Head
 from genaudit.features import FeatureSet
 
 
@@ -27,11 +28,7 @@ def noise_robustness(head: Head, fs: FeatureSet, *, levels: int = 11, max_scale:
     # levels, not draws, and is monotone in expectation without the variance of independent draws).
     direction = broadcast_units(unit_std(f)[None], f.ndim) * np.random.default_rng(seed).standard_normal(
         f.shape, dtype=np.float32)
-
-    def make(ks: np.ndarray) -> np.ndarray:
-        return np.concatenate([f + np.float32(scales[k]) * direction for k in ks])
-
-    acc = variant_accuracies(head, f, fs.reference, levels, make)
+    acc = shifted_accuracies(head, f, fs.reference, direction, scales)
     return {
         "auc": normalized_auc(scales, acc),
         "curve": {"scale": scales.tolist(), "accuracy": acc.tolist()},

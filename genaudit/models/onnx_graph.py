@@ -14,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from genaudit.errors import GenauditError
+from genaudit.heads import AffineHead, Head
 
 # Ops that pass the logits through on the way to the output: walked back over when finding the classifier.
 PASS_THROUGH = {
@@ -24,6 +25,8 @@ NOT_A_LAYER = {
     "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Concat", "Slice", "ConstantOfShape",
     "Range", "Equal", "Where", "Expand", "Size", "Identity", "Dropout", "Softmax", "LogSoftmax",
 }
+# Ops after the classifier's affine map that leave each row's argmax unchanged (softmax along the class axis).
+ARGMAX_SAFE = {"Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Cast"}
 # Outputs of these are probabilities / log-probabilities rather than logits.
 OUTPUT_KINDS = {"Softmax": "probabilities", "LogSoftmax": "log-probabilities"}
 
@@ -219,18 +222,61 @@ class OnnxSplitter:
             del graph.output[:]
             graph.output.extend(saved)
 
-    def head(self, layer: str) -> bytes:
-        """The part of the graph from the layer's tensor to the output."""
-        graph = self.model.graph
+    def affine(self, layer: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(W, b) such that argmax(output) = argmax(flatten(layer) @ W + b), when the head is one Gemm or
+        MatMul(+Add) with constant weights and otherwise only ops that keep each row's argmax; else None."""
+        from onnx import numpy_helper
+
+        nodes = self._head_nodes(layer)
+        linear = [n for n in nodes if n.op_type in ("Gemm", "MatMul", "Add")]
+        rest = [n for n in nodes if n not in linear]
+        if any(n.op_type not in ARGMAX_SAFE or _attr(n, "axis", 1) not in (1, -1) for n in rest):
+            return None
+        values = {t.name: numpy_helper.to_array(t) for t in self.model.graph.initializer}
+        values |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in self.model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
+        flat = {layer} | {n.output[0] for n in rest if n.op_type == "Flatten" and n.input[0] == layer}
+        ops = [n.op_type for n in linear]
+        if ops == ["Gemm"]:
+            gemm = linear[0]
+            if gemm.input[0] not in flat or gemm.input[1] not in values or _attr(gemm, "transA", 0):
+                return None
+            w = values[gemm.input[1]]
+            w = (w.T if _attr(gemm, "transB", 0) else w) * _attr(gemm, "alpha", 1.0)
+            b = values[gemm.input[2]] * _attr(gemm, "beta", 1.0) if len(gemm.input) > 2 and gemm.input[2] else 0
+        elif ops in (["MatMul"], ["MatMul", "Add"]):
+            matmul = linear[0]
+            if matmul.input[0] not in flat or matmul.input[1] not in values:
+                return None
+            w = values[matmul.input[1]]
+            b = 0
+            if len(linear) == 2:
+                bias = [i for i in linear[1].input if i != matmul.output[0]]
+                if len(bias) != 1 or bias[0] not in values:
+                    return None
+                b = values[bias[0]]
+        else:
+            return None
+        if w.ndim != 2:
+            return None
+        return w.astype(np.float64), np.broadcast_to(np.asarray(b, np.float64), (w.shape[1],)).copy()
+
+    def _head_nodes(self, layer: str) -> list[onnx.NodeProto]:
+        """The nodes between the layer's tensor and the output, in graph order."""
         needed, stack = set(), [self.output_name]
-        while stack:  # nodes that feed the output, stopping at the cut
+        while stack:
             name = stack.pop()
             node = self._producer.get(name)
             if name == layer or node is None or id(node) in needed:
                 continue
             needed.add(id(node))
             stack.extend(i for i in node.input if i)
-        nodes = [n for n in graph.node if id(n) in needed]
+        return [n for n in self.model.graph.node if id(n) in needed]
+
+    def head(self, layer: str) -> bytes:
+        """The part of the graph from the layer's tensor to the output."""
+        graph = self.model.graph
+        nodes = self._head_nodes(layer)
         used = {i for n in nodes for i in n.input}
         inits = [t for t in graph.initializer if t.name in used]
         new_graph = helper.make_graph(
@@ -241,6 +287,13 @@ class OnnxSplitter:
         )
         model = helper.make_model(new_graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         return model.SerializeToString()
+
+
+def _attr(node: onnx.NodeProto, name: str, default):
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
 
 
 class Runner:
@@ -292,8 +345,12 @@ class SplitModel:
         """The whole model's outputs."""
         return self.trunk_runner(x)[1]
 
-    def head(self, features: np.ndarray) -> np.ndarray:
-        return self.head_runner(features)[0]
+    affine: AffineHead | None = None    # the head in closed form, when it is one affine map
+
+    @property
+    def head(self) -> Head:
+        """features -> outputs: the closed-form affine map when there is one, else the ONNX head graph."""
+        return self.affine if self.affine is not None else (lambda features: self.head_runner(features)[0])
 
 
 def split(splitter: OnnxSplitter, layer_name: str | None, extra: list[str] = ()) -> SplitModel:
@@ -307,4 +364,5 @@ def split(splitter: OnnxSplitter, layer_name: str | None, extra: list[str] = ())
         output_kind=splitter.output_kind,
         trunk_runner=Runner(splitter.trunk(name, extra), "trunk"),
         head_runner=Runner(splitter.head(name), "head"),
+        affine=None if (wb := splitter.affine(name)) is None else AffineHead(*wb),
     )
