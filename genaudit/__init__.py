@@ -2,6 +2,7 @@
 
     import genaudit
     card = genaudit.audit("model.onnx", "mnist")     # -> Scorecard (a dict; card.to_json())
+    result = genaudit.compare(["a.onnx", "b.onnx"], "mnist")   # -> dict; result["selected"]
 """
 
 __version__ = "0.1.0"
@@ -14,4 +15,11 @@ def audit(*args, **kwargs):
     return _audit(*args, **kwargs)
 
 
-__all__ = ["__version__", "audit"]
+def compare(*args, **kwargs):
+    """Audit and rank a series of models; see `genaudit.comparison.compare`."""
+    from genaudit.comparison import compare as _compare
+
+    return _compare(*args, **kwargs)
+
+
+__all__ = ["__version__", "audit", "compare"]

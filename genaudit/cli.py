@@ -1,6 +1,7 @@
 """The `genaudit` command line: a thin Typer layer over the Python API.
 
-Exit codes: 0 ok, 1 a --fail-under threshold failed, 2 usage or input error (one clear message, no traceback).
+Exit codes: 0 ok, 1 a threshold or baseline check failed, 2 usage or input error (one clear message, no
+traceback). Defaults come from `[tool.genaudit]` in ./pyproject.toml or ./genaudit.yaml; flags win.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import sys
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Annotated, Callable, List, Optional
 
 import typer
 from rich.console import Console
@@ -28,13 +29,56 @@ class Format(str, Enum):
     markdown = "markdown"
 
 
+# Options shared by `score`, `compare` and `watch`.
+Data = Annotated[str, typer.Option("--data", "-d", help="Data: sample | mnist | fashion-mnist | kmnist | cifar10 | "
+                                   "cifar100 | svhn | path/to/file.npz | path/to/image_folder.")]
+Layer = Annotated[Optional[str], typer.Option(help="Feature layer (default: the classifier's input). "
+                                              "See `genaudit layers`.")]
+Labels = Annotated[bool, typer.Option("--labels/--no-labels", help="Use the data's labels when it has them; "
+                                      "without, accuracy means agreement with the model's own predictions.")]
+Samples = Annotated[int, typer.Option(help="Number of samples (stratified, seeded subsample).")]
+Seed = Annotated[int, typer.Option(help="Seed for subsampling, ablation orders and noise.")]
+Split = Annotated[str, typer.Option(help="Split of a named data set (default train: no held-out data needed).")]
+DataDir = Annotated[Optional[Path], typer.Option(envvar="GENAUDIT_DATA_DIR", help="Cache folder for named data sets.")]
+Channels = Annotated[Optional[int], typer.Option(help="Convert images to 1 (grayscale) or 3 (RGB) channels.")]
+Resize = Annotated[Optional[str], typer.Option(help="Resize images to H,W (or one number for square).")]
+Mean = Annotated[Optional[str], typer.Option(help="Normalization mean, one value or one per channel.")]
+Std = Annotated[Optional[str], typer.Option(help="Normalization std, one value or one per channel.")]
+Repeats = Annotated[int, typer.Option(help="Random unit orders averaged in the ablation curve.")]
+Probes = Annotated[int, typer.Option(help="Run the input-space probes (noise and augmentation agreement; they "
+                                     "rerun the whole model) on this many samples. 0 = off.")]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format on stdout.")]
+FailUnder = Annotated[List[str], typer.Option(help="METRIC=VALUE: exit 1 if the metric is below VALUE "
+                                              "(e.g. ablation=0.6). Repeatable.")]
+Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here.")]
+
+
 def _numbers(text: str | None, what: str, kind: type = float) -> tuple | None:
     if text is None:
         return None
     try:
-        return tuple(kind(v) for v in text.split(","))
+        return tuple(kind(v) for v in str(text).split(","))
     except ValueError:
         raise GenauditError(f"{what} takes comma-separated numbers, e.g. 0.5 or 0.5,0.5,0.5 (got '{text}').") from None
+
+
+def _preprocess(channels: int | None, resize: str | None, mean: str | None, std: str | None):
+    from genaudit.data import Preprocess
+
+    if channels not in (None, 1, 3):
+        raise GenauditError(f"--channels must be 1 or 3 (got {channels}).")
+    size = _numbers(resize, "--resize", int)
+    return Preprocess(channels=channels, resize=None if size is None else (size[0], size[-1]),
+                      mean=_numbers(mean, "--mean") or (0.0,), std=_numbers(std, "--std") or (1.0,))
+
+
+def _progress(label: str, enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), console=err, transient=True, disable=not enabled)
+    task = bar.add_task(label, total=None)
+    return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -54,58 +98,59 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+def _finish(failed: list[str]) -> None:
+    for line in failed:
+        err.print(f"check failed: {line}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
 @app.command()
 @user_errors
 def score(
-    model: Path = typer.Argument(..., help="Model file: .onnx, TorchScript .pt/.pth/.ts, or torch.export .pt2."),
-    data: str = typer.Option(..., "--data", "-d", help="Data: sample | mnist | fashion-mnist | kmnist | cifar10 | "
-                             "cifar100 | svhn | path/to/file.npz | path/to/image_folder."),
-    layer: Optional[str] = typer.Option(None, help="Feature layer to audit (default: the classifier's input). "
-                                        "See `genaudit layers`."),
-    labels: bool = typer.Option(True, "--labels/--no-labels", help="Use the data's labels when it has them; "
-                                "without, accuracy means agreement with the model's own predictions."),
-    samples: int = typer.Option(2000, help="Number of samples (stratified, seeded subsample)."),
-    seed: int = typer.Option(0, help="Seed for subsampling, ablation orders and noise."),
-    split: str = typer.Option("train", help="Split of a named data set (default train: no held-out data needed)."),
-    data_dir: Optional[Path] = typer.Option(None, envvar="GENAUDIT_DATA_DIR",
-                                            help="Cache folder for named data sets."),
-    channels: Optional[int] = typer.Option(None, help="Convert images to 1 (grayscale) or 3 (RGB) channels."),
-    resize: Optional[str] = typer.Option(None, help="Resize images to H,W (or one number for square)."),
-    mean: Optional[str] = typer.Option(None, help="Normalization mean, one value or one per channel."),
-    std: Optional[str] = typer.Option(None, help="Normalization std, one value or one per channel."),
-    repeats: int = typer.Option(5, help="Random unit orders averaged in the ablation curve."),
-    layers_opt: Optional[str] = typer.Option(None, "--layers", help="Per-layer table of the layer-wise "
-                                             "diagnostics: 'all' or comma-separated layer names."),
-    probes: int = typer.Option(0, help="Run the input-space probes (noise and augmentation agreement; they "
-                               "rerun the whole model) on this many samples. 0 = off."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Also write the JSON scorecard to this file."),
-    fmt: Format = typer.Option(Format.table, "--format", "-f", help="Report format on stdout."),
-    fail_under: List[str] = typer.Option([], help="METRIC=VALUE: exit 1 if the metric is below VALUE "
-                                         "(e.g. ablation.auc=0.6). Repeatable."),
+    model: Annotated[Path, typer.Argument(help="Model file: .onnx, TorchScript .pt/.pth/.ts, or torch.export .pt2.")],
+    data: Data,
+    layer: Layer = None,
+    labels: Labels = True,
+    samples: Samples = 2000,
+    seed: Seed = 0,
+    split: Split = "train",
+    data_dir: DataDir = None,
+    channels: Channels = None,
+    resize: Resize = None,
+    mean: Mean = None,
+    std: Std = None,
+    repeats: Repeats = 5,
+    layers_opt: Annotated[Optional[str], typer.Option("--layers", help="Per-layer table of the layer-wise "
+                                                      "diagnostics: 'all' or comma-separated layer names.")] = None,
+    probes: Probes = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON scorecard here.")] = None,
+    html: Html = None,
+    fmt: FormatOpt = Format.table,
+    fail_under: FailUnder = [],  # noqa: B006 (Typer reads the default)
+    fail_if_worse_than: Annotated[Optional[Path], typer.Option(help="Baseline scorecard JSON: exit 1 if the "
+                                                               "primary metric drops by more than --tolerance.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Allowed drop against the baseline.")] = 0.01,
 ) -> None:
     """Audit one model: terminal report and JSON scorecard."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
     from genaudit import thresholds
-    from genaudit.data import Preprocess
     from genaudit.pipeline import audit
 
     checks = [thresholds.parse(s) for s in fail_under]
-    if channels not in (None, 1, 3):
-        raise GenauditError(f"--channels must be 1 or 3 (got {channels}).")
-    size = _numbers(resize, "--resize", int)
-    preprocess = Preprocess(channels=channels, resize=None if size is None else (size[0], size[-1]),
-                            mean=_numbers(mean, "--mean") or (0.0,), std=_numbers(std, "--std") or (1.0,))
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True, disable=fmt != Format.table) as bar:
-        task = bar.add_task("features (one trunk pass)", total=None)
-        card = audit(model, data, layer=layer, use_labels=labels, samples=samples, seed=seed, preprocess=preprocess,
-                     data_dir=data_dir, split_name=split, ablation_repeats=repeats, layers=layers_opt,
-                     probe_samples=probes,
-                     progress=lambda done, total: bar.update(task, completed=done, total=total))
-    failed = thresholds.failures(card, checks)
+    baseline = None if fail_if_worse_than is None else thresholds.load_baseline(fail_if_worse_than)
+    bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
+    with bar:
+        card = audit(model, data, layer=layer, use_labels=labels, samples=samples, seed=seed,
+                     preprocess=_preprocess(channels, resize, mean, std), data_dir=data_dir, split_name=split,
+                     ablation_repeats=repeats, layers=layers_opt, probe_samples=probes, progress=progress)
+    failed = thresholds.failures(card, checks) + thresholds.regressions(card, baseline, tolerance)
     if json_path is not None:
         card.write(json_path)
+    if html is not None:
+        from genaudit.render.html import score_page
+        from genaudit.scorecard import write_atomic
+
+        write_atomic(html, score_page(card))
     if fmt == Format.json:
         sys.stdout.write(card.to_json())
     elif fmt == Format.markdown:
@@ -118,18 +163,117 @@ def score(
         report(card, out, failed)
         out.print("[dim]time: " + " · ".join(f"{k.replace('_', ' ')} {v:.2f}s" for k, v in card.timings.items())
                   + "[/]")
-    for line in failed:
-        err.print(f"threshold failed: {line}", highlight=False)
-    if failed:
-        raise typer.Exit(1)
+    _finish(failed)
+
+
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[List[str], typer.Argument(help="Model files, globs or folders (checkpoints of a run, or a "
+                                                "sweep).")],
+    data: Data,
+    order: Annotated[str, typer.Option(help="natural: by the numbers in the file names (epoch/step); given: as "
+                                       "listed.")] = "natural",
+    rank_by: Annotated[Optional[str], typer.Option(help="Metric that ranks the models (default: the primary "
+                                                   "metric).")] = None,
+    select: Annotated[Optional[str], typer.Option(help="'best': print only the selected model's path (it is "
+                                                  "always in the JSON as 'selected').")] = None,
+    jobs: Annotated[int, typer.Option(help="Audit in this many parallel processes.")] = 1,
+    layer: Layer = None,
+    labels: Labels = True,
+    samples: Samples = 2000,
+    seed: Seed = 0,
+    split: Split = "train",
+    data_dir: DataDir = None,
+    channels: Channels = None,
+    resize: Resize = None,
+    mean: Mean = None,
+    std: Std = None,
+    repeats: Repeats = 5,
+    probes: Probes = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the comparison (all scorecards) "
+                                                      "here.")] = None,
+    html: Html = None,
+    fmt: FormatOpt = Format.table,
+    fail_under: FailUnder = [],  # noqa: B006
+) -> None:
+    """Audit a series of models on the same samples: table, trend, ranking, early-stopping point, selection."""
+    from genaudit import thresholds
+    from genaudit.comparison import compare as run_compare
+    from genaudit.metrics import PRIMARY
+    from genaudit.scorecard import to_json, write_atomic
+
+    if select not in (None, "best"):
+        raise GenauditError(f"--select takes 'best' (got '{select}').")
+    checks = [thresholds.parse(s) for s in fail_under]
+    bar, progress = _progress("models audited", fmt == Format.table)
+    with bar:
+        result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, samples=samples,
+                             split_name=split, data_dir=data_dir, preprocess=_preprocess(channels, resize, mean, std),
+                             jobs=jobs, progress=progress, layer=layer, use_labels=labels, seed=seed,
+                             ablation_repeats=repeats, probe_samples=probes)
+    failed = [f"{card['model']['path']}: {line}" for card in result["scorecards"]
+              for line in thresholds.failures(card, checks)]
+    if json_path is not None:
+        write_atomic(json_path, to_json(result))
+    if html is not None:
+        from genaudit.render.html import compare_page
+
+        write_atomic(html, compare_page(result))
+    if select == "best" and fmt == Format.table:
+        sys.stdout.write(f"{result['selected']}\n")  # the chosen model alone, for scripts
+    elif fmt == Format.json:
+        sys.stdout.write(to_json(result))
+    elif fmt == Format.markdown:
+        from genaudit.render.markdown import comparison
+
+        sys.stdout.write(comparison(result))
+    else:
+        from genaudit.render.terminal import comparison
+
+        comparison(result, out)
+    _finish(failed)
+
+
+@app.command()
+@user_errors
+def watch(
+    folder: Annotated[Path, typer.Argument(help="Folder a training job writes checkpoints into.")],
+    data: Data,
+    interval: Annotated[float, typer.Option(help="Seconds between looks at the folder.")] = 30.0,
+    polls: Annotated[int, typer.Option(help="Stop after this many looks (0 = until Ctrl-C).")] = 0,
+    labels: Labels = True,
+    samples: Samples = 2000,
+    seed: Seed = 0,
+    split: Split = "train",
+    data_dir: DataDir = None,
+    channels: Channels = None,
+    resize: Resize = None,
+    mean: Mean = None,
+    std: Std = None,
+) -> None:
+    """Re-audit as new checkpoints appear, beside a running training job: trend and early-stopping advice."""
+    from genaudit.comparison import Watcher
+    from genaudit.render.terminal import comparison
+
+    if not folder.is_dir():
+        raise GenauditError(f"{folder} is not a folder. Point watch at the folder the checkpoints are written to.")
+    watcher = Watcher(folder, data, samples=samples, split_name=split, data_dir=data_dir,
+                      preprocess=_preprocess(channels, resize, mean, std), use_labels=labels, seed=seed)
+    try:
+        for result in watcher.poll(interval, polls):
+            if result is not None:
+                comparison(result, out)
+    except KeyboardInterrupt:
+        err.print("stopped watching.")
 
 
 @app.command()
 @user_errors
 def layers(
-    model: Path = typer.Argument(..., help="Model file."),
-    input_shape: Optional[str] = typer.Option(None, help="Per-sample input shape C,H,W (needed for TorchScript, "
-                                              "which does not record it)."),
+    model: Annotated[Path, typer.Argument(help="Model file.")],
+    input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape C,H,W (needed for "
+                                                       "TorchScript, which does not record it).")] = None,
 ) -> None:
     """List the layers where the model can be cut, with shapes; the default feature layer is marked."""
     from rich.table import Table
@@ -149,7 +293,8 @@ def layers(
 
 @app.command()
 @user_errors
-def explain(metric: Optional[str] = typer.Argument(None, help="Metric name or scorecard path; omit to list.")) -> None:
+def explain(metric: Annotated[Optional[str], typer.Argument(help="Metric name or scorecard path; omit to "
+                                                            "list.")] = None) -> None:
     """What a metric means, its formula, its paper, and how to read it."""
     from rich.table import Table
 
@@ -173,4 +318,11 @@ def explain(metric: Optional[str] = typer.Argument(None, help="Metric name or sc
 
 
 def main() -> None:
-    app()
+    from genaudit.config import default_map
+
+    try:
+        defaults = default_map(Path.cwd())
+    except GenauditError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None
+    app(default_map=defaults)

@@ -93,3 +93,6 @@ METRICS = [
 ]
 BY_NAME = {m.name: m for m in METRICS} | {m.path: m for m in METRICS}
 GROUPS = ["accuracy", "robustness", "class structure", "magnitude", "input-space"]
+
+# The metric that ranks models in `compare`, selects the best, and gates against a baseline.
+PRIMARY = "ablation"

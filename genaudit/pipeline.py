@@ -168,6 +168,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
             "why": "largest aggregated intra-class variance (Σ over units): where NSR would help most",
         }
     card.timings = timings
+    card.unit_values = fs.unit_values()
     return card
 
 

@@ -41,6 +41,9 @@ def write_atomic(path: str | Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -70,9 +73,10 @@ def load(path: str | Path) -> dict:
 
 class Scorecard(dict):
     """The audit result: a plain dict (the JSON document) with helpers. `timings` are kept out of the JSON so
-    that the same inputs give the same document."""
+    that the same inputs give the same document; `unit_values` (N x units) serve representation similarity."""
 
     timings: dict
+    unit_values: Any = None  # np.ndarray | None
 
     def to_json(self) -> str:
         return to_json(self)

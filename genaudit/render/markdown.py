@@ -26,3 +26,18 @@ def report(card: dict, failures: list[str] | None = None) -> str:
                                                      for k, _ in LAYER_COLUMNS) + " |" for r in card["layers"]]
     lines += [f"- ❌ {line}" for line in failures or []]
     return "\n".join(lines) + "\n"
+
+
+def comparison(result: dict) -> str:
+    metric = result["rank_by"]
+    lines = [f"### genaudit compare: ranked by {metric['metric']} ({metric['better']} is better)", "",
+             "| # | model | rank | value | train acc | CKA to previous |", "|---:|---|---:|---:|---:|---:|"]
+    for i, row in enumerate(result["models"]):
+        name = f"**`{row['model']}`**" if row["model"] == result["selected"] else f"`{row['model']}`"
+        prev = row["drift"]["previous"]
+        lines.append(f"| {i + 1} | {name} | {row['rank'] or '—'} | {fmt(row['value'])} | "
+                     f"{fmt(row['clean_accuracy'])} | {fmt(prev['cka']) if prev else '—'} |")
+    stop = result["early_stopping"]
+    lines += ["", f"- **selected**: `{result['selected']}`", f"- **peak**: `{stop['peak']}`",
+              f"- **memorization sets in**: {stop['memorization_onset'] or 'not detected'} ({stop['evidence']})"]
+    return "\n".join(lines) + "\n"

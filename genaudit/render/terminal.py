@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
 from genaudit.render import LAYER_COLUMNS, fmt, rows, sparkline, verdict
+from genaudit.scorecard import lookup
 
 
 def report(card: dict, console: Console, failures: list[str] | None = None) -> None:
@@ -66,3 +69,35 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
         console.print(layers)
     for line in failures or []:
         console.print(f"[bold red]FAIL[/] {line}")
+
+
+def comparison(result: dict, console: Console) -> None:
+    """Table (one row per model, best highlighted), trend chart, ranking, early stopping and selection."""
+    metric = result["rank_by"]
+    headline = [("ablation", "ablation.auc"), ("noise", "noise.auc"), ("consistency", "consistency.value"),
+                ("steadiness", "steadiness.ratio"), ("nodes", "nodes.accuracy")]
+    table = Table(title=f"Comparison on {result['data']['spec']} ({result['data']['samples']} samples); "
+                        f"ranked by {metric['metric']} ({metric['better']} is better)", title_justify="left")
+    for col in ("#", "model", "rank", "train acc", *[name for name, _ in headline], "CKA prev", "CKA final"):
+        if col == "model":
+            table.add_column(col, overflow="fold")
+        else:
+            table.add_column(col, justify="right", no_wrap=True)
+    for i, (row, card) in enumerate(zip(result["models"], result["scorecards"])):
+        style = "bold green" if row["model"] == result["selected"] else None
+        drift = row["drift"]
+        table.add_row(str(i + 1), Path(row["model"]).name, str(row["rank"] or "—"), fmt(row["clean_accuracy"]),
+                      *[fmt(lookup(card, path)) for _, path in headline],
+                      fmt(drift["previous"]["cka"]) if drift["previous"] else "—", fmt(drift["final"]["cka"]),
+                      style=style)
+    console.print(table)
+    values = [row["value"] for row in result["models"]]
+    known = [v for v in values if v is not None]
+    if known:
+        lo, hi = min(known), max(known)
+        console.print(f"trend of {metric['metric']} across the series: [cyan]{sparkline(values, lo, hi)}[/] "
+                      f"({lo:.3f} … {hi:.3f})")
+    stop = result["early_stopping"]
+    console.print(f"[bold]peak[/]: {stop['peak']}   [bold]memorization sets in[/]: "
+                  f"{stop['memorization_onset'] or 'not detected'}   [dim]({stop['evidence']})[/]")
+    console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{result['selected']}[/]")

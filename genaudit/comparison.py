@@ -1,0 +1,198 @@
+"""Compare checkpoints or a sweep: audit every model on the same samples, rank them, find where to stop.
+
+    import genaudit
+    result = genaudit.compare(["ckpt_1.onnx", "ckpt_2.onnx"], "mnist")   # -> dict; result["selected"]
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Iterator
+
+from genaudit import __version__
+from genaudit.data import Dataset, Preprocess, load_data
+from genaudit.diagnostics import linear_cka, svcca
+from genaudit.errors import GenauditError
+from genaudit.metrics import BY_NAME, PRIMARY
+from genaudit.pipeline import AuditOptions, audit_dataset
+from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+
+MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ts", ".pt2"}
+
+
+def natural_key(path: Path) -> list:
+    """Sort key that orders epoch_2 before epoch_10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
+
+
+def expand(models: list[str | Path], order: str = "natural") -> list[Path]:
+    """Model files from paths, globs and folders; 'natural' sorts by the numbers in the names (epoch/step),
+    'given' keeps the order given."""
+    found: list[Path] = []
+    for item in map(str, models):
+        if Path(item).is_dir():
+            found += [p for p in Path(item).iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file()]
+        elif any(ch in item for ch in "*?["):
+            found += [Path(p) for p in glob.glob(item)]
+        else:
+            found.append(Path(item))
+    if not found:
+        raise GenauditError(f"No model files found in {', '.join(map(str, models))}.")
+    unique = list(dict.fromkeys(found))
+    if order == "natural":
+        unique.sort(key=natural_key)
+    elif order != "given":
+        raise GenauditError(f"--order must be 'natural' or 'given' (got '{order}').")
+    return unique
+
+
+def _audit_one(args: tuple) -> Scorecard:
+    model, dataset, opts = args
+    return audit_dataset(model, dataset, opts)
+
+
+def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int = 1,
+              progress: Callable[[int, int], None] | None = None) -> list[Scorecard]:
+    """Audit every model on the same data set, in `jobs` parallel processes (each with its share of cores)."""
+    if jobs <= 1 or len(paths) == 1:
+        cards = []
+        for i, path in enumerate(paths):
+            cards.append(audit_dataset(path, dataset, opts))
+            if progress is not None:
+                progress(i + 1, len(paths))
+        return cards
+    os.environ.setdefault("GENAUDIT_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        cards = []
+        for i, card in enumerate(pool.map(_audit_one, [(p, dataset, opts) for p in paths])):
+            cards.append(card)
+            if progress is not None:
+                progress(i + 1, len(paths))
+        return cards
+
+
+def early_stopping(values: list[float | None], train_accuracy: list[float | None], tolerance: float = 0.01) -> dict:
+    """Where the score peaks in an ordered series, and where memorization sets in: the first later checkpoint
+    whose score has fallen by more than `tolerance` below the peak while training accuracy kept rising."""
+    scored = [(i, v) for i, v in enumerate(values) if v is not None]
+    if not scored:
+        return {"peak": None, "memorization_onset": None, "evidence": "no checkpoint has a score"}
+    peak = max(scored, key=lambda iv: iv[1])[0]
+    onset = None
+    if any(a is None for a in train_accuracy):
+        evidence = "no labels: training accuracy unknown, so memorization onset cannot be told from underfitting"
+    else:
+        for i in range(peak + 1, len(values)):
+            if values[i] is not None and values[i] < values[peak] - tolerance and train_accuracy[i] > train_accuracy[peak]:
+                onset = i
+                break
+        evidence = ("score keeps within tolerance of its peak or training accuracy stops rising after it"
+                    if onset is None else
+                    f"score {values[peak]:.3f} → {values[onset]:.3f} while training accuracy "
+                    f"{train_accuracy[peak]:.3f} → {train_accuracy[onset]:.3f}")
+    return {"peak": peak, "memorization_onset": onset, "evidence": evidence}
+
+
+def drift(cards: list[Scorecard]) -> list[dict]:
+    """Linear CKA and SVCCA of each model's feature layer with the previous model and with the last one."""
+    rows = []
+    last = cards[-1].unit_values
+    for i, card in enumerate(cards):
+        row = {"previous": None, "final": None}
+        if i > 0:
+            prev = cards[i - 1].unit_values
+            row["previous"] = {"cka": linear_cka(prev, card.unit_values), "svcca": svcca(prev, card.unit_values)["mean"]}
+        row["final"] = {"cka": linear_cka(card.unit_values, last), "svcca": svcca(card.unit_values, last)["mean"]}
+        rows.append(row)
+    return rows
+
+
+def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_by: str = PRIMARY) -> dict:
+    """The comparison document for audited models in series order: ranking, early stopping, drift, selection."""
+    metric = BY_NAME[rank_by]
+    values = [lookup(c, metric.path) for c in cards]
+    sign = 1 if metric.better == "higher" else -1
+    keyed = [sign * v if v is not None else None for v in values]
+    ranking = sorted((i for i, v in enumerate(keyed) if v is not None), key=lambda i: -keyed[i])
+    stop = early_stopping(keyed, [c["clean_accuracy"] for c in cards])
+    similarity = drift(cards)
+    name = lambda i: None if i is None else str(paths[i])  # noqa: E731
+    rows = [{"model": str(p), "rank": ranking.index(i) + 1 if i in ranking else None, "value": values[i],
+             "clean_accuracy": cards[i]["clean_accuracy"], "drift": similarity[i]} for i, p in enumerate(paths)]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "genaudit_version": __version__,
+        "data": data_spec,
+        "rank_by": {"metric": metric.name, "path": metric.path, "better": metric.better},
+        "models": rows,
+        "ranking": [str(paths[i]) for i in ranking],
+        "selected": name(ranking[0] if ranking else None),
+        "early_stopping": {"peak": name(stop["peak"]), "memorization_onset": name(stop["memorization_onset"]),
+                           "evidence": stop["evidence"]},
+        "scorecards": [dict(c) for c in cards],
+    }
+
+
+def _check_rank_metric(rank_by: str) -> None:
+    if rank_by not in BY_NAME:
+        raise GenauditError(f"--rank-by: unknown metric '{rank_by}'. See `genaudit explain`.")
+    if BY_NAME[rank_by].better not in ("higher", "lower"):
+        raise GenauditError(f"--rank-by {rank_by} is descriptive (no better side); pick a directional metric.")
+
+
+def compare(
+    models: list[str | Path],
+    data: str = "sample",
+    *,
+    order: str = "natural",
+    rank_by: str = PRIMARY,
+    samples: int | None = 2000,
+    split_name: str = "train",
+    data_dir: str | Path | None = None,
+    preprocess: Preprocess = Preprocess(),
+    jobs: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    **options,
+) -> dict:
+    """Audit a series of models on the same samples (data loaded once); rank them by `rank_by`, find the
+    early-stopping point and select the best. Returns the comparison document (every scorecard inside)."""
+    _check_rank_metric(rank_by)
+    paths = expand(models, order)
+    opts = AuditOptions(**options)
+    dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=opts.seed,
+                        preprocess=preprocess)
+    return summarize(paths, audit_all(paths, dataset, opts, jobs, progress), dataset.spec, rank_by)
+
+
+class Watcher:
+    """Audits the checkpoints that appear in a folder, one by one, on data loaded once."""
+
+    def __init__(self, folder: Path, data: str, *, samples: int | None = 2000, split_name: str = "train",
+                 data_dir: str | Path | None = None, preprocess: Preprocess = Preprocess(), **options):
+        self.folder = Path(folder)
+        self.opts = AuditOptions(**options)
+        self.dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=self.opts.seed,
+                                 preprocess=preprocess)
+        self.cards: dict[Path, Scorecard] = {}
+
+    def poll(self, interval: float, polls: int = 0) -> Iterator[dict | None]:
+        """Each look yields the updated comparison when new checkpoints were audited, else None. Files
+        modified in the last 2 s are left for the next look (they may still be being written)."""
+        looks = 0
+        while True:
+            now = time.time()
+            ready = [p for p in self.folder.iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file()
+                     and p not in self.cards and now - p.stat().st_mtime > 2]
+            for path in sorted(ready, key=natural_key):
+                self.cards[path] = audit_dataset(path, self.dataset, self.opts)
+            paths = sorted(self.cards, key=natural_key)
+            yield summarize(paths, [self.cards[p] for p in paths], self.dataset.spec) if ready else None
+            looks += 1
+            if polls and looks >= polls:
+                return
+            time.sleep(interval)

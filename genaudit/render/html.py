@@ -1,0 +1,136 @@
+"""Self-contained HTML reports: plots drawn with matplotlib, embedded as base64 PNG, no network needed to view."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+from genaudit.render import LAYER_COLUMNS, fmt, rows, verdict
+from genaudit.scorecard import lookup
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
+th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.best{background:#e6f4ea}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{width:520px;border:1px solid #eee}
+.meta{color:#555}code{background:#f6f6f6;padding:1px 4px}
+"""
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.4), dpi=100)
+    ax.grid(alpha=0.3)
+    return plt, fig, ax
+
+
+def _png(plt, fig) -> str:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+
+
+def _curve(series: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str) -> str:
+    plt, fig, ax = _figure()
+    for label, x, y in series:
+        ax.plot(x, y, marker=".", label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.set_ylim(bottom=0)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return _png(plt, fig)
+
+
+def _histogram(card: dict) -> str:
+    hist = card["diagnostics"]["selectivity"]["histogram"]
+    plt, fig, ax = _figure()
+    edges = hist["edges"]
+    ax.bar(edges[:-1], hist["counts"], width=edges[1] - edges[0], align="edge", edgecolor="white")
+    ax.set(title="Class selectivity of the units", xlabel="selectivity index (0 = all classes, 1 = one)",
+           ylabel="units")
+    return _png(plt, fig)
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+
+
+def _table(header: list[str], body: list[list[str]], numeric_from: int = 1, best: int | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    lines = []
+    for i, row in enumerate(body):
+        cells = "".join(f'<td class="n">{c}</td>' if j >= numeric_from else f"<td>{c}</td>" for j, c in enumerate(row))
+        lines.append(f'<tr class="best">{cells}</tr>' if i == best else f"<tr>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
+
+
+def score_page(card: dict) -> str:
+    """One model: summary, diagnostics table, ablation/noise curves, selectivity histogram, per-layer table."""
+    diag, esc = card["diagnostics"], html.escape
+    abl, noise = diag["ablation"]["curve"], diag["noise"]["curve"]
+    ordered = diag["selectivity"]["ordered_ablation"]
+    plots = [
+        _curve([("random order", abl["fraction"], abl["accuracy"]),
+                ("most selective first", abl["fraction"], ordered["most_selective_first"]["curve"]["accuracy"]),
+                ("least selective first", abl["fraction"], ordered["least_selective_first"]["curve"]["accuracy"])],
+               "Cumulative ablation", "fraction of units zeroed", "accuracy"),
+        _curve([("noise", noise["scale"], noise["accuracy"])], "Noise robustness",
+               "noise std (× each unit's std)", "accuracy"),
+        _histogram(card),
+    ]
+    table = _table(["group", "metric", "value", "better", "meaning"],
+                   [[esc(g), f"{esc(m.label)} <code>{m.name}</code>", fmt(v), m.arrow, esc(m.meaning)]
+                    for g, m, v in rows(card)], numeric_from=2)
+    body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
+            f"({card['model']['format']}) · layer <code>{esc(card['layer']['name'])}</code> "
+            f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples, "
+            f"{card['label_mode']} · genaudit {card['genaudit_version']}</p>"
+            f"<p><b>Verdict:</b> {esc(verdict(card))}</p><h2>Diagnostics</h2>{table}"
+            f"<h2>Curves</h2><div class=plots>{''.join(plots)}</div>")
+    if "layers" in card:
+        body += (f"<h2>Per layer</h2><p>NSR would help most at <code>{esc(card['regularize_layer']['name'])}</code> "
+                 "(largest aggregated intra-class variance).</p>"
+                 + _table(["layer", *[h for _, h in LAYER_COLUMNS]],
+                          [[f"<code>{esc(r['name'])}</code>", *[str(r[k]) if k == "units" else fmt(r[k])
+                                                                for k, _ in LAYER_COLUMNS]] for r in card["layers"]]))
+    return _page(f"genaudit: {card['model']['path']}", body)
+
+
+def compare_page(result: dict) -> str:
+    """A series of models: table with the best highlighted, trends of the headline metrics, drift, advice."""
+    esc, cards = html.escape, result["scorecards"]
+    steps = list(range(1, len(cards) + 1))
+    trends = [("ablation AUC", "ablation.auc"), ("noise AUC", "noise.auc"), ("train accuracy", "clean_accuracy"),
+              ("nodes-as-classifiers acc", "nodes.accuracy")]
+    plots = [
+        _curve([(label, steps, [lookup(c, path) for c in cards]) for label, path in trends],
+               "Trends across the series (higher is better)", "checkpoint #", "value"),
+        _curve([("CKA to previous", steps[1:], [r["drift"]["previous"]["cka"] for r in result["models"][1:]]),
+                ("CKA to final", steps, [r["drift"]["final"]["cka"] for r in result["models"]]),
+                ("SVCCA to final", steps, [r["drift"]["final"]["svcca"] for r in result["models"]])],
+               "Representation drift", "checkpoint #", "similarity"),
+        _curve([(f"#{i + 1}", c["diagnostics"]["ablation"]["curve"]["fraction"],
+                 c["diagnostics"]["ablation"]["curve"]["accuracy"]) for i, c in enumerate(cards)],
+               "Ablation curves", "fraction of units zeroed", "accuracy"),
+    ]
+    best = next((i for i, r in enumerate(result["models"]) if r["model"] == result["selected"]), None)
+    table = _table(["#", "model", "rank", result["rank_by"]["metric"], "train acc"],
+                   [[str(i + 1), f"<code>{esc(r['model'])}</code>", str(r["rank"] or "—"), fmt(r["value"]),
+                     fmt(r["clean_accuracy"])] for i, r in enumerate(result["models"])], numeric_from=2, best=best)
+    stop = result["early_stopping"]
+    body = (f"<h1>genaudit comparison</h1><p class=meta>{len(cards)} models on {esc(result['data']['spec'])} "
+            f"({result['data']['samples']} samples); ranked by {esc(result['rank_by']['metric'])} "
+            f"({result['rank_by']['better']} is better)</p>{table}"
+            f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code><br><b>Peak:</b> "
+            f"<code>{esc(str(stop['peak']))}</code> · <b>memorization sets in:</b> "
+            f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
+            f"<div class=plots>{''.join(plots)}</div>")
+    return _page("genaudit comparison", body)
