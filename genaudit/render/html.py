@@ -63,11 +63,11 @@ def _page(title: str, body: str) -> str:
             f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
-def _table(header: list[str], body: list[list[str]], numeric_from: int = 1, best: int | None = None) -> str:
+def _table(header: list[str], body: list[list[str]], numeric: set[int], best: int | None = None) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     lines = []
     for i, row in enumerate(body):
-        cells = "".join(f'<td class="n">{c}</td>' if j >= numeric_from else f"<td>{c}</td>" for j, c in enumerate(row))
+        cells = "".join(f'<td class="n">{c}</td>' if j in numeric else f"<td>{c}</td>" for j, c in enumerate(row))
         lines.append(f'<tr class="best">{cells}</tr>' if i == best else f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
 
@@ -88,7 +88,7 @@ def score_page(card: dict) -> str:
     ]
     table = _table(["group", "metric", "value", "better", "meaning"],
                    [[esc(g), f"{esc(m.label)} <code>{m.name}</code>", fmt(v), m.arrow, esc(m.meaning)]
-                    for g, m, v in rows(card)], numeric_from=2)
+                    for g, m, v in rows(card)], numeric={2})
     body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
             f"({card['model']['format']}) · layer <code>{esc(card['layer']['name'])}</code> "
             f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples, "
@@ -100,7 +100,8 @@ def score_page(card: dict) -> str:
                  "(largest aggregated intra-class variance).</p>"
                  + _table(["layer", *[h for _, h in LAYER_COLUMNS]],
                           [[f"<code>{esc(r['name'])}</code>", *[str(r[k]) if k == "units" else fmt(r[k])
-                                                                for k, _ in LAYER_COLUMNS]] for r in card["layers"]]))
+                                                                for k, _ in LAYER_COLUMNS]] for r in card["layers"]],
+                          numeric=set(range(1, len(LAYER_COLUMNS) + 1))))
     return _page(f"genaudit: {card['model']['path']}", body)
 
 
@@ -112,7 +113,7 @@ def compare_page(result: dict) -> str:
               ("nodes-as-classifiers acc", "nodes.accuracy")]
     plots = [
         _curve([(label, steps, [lookup(c, path) for c in cards]) for label, path in trends],
-               "Trends across the series (higher is better)", "checkpoint #", "value"),
+               "Trends across the series", "checkpoint #", "value"),
         _curve([("CKA to previous", steps[1:], [r["drift"]["previous"]["cka"] for r in result["models"][1:]]),
                 ("CKA to final", steps, [r["drift"]["final"]["cka"] for r in result["models"]]),
                 ("SVCCA to final", steps, [r["drift"]["final"]["svcca"] for r in result["models"]])],
@@ -124,7 +125,8 @@ def compare_page(result: dict) -> str:
     best = next((i for i, r in enumerate(result["models"]) if r["model"] == result["selected"]), None)
     table = _table(["#", "model", "rank", result["rank_by"]["metric"], "train acc"],
                    [[str(i + 1), f"<code>{esc(r['model'])}</code>", str(r["rank"] or "—"), fmt(r["value"]),
-                     fmt(r["clean_accuracy"])] for i, r in enumerate(result["models"])], numeric_from=2, best=best)
+                     fmt(r["clean_accuracy"])] for i, r in enumerate(result["models"])], numeric={0, 2, 3, 4},
+                   best=best)
     stop = result["early_stopping"]
     body = (f"<h1>genaudit comparison</h1><p class=meta>{len(cards)} models on {esc(result['data']['spec'])} "
             f"({result['data']['samples']} samples); ranked by {esc(result['rank_by']['metric'])} "
