@@ -270,6 +270,64 @@ def watch(
 
 @app.command()
 @user_errors
+def validate(
+    models: Annotated[List[str], typer.Argument(help="Model files, globs or folders with known holdout behaviour.")],
+    data: Data,
+    holdout: Annotated[str, typer.Option(help="Labelled held-out data (same kinds of spec as --data).")],
+    runs: Annotated[Optional[Path], typer.Option(help="JSON list of {file, run} (e.g. a zoo manifest) grouping "
+                                                 "checkpoints into training runs; default: file name minus "
+                                                 "epoch number.")] = None,
+    labels: Labels = True,
+    samples: Samples = 2000,
+    seed: Seed = 0,
+    data_dir: DataDir = None,
+    channels: Channels = None,
+    resize: Resize = None,
+    mean: Mean = None,
+    std: Std = None,
+    probes: Probes = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the study (JSON) here.")] = None,
+    html: Html = None,
+) -> None:
+    """How well does each diagnostic rank these models by their true holdout accuracy? Kendall tau and
+    Spearman rho, overall and within each training run."""
+    import json
+
+    from rich.table import Table
+
+    from genaudit.scorecard import to_json, write_atomic
+    from genaudit.validation import validate as run_validate
+
+    run_map = None
+    if runs is not None:
+        try:
+            run_map = {str(e["file"]): str(e["run"]) for e in json.loads(runs.read_text())}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise GenauditError(f"--runs {runs}: expected a JSON list of {{file, run}} entries ({exc}).") from None
+    bar, progress = _progress("models audited + holdout", True)
+    with bar:
+        study = run_validate(models, data, holdout, samples=samples, data_dir=data_dir, runs=run_map,
+                             preprocess=_preprocess(channels, resize, mean, std), progress=progress,
+                             use_labels=labels, seed=seed, probe_samples=probes)
+    if json_path is not None:
+        write_atomic(json_path, to_json(study))
+    if html is not None:
+        from genaudit.render.html import validation_page
+
+        write_atomic(html, validation_page(study))
+    table = Table(title=f"{len(study['models'])} models: rank correlation with holdout accuracy "
+                        "(oriented τ: + = the metric ranks models correctly)", title_justify="left")
+    for col in ("metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs", "runs"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    f = lambda v: "—" if v is None else f"{v:+.3f}"  # noqa: E731
+    for name, c in sorted(study["correlations"].items(), key=lambda kv: -(kv[1]["oriented_kendall"] or -9)):
+        table.add_row(name, c["better"] or "·", f(c["oriented_kendall"]), f(c["kendall"]), f(c["spearman"]),
+                      f(c["within_run_kendall_mean"]), str(c["runs"]))
+    out.print(table)
+
+
+@app.command()
+@user_errors
 def layers(
     model: Annotated[Path, typer.Argument(help="Model file.")],
     input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape C,H,W (needed for "

@@ -19,7 +19,7 @@ from genaudit.diagnostics import (
 )
 from genaudit.errors import GenauditError
 from genaudit.features import FeatureSet, compute_features, unit_values
-from genaudit.models import SplitModel, fit_input, identify, open_model, split
+from genaudit.models import ModelFile, OnnxSplitter, SplitModel, fit_input, identify, open_model, split
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard
 
 Progress = Callable[[int, int], None]
@@ -89,10 +89,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     """Audit one model on an already loaded data set (shared by `compare`)."""
     timings = {}
     start = time.perf_counter()
-    file = identify(model)
-    data_shape = dataset.sample_shape
-    splitter = open_model(file, data_shape, default_cache_dir())
-    flatten = fit_input(splitter.input_shape, data_shape)
+    file, splitter, flatten = open_for(model, dataset)
     main = splitter.resolve_layer(opts.layer)
     extra = [name for name in _layer_list(splitter, opts.layers) if name != main]
     cut = split(splitter, main, extra)
@@ -170,6 +167,24 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     card.timings = timings
     card.unit_values = fs.unit_values()
     return card
+
+
+def open_for(model: str | Path, dataset: Dataset) -> tuple[ModelFile, OnnxSplitter, bool]:
+    """Identify and open a model for this data: (file, splitter, whether inputs must be flattened)."""
+    file = identify(model)
+    splitter = open_model(file, dataset.sample_shape, default_cache_dir())
+    return file, splitter, fit_input(splitter.input_shape, dataset.sample_shape)
+
+
+def accuracy_on(model: str | Path, dataset: Dataset, batch_size: int = 256) -> float:
+    """Plain accuracy of the whole model on labelled data (e.g. a holdout set)."""
+    if dataset.y is None:
+        raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
+    _, splitter, flatten = open_for(model, dataset)
+    cut = split(splitter, None)
+    predictions = np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1)
+                                  for x in dataset.batches(batch_size, flatten)])
+    return float(np.mean(predictions == dataset.y))
 
 
 def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:

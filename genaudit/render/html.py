@@ -136,3 +136,29 @@ def compare_page(result: dict) -> str:
             f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
             f"<div class=plots>{''.join(plots)}</div>")
     return _page("genaudit comparison", body)
+
+
+def validation_page(study: dict) -> str:
+    """Validation study: oriented Kendall tau per metric, and each directional metric against holdout accuracy."""
+    esc = html.escape
+    corr = {k: v for k, v in study["correlations"].items() if v["oriented_kendall"] is not None}
+    names = sorted(corr, key=lambda k: corr[k]["oriented_kendall"])
+    plt, fig, ax = _figure()
+    ax.barh(names, [corr[k]["oriented_kendall"] for k in names])
+    ax.set(title="Rank agreement with holdout accuracy", xlabel="oriented Kendall τ (+1 = perfect ranking)")
+    bars = _png(plt, fig)
+    truth = [m["holdout_accuracy"] for m in study["models"]]
+    scatter = []
+    for name in names[::-1][:4]:
+        plt, fig, ax = _figure()
+        ax.scatter([m["metrics"][name] for m in study["models"]], truth, s=12)
+        ax.set(title=f"{name} (τ = {corr[name]['kendall']:+.2f})", xlabel=name, ylabel="holdout accuracy")
+        scatter.append(_png(plt, fig))
+    table = _table(["metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs"],
+                   [[f"<code>{esc(k)}</code>", v["better"] or "·", fmt(v["oriented_kendall"]), fmt(v["kendall"]),
+                     fmt(v["spearman"]), fmt(v["within_run_kendall_mean"])]
+                    for k, v in sorted(study["correlations"].items(), key=lambda kv: kv[0])], numeric={2, 3, 4, 5})
+    body = (f"<h1>genaudit validation</h1><p class=meta>{len(study['models'])} models; training data "
+            f"{esc(study['data']['spec'])}, holdout {esc(study['holdout']['spec'])}</p>{table}"
+            f"<div class=plots>{bars}{''.join(scatter)}</div>")
+    return _page("genaudit validation", body)
