@@ -25,6 +25,10 @@ class FeatureSet:
     def labels_used(self) -> bool:
         return self.labels is not None
 
+    def without_labels(self) -> FeatureSet:
+        """The same features with the model's own predictions as the reference (label-free)."""
+        return FeatureSet(self.features, self.logits, self.predictions, None)
+
     @property
     def reference(self) -> np.ndarray:
         return self.labels if self.labels_used else self.predictions

@@ -23,6 +23,12 @@ class Metric:
 
 
 METRICS = [
+    Metric("score", "score.value", "generalization score", "score", "higher",
+           "predicted generalization in [0, 1], combining the diagnostics the validation study kept",
+           "sigmoid(b + Σ_k w_k z_k), z_k oriented diagnostics, w_k ≥ 0 (genaudit/score_model.json)",
+           "genaudit validation study (docs/validation.md): fitted on the MNIST zoo, evaluated on Fashion-MNIST",
+           "Ranks models of one task; compare models rather than reading one value as an accuracy. "
+           "See docs/validation.md for how well it ranks and where it fails."),
     Metric("clean_accuracy", "clean_accuracy", "clean accuracy", "accuracy", "higher",
            "fraction of the audited (training) samples classified correctly",
            "mean(argmax ψ(F) == y)", "—",
@@ -92,7 +98,7 @@ METRICS = [
            "Reruns the whole model on a subsample. Lower = the model is unstable around its training points."),
 ]
 BY_NAME = {m.name: m for m in METRICS} | {m.path: m for m in METRICS}
-GROUPS = ["accuracy", "robustness", "class structure", "magnitude", "input-space"]
+GROUPS = ["score", "accuracy", "robustness", "class structure", "magnitude", "input-space"]
 
 # The metric that ranks models in `compare`, selects the best, and gates against a baseline.
-PRIMARY = "ablation"
+PRIMARY = "score"

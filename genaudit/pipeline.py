@@ -20,6 +20,8 @@ from genaudit.diagnostics import (
 from genaudit.errors import GenauditError
 from genaudit.features import FeatureSet, compute_features, unit_values
 from genaudit.models import ModelFile, OnnxSplitter, SplitModel, fit_input, identify, open_model, split
+from genaudit.score import components as score_components
+from genaudit.score import generalization_score
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard
 
 Progress = Callable[[int, int], None]
@@ -157,6 +159,8 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         clean_accuracy=fs.clean_accuracy,
         diagnostics=diagnostics,
     )
+    card["score"] = generalization_score(
+        card if not fs.labels_used else {"diagnostics": score_inputs(cut, fs.without_labels(), opts)})
     if layers_table is not None:
         card["layers"] = layers_table
         steadiest = max(layers_table, key=lambda r: r["intra_class_variance_sum"])
@@ -167,6 +171,24 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     card.timings = timings
     card.unit_values = fs.unit_values()
     return card
+
+
+def score_inputs(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
+    """The diagnostics the generalization score reads, computed on `fs`. The score was fitted on label-free
+    audits, so with labels it is computed from the label-free versions of its components (the same number
+    with or without labels; the reported diagnostics still use the labels)."""
+    computed = {
+        "ablation": lambda: ablation(cut.head, fs, levels=opts.ablation_levels, repeats=opts.ablation_repeats,
+                                     seed=opts.seed),
+        "noise": lambda: noise_robustness(cut.head, fs, levels=opts.noise_levels, max_scale=opts.noise_max,
+                                          seed=opts.seed),
+        "steadiness": lambda: steadiness(fs),
+        "consistency": lambda: consistency(fs),
+        "nodes": lambda: nodes_as_classifiers(fs),
+        "magnitude": lambda: magnitude(fs),
+        "selectivity": lambda: {**selectivity(fs), "mutual_information": mi_selectivity(fs)},
+    }
+    return {name: computed[name]() for name in score_components()}
 
 
 def open_for(model: str | Path, dataset: Dataset) -> tuple[ModelFile, OnnxSplitter, bool]:

@@ -43,9 +43,10 @@ def verdict(card: dict) -> str:
         return "undefined: the model gets no sample right, so robustness cannot be measured"
     curve = abl["curve"]
     half = curve["accuracy"][len(curve["accuracy"]) // 2] / curve["accuracy"][0]
-    return (f"keeps {half:.0%} of its accuracy with {curve['fraction'][len(curve['fraction']) // 2]:.0%} of the "
-            f"feature units ablated; ablation AUC {abl['auc']:.3f} (higher = generalizes better; uncalibrated, "
-            "so compare models rather than read it alone)")
+    score = (card.get("score") or {}).get("value")
+    lead = "" if score is None else f"generalization score {score:.3f} (0–1, higher = generalizes better); "
+    return (f"{lead}keeps {half:.0%} of its accuracy with {curve['fraction'][len(curve['fraction']) // 2]:.0%} "
+            "of the feature units ablated. Compare models of one task rather than reading one number alone.")
 
 
 LAYER_COLUMNS = [  # (key in a per-layer row, header with its better-direction)
