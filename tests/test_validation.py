@@ -72,6 +72,29 @@ def test_validate_end_to_end(tiny_zoo, tmp_path):
     assert ablation["n"] == 9 and -1 <= ablation["kendall"] <= 1 and 1 <= ablation["runs"] <= 3
     assert "data:image/png;base64," in page.read_text()
     assert "oriented τ" in result.output
+    score = {m["model"].rsplit("/", 1)[1]: m["metrics"]["score"] for m in study["models"]}
+    assert score["c100_e200.onnx"] < score["c0_e200.onnx"]  # the memorizing model scores below
+
+
+def test_score_fitting_script_runs_on_a_study(tiny_zoo, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    study = tmp_path / "study.json"
+    assert CliRunner().invoke(app, ["validate", str(tiny_zoo / "*.onnx"), "--data", str(tiny_zoo / "train.npz"),
+                                    "--holdout", str(tiny_zoo / "holdout.npz"), "--no-labels",
+                                    "--json", str(study)]).exit_code == 0
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps([{"file": p.name, "arch": "mlp", "regularizer": "none"}
+                                    for p in tiny_zoo.glob("*.onnx")]))
+    spec = tmp_path / "spec.json"
+    script = Path(__file__).resolve().parent.parent / "zoo" / "fit_score.py"
+    done = subprocess.run([sys.executable, str(script), str(study), str(study), "--manifest", str(manifest),
+                           "--write", str(spec)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    fitted = json.loads(spec.read_text())
+    assert fitted["features"] and all(w >= 0 for w in fitted["weights"].values())
 
 
 def test_rank_correlation_hand_cases():
