@@ -27,6 +27,7 @@ def series(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("series")
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to a busy machine
     data = np.load(os.path.join(os.path.dirname(__file__), "..", "genaudit", "sample_data", "mnist_sample.npz"))
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(data["y"]))[:500]

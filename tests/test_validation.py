@@ -32,6 +32,7 @@ def tiny_zoo(tmp_path_factory):
     import torch
 
     folder = tmp_path_factory.mktemp("zoo")
+    torch.set_num_threads(1)  # tiny models: one thread is faster, and immune to a busy machine
     x, y = quadrant_data(120, 0)
     hx, hy = quadrant_data(200, 1)
     np.savez(folder / "train.npz", x=x, y=y)
