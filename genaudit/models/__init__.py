@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genaudit.errors import GenauditError
-from genaudit.models.onnx_graph import Layer, OnnxSplitter, SplitModel, split
+from genaudit.models.onnx_graph import Layer, OnnxSplitter, SplitModel, same_layout, split
 
 FORMAT_NAMES = {"onnx": "onnx", "torchscript": "torchscript", "export": "torch.export"}
 
@@ -58,6 +58,21 @@ def identify(path: str | Path) -> ModelFile:
     return ModelFile(path, sha, "onnx")
 
 
+def _missing_external_data(path: Path) -> list[str]:
+    """Side files named by the model's external-data tensors that are not beside it (an empty list when the
+    file cannot be parsed: the full load reports that)."""
+    import onnx
+
+    try:
+        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+        model = onnx.load(str(path), load_external_data=False)
+        locations = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
+    except Exception:
+        return []
+    return sorted(loc for loc in locations if not (path.parent / loc).is_file())
+
+
 def _load_onnx(path: Path):
     import onnx
 
@@ -66,6 +81,11 @@ def _load_onnx(path: Path):
         if not model.graph.node or not model.graph.output:
             raise ValueError("no graph in it")
     except Exception as exc:
+        if missing := _missing_external_data(path):
+            raise GenauditError(
+                f"{path} keeps its weights in external-data files that are not beside it: {', '.join(missing)}. "
+                f"Copy them into {path.parent} next to the .onnx file (ONNX reads them by that relative name)."
+            ) from None
         raise GenauditError(
             f"{path} is not a readable model: not a TorchScript/torch.export archive, and as ONNX it failed with "
             f"'{str(exc).strip().splitlines()[0][:200]}'. genaudit reads .onnx, TorchScript (.pt/.pth/.ts) and "
@@ -87,6 +107,7 @@ def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path) -> On
     elif file.kind == "export" and (shape := torch_formats.sample_input_shape(file.path)) is not None:
         candidates = [shape]
     else:
+        torch_formats._forget_modules()  # the archive was loaded to look for example inputs
         raise GenauditError(
             f"{file.path} does not record the input shape it expects. Pass --input-shape C,H,W (or, for "
             "`score`, --data: the shape is taken from the data)."
@@ -96,7 +117,8 @@ def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path) -> On
 
 
 def fit_input(model_shape: tuple, data_shape: tuple) -> bool:
-    """Check the data against the model's declared input; True when the data must be flattened to fit.
+    """Check the data against the model's declared input; True when the data must be flattened to fit (the
+    model's runner then gives each flat sample the model's declared shape, e.g. 784x1 or 28x28x1).
 
     Raises a GenauditError that names the mismatch and the option that fixes it.
     """
@@ -105,10 +127,19 @@ def fit_input(model_shape: tuple, data_shape: tuple) -> bool:
             return True
     elif len(model_shape) == len(data_shape) and all(m in (None, d) for m, d in zip(model_shape, data_shape)):
         return False
+    elif same_layout(model_shape, data_shape):
+        return True
     fmt = lambda s: "x".join("?" if d is None else str(d) for d in s)  # noqa: E731
     hint = ""
     if len(model_shape) == 3 and len(data_shape) == 3:
         fixes = []
+        if None not in model_shape and sorted(model_shape) == sorted(data_shape) and tuple(model_shape) == (
+                *data_shape[1:], data_shape[0]):
+            raise GenauditError(
+                f"The model expects channels-last inputs ({fmt(model_shape)} = H x W x C per sample), but genaudit "
+                f"feeds images channels-first ({fmt(data_shape)} = C x H x W) and cannot transpose them for the "
+                "model yet. Re-export the model with a channels-first input (a Transpose at its start) to audit it."
+            )
         if model_shape[0] not in (None, data_shape[0]):
             fixes.append(f"--channels {model_shape[0]}")
         if tuple(model_shape[1:]) != tuple(data_shape[1:]) and None not in model_shape[1:]:

@@ -8,6 +8,8 @@ CPU runtime available for all of them.
 from __future__ import annotations
 
 import functools
+import math
+import os
 from dataclasses import dataclass
 import numpy as np
 import onnx
@@ -19,12 +21,26 @@ from genaudit.heads import AffineHead, Head
 # Ops that pass the logits through on the way to the output: walked back over when finding the classifier.
 PASS_THROUGH = {
     "Softmax", "LogSoftmax", "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "Dropout",
+    "Transpose",
 }
-# Ops whose output is never offered as a layer: shape plumbing and constants.
+# Ops that may follow a classifier whose scores are per position (SqueezeNet, NiN: 1x1 Conv -> ReLU -> global
+# pool), or an activation some models put after their last Linear: walked back over too.
+AFTER_CLASSIFIER = {
+    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
+    "ReduceMax", "AveragePool", "MaxPool",
+}
+# Elementwise ops with one constant operand (bias, scale, temperature) after the classifier: walked back over.
+CONSTANT_OPERAND = {"Add", "Sub", "Mul", "Div"}
+# Ops whose output is never offered as a layer: constants, shape plumbing, and aliases of their input.
 NOT_A_LAYER = {
-    "Constant", "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast", "Concat", "Slice", "ConstantOfShape",
-    "Range", "Equal", "Where", "Expand", "Size", "Identity", "Dropout", "Softmax", "LogSoftmax",
+    "Constant", "Shape", "Size", "ConstantOfShape", "Range", "Equal", "Identity", "Dropout", "Softmax",
+    "LogSoftmax", "Squeeze", "Unsqueeze", "Cast", "CastLike",
 }
+# Ops whose output is offered as a layer only when it is a float tensor of rank >= 2 (else it is shape plumbing).
+ONLY_IF_FLOAT = {"Gather", "Concat", "Slice", "Expand", "Where", "Reshape", "Transpose", "Split", "Tile"}
+# Ops never treated as constant even when all their inputs are (they draw random numbers).
+RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 # Ops after the classifier's affine map that leave each row's argmax unchanged (softmax along the class axis).
 ARGMAX_SAFE = {"Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Cast"}
 # Outputs of these are probabilities / log-probabilities rather than logits.
@@ -76,21 +92,39 @@ class OnnxSplitter:
         self.input_name = self.inputs[0].name
         self.output_name = graph.output[0].name
         self._producer = {o: n for n in graph.node for o in n.output}
-        self._constants = self._init_names | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+        self._constants = _constant_tensors(graph, self._init_names)
 
     @functools.cached_property
-    def _shapes(self) -> dict[str, tuple]:
-        """Inferred shapes of the graph's tensors (batch dim included); only computed to list layers."""
-        try:
-            inferred = onnx.shape_inference.infer_shapes(self.model)
-        except Exception:  # shape inference is a nicety; cuts work without it
-            inferred = self.model
-        shapes = {}
+    def _inferred(self) -> dict[str, tuple[int, tuple | None]]:
+        """Inferred (element type, shape) of the graph's tensors (batch dim included; shape None when unknown,
+        element type 0 when unknown); only computed to list layers."""
+        inferred = self.model
+        batch = self.inputs[0].type.tensor_type.shape.dim[:1]
+        # With a concrete batch of 1 and data propagation, shapes computed at run time (view(x.size(0), -1))
+        # resolve too; the symbolic batch is put back afterwards.
+        for concrete, data_prop in ((True, True), (False, True), (False, False)):
+            if concrete and batch:
+                batch[0].dim_value = 1
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model, data_prop=data_prop)
+                break
+            except Exception:  # shape inference is a nicety; cuts work without it
+                continue
+            finally:
+                if concrete and batch:
+                    batch[0].dim_param = "batch"
+        found = {}
         for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
             t = vi.type.tensor_type
-            if t.HasField("shape"):
-                shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-        return shapes
+            shape = (tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+                     if t.HasField("shape") else None)
+            found[vi.name] = (t.elem_type, shape)
+        return found
+
+    @property
+    def _shapes(self) -> dict[str, tuple]:
+        """Inferred shapes of the graph's tensors (batch dim included), where known."""
+        return {name: shape for name, (_, shape) in self._inferred.items() if shape is not None}
 
     # ---- graph queries -------------------------------------------------------------------------------------
     @property
@@ -118,28 +152,81 @@ class OnnxSplitter:
         return data[0] if len(data) == 1 else None
 
     def default_layer_name(self) -> str:
-        """The representation that feeds the final classification layer (input of the last Gemm/MatMul)."""
+        """The representation that feeds the final classification layer: the data input of the last Gemm/MatMul
+        (or of a 1x1 Conv whose per-position scores are pooled, as in SqueezeNet) on the way to the output."""
         name = self.output_name
-        while name in self._producer:
+        seen = set()
+        while name in self._producer and name not in seen:
+            seen.add(name)
             node = self._producer[name]
-            if node.op_type in PASS_THROUGH:
+            op = node.op_type
+            if op in PASS_THROUGH or op in AFTER_CLASSIFIER:
                 name = node.input[0]
-            elif node.op_type == "Add":
-                name = next((i for i in node.input if i not in self._constants), None)
-                if name is None:
+            elif op in CONSTANT_OPERAND:
+                data = [i for i in node.input if i and i not in self._constants]
+                if len(data) != 1:
                     break
-            elif node.op_type in ("Gemm", "MatMul"):
+                name = data[0]
+            elif op in ("Gemm", "MatMul"):
                 feature = self._data_input(node)
                 if feature is None:
                     break
                 return feature
+            elif op == "Conv" and self._is_pointwise_conv(node):
+                return node.input[0]
             else:
                 break
         raise GenauditError(
-            "Could not find the final classification layer (a Gemm or MatMul feeding the output through "
-            "Softmax/Flatten/Reshape/Identity only). Pass the feature layer explicitly with --layer NAME; "
-            "`genaudit layers MODEL` lists the candidates."
+            "Could not find the final classification layer (a Gemm or MatMul, or a 1x1 Conv before a global "
+            "pool, feeding the output through Softmax/Flatten/Reshape/Identity/bias/activation only). Pass the "
+            "feature layer explicitly with --layer NAME; `genaudit layers MODEL` lists the candidates."
         )
+
+    def _is_pointwise_conv(self, node: onnx.NodeProto) -> bool:
+        """A Conv with constant weights, a 1x1 kernel and no grouping: a per-position affine classifier."""
+        if len(node.input) < 2 or node.input[0] in self._constants or node.input[1] not in self._constants:
+            return False
+        if _attr(node, "group", 1) != 1:
+            return False
+        kernel = _attr(node, "kernel_shape", None)
+        if kernel is None:
+            weight = self._constant_value(node.input[1])
+            kernel = () if weight is None else weight.shape[2:]
+        return len(kernel) > 0 and all(k == 1 for k in kernel)
+
+    def _constant_value(self, name: str) -> np.ndarray | None:
+        """The value of a tensor that does not depend on the input: an initializer, a Constant, or computed from
+        them (e.g. a Transpose of a weight, as the dynamo exporter writes Linear layers without bias)."""
+        cache = self.__dict__.setdefault("_constant_cache", {})
+        if name in cache:
+            return cache[name]
+        from onnx import numpy_helper
+
+        value = None
+        init = next((t for t in self.model.graph.initializer if t.name == name), None)
+        if init is not None:
+            value = numpy_helper.to_array(init)
+        elif name in self._constants:
+            needed, stack = set(), [name]
+            while stack:
+                node = self._producer.get(stack.pop())
+                if node is not None and id(node) not in needed:
+                    needed.add(id(node))
+                    stack.extend(i for i in node.input if i)
+            nodes = [n for n in self.model.graph.node if id(n) in needed]
+            used = {i for n in nodes for i in n.input}
+            graph = helper.make_graph(nodes, "constant", [], [onnx.ValueInfoProto(name=name)],
+                                      [t for t in self.model.graph.initializer if t.name in used])
+            try:
+                from onnx.reference import ReferenceEvaluator
+
+                model = helper.make_model(graph, opset_imports=self.model.opset_import,
+                                          ir_version=self.model.ir_version)
+                value = np.asarray(ReferenceEvaluator(model).run(None, {})[0])
+            except Exception:
+                value = None
+        cache[name] = value
+        return value
 
     def _head_is_closed(self, cut: str) -> bool:
         """True when the output depends on the input only through `cut` (no skip connection around it)."""
@@ -177,19 +264,31 @@ class OnnxSplitter:
             return False
 
     def layers(self) -> list[Layer]:
-        """Candidate layers in execution order, the default one marked."""
+        """Candidate layers in execution order, the default one marked (and always listed)."""
+        try:
+            default = self.default_layer_name()
+        except GenauditError:
+            default = None
         found = []
         for node in self.model.graph.node:
-            if node.op_type in NOT_A_LAYER:
-                continue
             for out in node.output:
-                if out == self.output_name or out in self._constants or not self._head_is_closed(out):
+                if out != default and not self._is_candidate(node, out):
                     continue
                 shape = self._shapes.get(out)
-                if shape is not None and len(shape) < 2:
-                    continue
-                found.append(Layer(out, node.op_type, tuple(shape[1:]) if shape else (), self.is_default(out)))
+                found.append(Layer(out, node.op_type, tuple(shape[1:]) if shape else (), out == default))
         return found
+
+    def _is_candidate(self, node: onnx.NodeProto, out: str) -> bool:
+        if node.op_type in NOT_A_LAYER or not out or out == self.output_name or out in self._constants:
+            return False
+        elem_type, shape = self._inferred.get(out, (0, None))
+        if elem_type and elem_type not in FLOAT_TYPES:
+            return False
+        if shape is not None and len(shape) < 2:
+            return False
+        if node.op_type in ONLY_IF_FLOAT and (not elem_type or shape is None):
+            return False
+        return self._head_is_closed(out)
 
     def resolve_layer(self, name: str | None) -> str:
         """The tensor to cut at: the default feature layer, or a tensor/node name that is a clean cut."""
@@ -223,43 +322,61 @@ class OnnxSplitter:
             graph.output.extend(saved)
 
     def affine(self, layer: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(W, b) such that argmax(output) = argmax(flatten(layer) @ W + b), when the head is one Gemm or
-        MatMul(+Add) with constant weights and otherwise only ops that keep each row's argmax; else None."""
-        from onnx import numpy_helper
-
-        nodes = self._head_nodes(layer)
-        linear = [n for n in nodes if n.op_type in ("Gemm", "MatMul", "Add")]
-        rest = [n for n in nodes if n not in linear]
-        if any(n.op_type not in ARGMAX_SAFE or _attr(n, "axis", 1) not in (1, -1) for n in rest):
-            return None
-        values = {t.name: numpy_helper.to_array(t) for t in self.model.graph.initializer}
-        values |= {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in self.model.graph.node
-                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
-        flat = {layer} | {n.output[0] for n in rest if n.op_type == "Flatten" and n.input[0] == layer}
-        ops = [n.op_type for n in linear]
-        if ops == ["Gemm"]:
-            gemm = linear[0]
-            if gemm.input[0] not in flat or gemm.input[1] not in values or _attr(gemm, "transA", 0):
-                return None
-            w = values[gemm.input[1]]
-            w = (w.T if _attr(gemm, "transB", 0) else w) * _attr(gemm, "alpha", 1.0)
-            b = values[gemm.input[2]] * _attr(gemm, "beta", 1.0) if len(gemm.input) > 2 and gemm.input[2] else 0
-        elif ops in (["MatMul"], ["MatMul", "Add"]):
-            matmul = linear[0]
-            if matmul.input[0] not in flat or matmul.input[1] not in values:
-                return None
-            w = values[matmul.input[1]]
-            b = 0
-            if len(linear) == 2:
-                bias = [i for i in linear[1].input if i != matmul.output[0]]
-                if len(bias) != 1 or bias[0] not in values:
+        """(W, b) such that argmax(output) = argmax(flatten(layer) @ W + b), when the head is one Gemm or MatMul
+        with constant weights, then only constant biases and scales (Add/Sub/Mul/Div by a constant scalar or
+        per-class vector, folded into W and b exactly) and ops that keep each row's argmax; else None."""
+        nodes = [n for n in self._head_nodes(layer) if not all(o in self._constants for o in n.output if o)]
+        current, w, b, argmax_only = layer, None, None, False
+        for node in nodes:
+            op = node.op_type
+            data = [i for i in node.input if i and i not in self._constants]
+            if data != [current]:
+                return None  # not a single chain from the layer to the output
+            if w is None:  # before the classifier: only aliases of the layer
+                if op in ("Gemm", "MatMul"):
+                    if node.input[0] != current or (op == "Gemm" and _attr(node, "transA", 0)):
+                        return None
+                    w = self._constant_value(node.input[1])
+                    if w is None or w.ndim != 2:
+                        return None
+                    w = w.astype(np.float64)
+                    if op == "Gemm":
+                        w = (w.T if _attr(node, "transB", 0) else w) * _attr(node, "alpha", 1.0)
+                    b = np.zeros(w.shape[1])
+                    if op == "Gemm" and len(node.input) > 2 and node.input[2]:
+                        b = _per_class(self._constant_value(node.input[2]), w.shape[1])
+                        if b is None:
+                            return None
+                        b = b * _attr(node, "beta", 1.0)
+                    size = self._shapes.get(layer)
+                    if size is not None and None not in size[1:] and math.prod(size[1:]) != w.shape[0]:
+                        return None  # a MatMul over the last axis of a feature map: not flatten(layer) @ W
+                elif not (op in ("Identity", "Dropout") or (op == "Flatten" and _attr(node, "axis", 1) == 1)):
                     return None
-                b = values[bias[0]]
-        else:
+            elif op in CONSTANT_OPERAND and not argmax_only:
+                other = next(i for i in node.input if i and i != current)
+                c = _per_class(self._constant_value(other), w.shape[1])
+                if c is None:
+                    return None
+                first = node.input[0] == current
+                if op == "Add":
+                    b = b + c
+                elif op == "Sub":
+                    w, b = (w, b - c) if first else (-w, c - b)
+                elif op == "Mul":
+                    w, b = w * c, b * c
+                elif first:  # Div by a constant
+                    w, b = w / c, b / c
+                else:
+                    return None
+            elif op in ARGMAX_SAFE and _attr(node, "axis", 1) in (1, -1):
+                argmax_only = argmax_only or op in OUTPUT_KINDS
+            else:
+                return None
+            current = node.output[0]
+        if w is None or current != self.output_name:
             return None
-        if w.ndim != 2:
-            return None
-        return w.astype(np.float64), np.broadcast_to(np.asarray(b, np.float64), (w.shape[1],)).copy()
+        return w, b
 
     def _head_nodes(self, layer: str) -> list[onnx.NodeProto]:
         """The nodes between the layer's tensor and the output, in graph order."""
@@ -289,6 +406,30 @@ class OnnxSplitter:
         return model.SerializeToString()
 
 
+def _constant_tensors(graph: onnx.GraphProto, initializers: set[str]) -> set[str]:
+    """Tensors that do not depend on the graph input: initializers, Constants, and what is computed from them
+    alone (nodes with subgraphs, which may read outer tensors, and random ops excepted)."""
+    constants = set(initializers)
+    for node in graph.node:
+        if node.op_type in RANDOM_OPS or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                                             for a in node.attribute):
+            continue
+        inputs = [i for i in node.input if i]
+        if node.op_type == "Constant" or (inputs and all(i in constants for i in inputs)):
+            constants.update(o for o in node.output if o)
+    return constants
+
+
+def _per_class(value: np.ndarray | None, classes: int) -> np.ndarray | None:
+    """A constant that broadcasts against (batch, classes) scores as one value per class, else None."""
+    if value is None:
+        return None
+    value = np.asarray(value, np.float64)
+    if value.size not in (1, classes) or (value.ndim == 2 and value.shape[0] != 1) or value.ndim > 2:
+        return None
+    return np.broadcast_to(value.reshape(-1), (classes,)).copy()
+
+
 def _attr(node: onnx.NodeProto, name: str, default):
     for a in node.attribute:
         if a.name == name:
@@ -296,15 +437,29 @@ def _attr(node: onnx.NodeProto, name: str, default):
     return default
 
 
+def same_layout(model_shape: tuple, data_shape: tuple) -> bool:
+    """Whether data of per-sample shape `data_shape` (or its flattening) can be given the model's declared
+    per-sample shape by a reshape that keeps its meaning: the same non-singleton dims in the same order
+    (1x28x28 -> 28x28x1 or 28x28), or a vector (1x28x28 -> 784x1). Channels-last RGB (3x32x32 -> 32x32x3) is
+    not: that needs a transpose."""
+    if not model_shape or None in model_shape or math.prod(model_shape) != math.prod(data_shape):
+        return False
+    model_dims = [d for d in model_shape if d != 1]
+    return len(model_dims) <= 1 or model_dims == [d for d in data_shape if d != 1]
+
+
 class Runner:
     """Runs an ONNX model with onnxruntime on batches, falling back to one sample at a time for graphs that
-    hard-code batch size 1."""
+    hard-code batch size 1. Flat samples (or samples differing only by singleton dims, see `same_layout`) are
+    given the model's declared per-sample shape."""
 
     def __init__(self, model: bytes, what: str):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if os.environ.get("GENAUDIT_THREADS"):  # set by `compare --jobs N` so processes share the cores
+            options.intra_op_num_threads = int(os.environ["GENAUDIT_THREADS"])
         try:
             self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # an op onnxruntime does not implement, an invalid graph ...
@@ -312,11 +467,18 @@ class Runner:
                 f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
                 "Re-export the model with a standard opset (e.g. opset 17) using only standard ONNX ops."
             ) from None
-        self.input_name = self.session.get_inputs()[0].name
+        declared = self.session.get_inputs()[0]
+        self.input_name = declared.name
+        dims = list(declared.shape or [])[1:]
+        self.sample_shape = tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
         self.one_at_a_time = False
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         x = np.ascontiguousarray(x, dtype=np.float32)
+        shape = self.sample_shape
+        if shape is not None and x.shape[1:] != shape and (x.ndim == 2 or same_layout(shape, x.shape[1:])) \
+                and x[:1].size == math.prod(shape):
+            x = x.reshape(len(x), *shape)
         if not self.one_at_a_time and len(x) > 1:
             try:
                 return self.session.run(None, {self.input_name: x})

@@ -65,7 +65,23 @@ def _example(shape: tuple) -> "torch.Tensor":
     return torch.zeros((2, *shape), dtype=torch.float32)
 
 
+_LOADED: dict = {}  # the last module loaded, so that shape lookup, probing and conversion load it only once
+
+
 def _load_module(path: Path, kind: str):
+    stat = path.stat()
+    key = (str(path.resolve()), kind, stat.st_size, stat.st_mtime_ns)
+    if key not in _LOADED:
+        _LOADED.clear()
+        _LOADED[key] = _load_module_uncached(path, kind)
+    return _LOADED[key]
+
+
+def _forget_modules() -> None:
+    _LOADED.clear()
+
+
+def _load_module_uncached(path: Path, kind: str):
     import torch
 
     with warnings.catch_warnings():
@@ -104,7 +120,20 @@ def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_d
     shape the model accepts. Cached by content hash and shape, so a second audit does not even import torch."""
     cached = cache_dir / "onnx" / f"{sha256[:32]}-{'x'.join(map(str, candidates[0]))}.onnx"
     if cached.exists():
+        _forget_modules()
         return cached.read_bytes()
+    try:
+        data = _convert(path, kind, candidates)
+    finally:
+        _forget_modules()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, cached)
+    return data
+
+
+def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
     import torch
 
     input_shape = probe_input_shape(path, kind, candidates)
@@ -129,14 +158,16 @@ def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_d
         except GenauditError:
             raise
         except Exception as exc:
+            hint = ("Scripted code that torch's TorchScript-to-ONNX exporter cannot convert (e.g. scripted "
+                    "nn.MultiheadAttention, in-place slice assignment) usually converts when traced: audit a "
+                    "`torch.jit.trace(model, example)` file, a torch.export (.pt2) archive or an ONNX export of the "
+                    "model instead." if kind == "torchscript" else
+                    "Export the model to ONNX yourself (`torch.onnx.export(model, example, 'model.onnx')`) and "
+                    "audit the .onnx file.")
             raise GenauditError(
                 f"{path} could not be converted to ONNX for auditing: {str(exc).strip().splitlines()[0][:300]}. "
-                "Export it to ONNX yourself and audit the .onnx file."
+                f"{hint}"
             ) from None
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, cached)
     return data
 
 
