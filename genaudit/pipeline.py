@@ -120,7 +120,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
 
     start = time.perf_counter()
     structure = layer_wise(fs)
-    diagnostics = head_diagnostics(cut, fs, opts)
+    diagnostics = head_diagnostics(cut, fs, opts, np.asarray(structure["selectivity"]["per_unit"]))
     diagnostics["selectivity"] = {**structure["selectivity"], "mutual_information": structure["mutual_information"],
                                   **diagnostics.pop("selectivity_extra")}
     diagnostics.update({k: v for k, v in structure.items() if k not in ("selectivity", "mutual_information")})
@@ -209,10 +209,10 @@ def accuracy_on(model: str | Path, dataset: Dataset, batch_size: int = 256) -> f
     return float(np.mean(predictions == dataset.y))
 
 
-def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
-    """Diagnostics that run the head on modified features: robustness curves and unit importance."""
+def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions, si: np.ndarray) -> dict:
+    """Diagnostics that run the head on modified features: robustness curves and unit importance
+    (`si`: the units' class selectivity, which orders the selectivity-ordered ablation)."""
     rng = np.random.default_rng(opts.seed)
-    si = np.asarray(selectivity(fs)["per_unit"])
     units = np.sort(rng.choice(fs.units, size=min(fs.units, opts.importance_units), replace=False))
     importance = single_unit_importance(cut.head, fs, units)
     return {
