@@ -348,9 +348,11 @@ class OnnxSplitter:
                         if b is None:
                             return None
                         b = b * _attr(node, "beta", 1.0)
-                    size = self._shapes.get(layer)
+                    # a MatMul over the last axis of a feature map is not flatten(layer) @ W (checked when shapes
+                    # were inferred already: inference is too slow on big models to run for every cut)
+                    size = self._shapes.get(layer) if "_inferred" in self.__dict__ else None
                     if size is not None and None not in size[1:] and math.prod(size[1:]) != w.shape[0]:
-                        return None  # a MatMul over the last axis of a feature map: not flatten(layer) @ W
+                        return None
                 elif not (op in ("Identity", "Dropout") or (op == "Flatten" and _attr(node, "axis", 1) == 1)):
                     return None
             elif op in CONSTANT_OPERAND and not argmax_only:
