@@ -73,16 +73,37 @@ def audit(
     return audit_dataset(model, dataset, opts, progress)
 
 
-def layer_wise(fs: FeatureSet) -> dict:
-    """Diagnostics that need only the features and classes (no head): one row of the per-layer table."""
+LAYER_WISE = {  # diagnostics that need only the features and classes (no head)
+    "selectivity": selectivity,
+    "mutual_information": mi_selectivity,
+    "steadiness": steadiness,
+    "consistency": consistency,
+    "magnitude": magnitude,
+    "perplexity": perplexity,
+    "nodes": nodes_as_classifiers,
+}
+
+
+def layer_wise(fs: FeatureSet, names: set[str] | None = None) -> dict:
+    """The layer-wise diagnostics (all, or those in `names`): one row of the per-layer table."""
+    return {name: fn(fs) for name, fn in LAYER_WISE.items() if names is None or name in names}
+
+
+def scorecard_layout(structure: dict) -> dict:
+    """Layer-wise results as the scorecard nests them: mutual information under selectivity."""
+    out = {k: v for k, v in structure.items() if k != "mutual_information"}
+    if "selectivity" in out and "mutual_information" in structure:
+        out["selectivity"] = {**out["selectivity"], "mutual_information": structure["mutual_information"]}
+    return out
+
+
+def robustness(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
+    """Cumulative ablation and noise robustness of the head on `fs`."""
     return {
-        "selectivity": selectivity(fs),
-        "mutual_information": mi_selectivity(fs),
-        "steadiness": steadiness(fs),
-        "consistency": consistency(fs),
-        "magnitude": magnitude(fs),
-        "perplexity": perplexity(fs),
-        "nodes": nodes_as_classifiers(fs),
+        "ablation": ablation(cut.head, fs, levels=opts.ablation_levels, repeats=opts.ablation_repeats,
+                             seed=opts.seed),
+        "noise": noise_robustness(cut.head, fs, levels=opts.noise_levels, max_scale=opts.noise_max,
+                                  seed=opts.seed),
     }
 
 
@@ -121,9 +142,9 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     start = time.perf_counter()
     structure = layer_wise(fs)
     diagnostics = head_diagnostics(cut, fs, opts, np.asarray(structure["selectivity"]["per_unit"]))
-    diagnostics["selectivity"] = {**structure["selectivity"], "mutual_information": structure["mutual_information"],
-                                  **diagnostics.pop("selectivity_extra")}
-    diagnostics.update({k: v for k, v in structure.items() if k not in ("selectivity", "mutual_information")})
+    selectivity_extra = diagnostics.pop("selectivity_extra")
+    diagnostics.update(scorecard_layout(structure))
+    diagnostics["selectivity"].update(selectivity_extra)
     timings["diagnostics"] = time.perf_counter() - start
 
     layers_table = None
@@ -177,18 +198,11 @@ def score_inputs(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
     """The diagnostics the generalization score reads, computed on `fs`. The score was fitted on label-free
     audits, so with labels it is computed from the label-free versions of its components (the same number
     with or without labels; the reported diagnostics still use the labels)."""
-    computed = {
-        "ablation": lambda: ablation(cut.head, fs, levels=opts.ablation_levels, repeats=opts.ablation_repeats,
-                                     seed=opts.seed),
-        "noise": lambda: noise_robustness(cut.head, fs, levels=opts.noise_levels, max_scale=opts.noise_max,
-                                          seed=opts.seed),
-        "steadiness": lambda: steadiness(fs),
-        "consistency": lambda: consistency(fs),
-        "nodes": lambda: nodes_as_classifiers(fs),
-        "magnitude": lambda: magnitude(fs),
-        "selectivity": lambda: {**selectivity(fs), "mutual_information": mi_selectivity(fs)},
-    }
-    return {name: computed[name]() for name in score_components()}
+    needed = score_components()
+    found = robustness(cut, fs, opts) if needed & {"ablation", "noise"} else {}
+    wanted = needed | ({"mutual_information"} if "selectivity" in needed else set())
+    found.update(scorecard_layout(layer_wise(fs, wanted)))
+    return found
 
 
 def open_for(model: str | Path, dataset: Dataset) -> tuple[ModelFile, OnnxSplitter, bool]:
@@ -216,10 +230,7 @@ def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions, si: np
     units = np.sort(rng.choice(fs.units, size=min(fs.units, opts.importance_units), replace=False))
     importance = single_unit_importance(cut.head, fs, units)
     return {
-        "ablation": ablation(cut.head, fs, levels=opts.ablation_levels, repeats=opts.ablation_repeats,
-                             seed=opts.seed),
-        "noise": noise_robustness(cut.head, fs, levels=opts.noise_levels, max_scale=opts.noise_max,
-                                  seed=opts.seed),
+        **robustness(cut, fs, opts),
         "selectivity_extra": {
             "ordered_ablation": selectivity_ordered_ablation(cut.head, fs, si, levels=opts.ablation_levels),
             "importance_correlation": {**importance_correlation(si[units], importance), "units": int(len(units))},
@@ -233,9 +244,8 @@ def input_probes(cut: SplitModel, dataset: Dataset, fs: FeatureSet, opts: AuditO
     images = np.concatenate(list(dataset.batches(len(idx), indices=idx)))
 
     def predict(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([cut.predict(x[i : i + opts.batch_size].reshape(
-            len(x[i : i + opts.batch_size]), -1) if flatten else x[i : i + opts.batch_size])
-            for i in range(0, len(x), opts.batch_size)])
+        chunks = (x[i : i + opts.batch_size] for i in range(0, len(x), opts.batch_size))
+        return np.concatenate([cut.predict(c.reshape(len(c), -1) if flatten else c) for c in chunks])
 
     result = {"noise": input_noise_agreement(predict, images, seed=opts.seed)}
     if images.ndim == 4:
