@@ -42,8 +42,21 @@ Split = Annotated[str, typer.Option(help="Split of a named data set (default tra
 DataDir = Annotated[Optional[Path], typer.Option(envvar="GENAUDIT_DATA_DIR", help="Cache folder for named data sets.")]
 Channels = Annotated[Optional[int], typer.Option(help="Convert images to 1 (grayscale) or 3 (RGB) channels.")]
 Resize = Annotated[Optional[str], typer.Option(help="Resize images to H,W (or one number for square).")]
-Mean = Annotated[Optional[str], typer.Option(help="Normalization mean, one value or one per channel.")]
-Std = Annotated[Optional[str], typer.Option(help="Normalization std, one value or one per channel.")]
+Mean = Annotated[Optional[str], typer.Option(help="Normalization mean, one value or one per channel "
+                                              "(overrides the preset's).")]
+Std = Annotated[Optional[str], typer.Option(help="Normalization std, one value or one per channel "
+                                            "(overrides the preset's).")]
+Scale = Annotated[Optional[float], typer.Option(help="Multiply raw pixel values by this before normalizing "
+                                                "(default 1/255 for 8-bit images: [0,1]).")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preprocess", help="Preprocessing preset: unit ([0,1], the "
+                                                  "default) | raw (0..255) | center ([-1,1]) | mnist | cifar10 | "
+                                                  "imagenet (their mean/std).")]
+LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="How the model takes images: nchw | nhwc "
+                                                  "(channels-last, e.g. TensorFlow exports) | flat (vectors). "
+                                                  "Default: detected from the model's declared input.")]
+OutputOpt = Annotated[Optional[str], typer.Option("--output", help="The model output holding the class scores, "
+                                                  "by name or index (default: the one named *logit*, else the "
+                                                  "first).")]
 Repeats = Annotated[int, typer.Option(help="Random unit orders averaged in the ablation curve.")]
 Probes = Annotated[int, typer.Option(help="Run the input-space probes (noise and augmentation agreement; they "
                                      "rerun the whole model) on this many samples. 0 = off.")]
@@ -62,14 +75,15 @@ def _numbers(text: str | None, what: str, kind: type = float) -> tuple | None:
         raise GenauditError(f"{what} takes comma-separated numbers, e.g. 0.5 or 0.5,0.5,0.5 (got '{text}').") from None
 
 
-def _preprocess(channels: int | None, resize: str | None, mean: str | None, std: str | None):
+def _preprocess(channels: int | None, resize: str | None, mean: str | None, std: str | None,
+                preset: str | None = None, scale: float | None = None):
     from genaudit.data import Preprocess
 
     if channels not in (None, 1, 3):
         raise GenauditError(f"--channels must be 1 or 3 (got {channels}).")
     size = _numbers(resize, "--resize", int)
-    return Preprocess(channels=channels, resize=None if size is None else (size[0], size[-1]),
-                      mean=_numbers(mean, "--mean") or (0.0,), std=_numbers(std, "--std") or (1.0,))
+    return Preprocess.from_preset(preset, channels=channels, resize=None if size is None else (size[0], size[-1]),
+                                  mean=_numbers(mean, "--mean"), std=_numbers(std, "--std"), scale=scale)
 
 
 def _progress(label: str, enabled: bool):
@@ -120,6 +134,10 @@ def score(
     resize: Resize = None,
     mean: Mean = None,
     std: Std = None,
+    preset: PresetOpt = None,
+    scale: Scale = None,
+    layout: LayoutOpt = None,
+    output: OutputOpt = None,
     repeats: Repeats = 5,
     layers_opt: Annotated[Optional[str], typer.Option("--layers", help="Per-layer table of the layer-wise "
                                                       "diagnostics: 'all' or comma-separated layer names.")] = None,
@@ -140,8 +158,9 @@ def score(
     baseline = None if fail_if_worse_than is None else thresholds.load_baseline(fail_if_worse_than)
     bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
     with bar:
-        card = audit(model, data, layer=layer, use_labels=labels, samples=samples, seed=seed,
-                     preprocess=_preprocess(channels, resize, mean, std), data_dir=data_dir, split_name=split,
+        card = audit(model, data, layer=layer, use_labels=labels, samples=samples, seed=seed, layout=layout,
+                     output=output, preprocess=_preprocess(channels, resize, mean, std, preset, scale),
+                     data_dir=data_dir, split_name=split,
                      ablation_repeats=repeats, layers=layers_opt, probe_samples=probes, progress=progress)
     failed = thresholds.failures(card, checks) + thresholds.regressions(card, baseline, tolerance)
     if json_path is not None:
@@ -189,6 +208,10 @@ def compare(
     resize: Resize = None,
     mean: Mean = None,
     std: Std = None,
+    preset: PresetOpt = None,
+    scale: Scale = None,
+    layout: LayoutOpt = None,
+    output: OutputOpt = None,
     repeats: Repeats = 5,
     probes: Probes = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the comparison (all scorecards) "
@@ -209,8 +232,9 @@ def compare(
     bar, progress = _progress("models audited", fmt == Format.table)
     with bar:
         result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, samples=samples,
-                             split_name=split, data_dir=data_dir, preprocess=_preprocess(channels, resize, mean, std),
-                             jobs=jobs, progress=progress, layer=layer, use_labels=labels, seed=seed,
+                             split_name=split, data_dir=data_dir,
+                             preprocess=_preprocess(channels, resize, mean, std, preset, scale), jobs=jobs,
+                             progress=progress, layer=layer, use_labels=labels, seed=seed, layout=layout, output=output,
                              ablation_repeats=repeats, probe_samples=probes)
     failed = [f"{card['model']['path']}: {line}" for card in result["scorecards"]
               for line in thresholds.failures(card, checks)]
@@ -251,6 +275,10 @@ def watch(
     resize: Resize = None,
     mean: Mean = None,
     std: Std = None,
+    preset: PresetOpt = None,
+    scale: Scale = None,
+    layout: LayoutOpt = None,
+    output: OutputOpt = None,
 ) -> None:
     """Re-audit as new checkpoints appear, beside a running training job: trend and early-stopping advice."""
     from genaudit.comparison import Watcher
@@ -259,7 +287,8 @@ def watch(
     if not folder.is_dir():
         raise GenauditError(f"{folder} is not a folder. Point watch at the folder the checkpoints are written to.")
     watcher = Watcher(folder, data, samples=samples, split_name=split, data_dir=data_dir,
-                      preprocess=_preprocess(channels, resize, mean, std), use_labels=labels, seed=seed)
+                      preprocess=_preprocess(channels, resize, mean, std, preset, scale), use_labels=labels, seed=seed,
+                      layout=layout, output=output)
     try:
         for result in watcher.poll(interval, polls):
             if result is not None:
@@ -285,6 +314,10 @@ def validate(
     resize: Resize = None,
     mean: Mean = None,
     std: Std = None,
+    preset: PresetOpt = None,
+    scale: Scale = None,
+    layout: LayoutOpt = None,
+    output: OutputOpt = None,
     probes: Probes = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the study (JSON) here.")] = None,
     html: Html = None,
@@ -307,8 +340,8 @@ def validate(
     bar, progress = _progress("models audited + holdout", True)
     with bar:
         study = run_validate(models, data, holdout, samples=samples, data_dir=data_dir, runs=run_map,
-                             preprocess=_preprocess(channels, resize, mean, std), progress=progress,
-                             use_labels=labels, seed=seed, probe_samples=probes)
+                             preprocess=_preprocess(channels, resize, mean, std, preset, scale), progress=progress,
+                             use_labels=labels, seed=seed, layout=layout, output=output, probe_samples=probes)
     if json_path is not None:
         write_atomic(json_path, to_json(study))
     if html is not None:

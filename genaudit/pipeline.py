@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from genaudit import __version__
-from genaudit.data import Dataset, Preprocess, load_data, stratified_indices
+from genaudit.data import Dataset, Preprocess, arrange, load_data, stratified_indices
 from genaudit.diagnostics import (
     ablation, augmentation_agreement, consistency, importance_correlation, input_noise_agreement, magnitude,
     mi_selectivity, nodes_as_classifiers, noise_robustness, per_sample_magnitude, perplexity, selectivity,
@@ -19,7 +19,7 @@ from genaudit.diagnostics import (
 )
 from genaudit.errors import GenauditError
 from genaudit.features import FeatureSet, compute_features, unit_values
-from genaudit.models import ModelFile, OnnxSplitter, SplitModel, fit_input, identify, open_model, split
+from genaudit.models import ModelFile, OnnxSplitter, SplitModel, identify, input_layout, open_model, split
 from genaudit.score import components as score_components
 from genaudit.score import generalization_score
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard
@@ -41,6 +41,8 @@ class AuditOptions:
     noise_max: float = 2.0
     importance_units: int = 64          # units whose single-unit ablation importance is measured (seeded subset)
     probe_samples: int = 0              # input-space probes rerun the whole model: 0 = off
+    layout: str | None = None           # input layout: nchw | nhwc | flat; None = detected from the model
+    output: str | None = None           # the output holding the class scores (name or index); None = chosen
     batch_size: int = 256
 
 
@@ -112,7 +114,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     """Audit one model on an already loaded data set (shared by `compare`)."""
     timings = {}
     start = time.perf_counter()
-    file, splitter, flatten = open_for(model, dataset)
+    file, splitter, layout = open_for(model, dataset, opts.layout, opts.output)
     main = splitter.resolve_layer(opts.layer)
     extra = [name for name in _layer_list(splitter, opts.layers) if name != main]
     cut = split(splitter, main, extra)
@@ -135,7 +137,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
             progress(done[0], len(dataset))
 
     labels = dataset.y if opts.use_labels else None
-    fs = compute_features(cut.trunk, dataset.batches(batch, flatten), labels, advance, reduce_extra)
+    fs = compute_features(cut.trunk, dataset.batches(batch, layout), labels, advance, reduce_extra)
     check_classifier(fs, labels)
     timings["features"] = time.perf_counter() - start
 
@@ -161,14 +163,16 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
 
     if opts.probe_samples:
         start = time.perf_counter()
-        diagnostics["input"] = input_probes(cut, dataset, fs, opts, flatten)
+        diagnostics["input"] = input_probes(cut, dataset, fs, opts, layout)
         timings["input_probes"] = time.perf_counter() - start
 
     card = Scorecard(
         schema_version=SCHEMA_VERSION,
         genaudit_version=__version__,
         model={"path": str(file.path), "sha256": file.sha256, "format": file.format,
-               "input_shape": list(splitter.input_shape), "output_kind": cut.output_kind},
+               "input_shape": list(splitter.input_shape), "input_layout": layout,
+               "output": {"name": splitter.output_name, "index": splitter.output_index,
+                          "of": len(splitter.output_names)}, "output_kind": cut.output_kind},
         layer={"name": cut.layer, "op": cut.op, "shape": list(fs.features.shape[1:]), "units": fs.units,
                "default": cut.default},
         data=dataset.spec,
@@ -205,21 +209,23 @@ def score_inputs(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
     return found
 
 
-def open_for(model: str | Path, dataset: Dataset) -> tuple[ModelFile, OnnxSplitter, bool]:
-    """Identify and open a model for this data: (file, splitter, whether inputs must be flattened)."""
+def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
+             output: str | None = None) -> tuple[ModelFile, OnnxSplitter, str]:
+    """Identify and open a model for this data: (file, splitter, the input layout the data is fed in;
+    `layout` None = detected, `output` None = chosen)."""
     file = identify(model)
-    splitter = open_model(file, dataset.sample_shape, default_cache_dir())
-    return file, splitter, fit_input(splitter.input_shape, dataset.sample_shape)
+    splitter = open_model(file, dataset.sample_shape, default_cache_dir(), layout, output)
+    return file, splitter, input_layout(splitter.input_shape, dataset.sample_shape, layout)
 
 
-def accuracy_on(model: str | Path, dataset: Dataset, batch_size: int = 256) -> float:
-    """Plain accuracy of the whole model on labelled data (e.g. a holdout set)."""
+def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions()) -> float:
+    """Plain accuracy of the whole model on labelled data (e.g. a holdout set), fed as `opts` says."""
     if dataset.y is None:
         raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
-    _, splitter, flatten = open_for(model, dataset)
+    _, splitter, layout = open_for(model, dataset, opts.layout, opts.output)
     cut = split(splitter, None)
     predictions = np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1)
-                                  for x in dataset.batches(batch_size, flatten)])
+                                  for x in dataset.batches(opts.batch_size, layout)])
     return float(np.mean(predictions == dataset.y))
 
 
@@ -238,14 +244,14 @@ def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions, si: np
     }
 
 
-def input_probes(cut: SplitModel, dataset: Dataset, fs: FeatureSet, opts: AuditOptions, flatten: bool) -> dict:
+def input_probes(cut: SplitModel, dataset: Dataset, fs: FeatureSet, opts: AuditOptions, layout: str) -> dict:
     """Agreement under input noise and mild augmentation, on a seeded stratified subsample."""
     idx = stratified_indices(len(dataset), fs.reference, opts.probe_samples, opts.seed)
     images = np.concatenate(list(dataset.batches(len(idx), indices=idx)))
 
     def predict(x: np.ndarray) -> np.ndarray:
         chunks = (x[i : i + opts.batch_size] for i in range(0, len(x), opts.batch_size))
-        return np.concatenate([cut.predict(c.reshape(len(c), -1) if flatten else c) for c in chunks])
+        return np.concatenate([cut.predict(arrange(c, layout)) for c in chunks])
 
     result = {"noise": input_noise_agreement(predict, images, seed=opts.seed)}
     if images.ndim == 4:

@@ -80,7 +80,7 @@ def validate(
     cards, truth = [], []
     for i, path in enumerate(paths):
         cards.append(audit_dataset(path, train, opts))
-        truth.append(accuracy_on(path, hold))
+        truth.append(accuracy_on(path, hold, opts))
         if progress is not None:
             progress(i + 1, len(paths))
     run_ids = [(runs or {}).get(str(p)) or (runs or {}).get(p.name) or run_of(p) for p in paths]

@@ -133,6 +133,22 @@ def test_bad_inputs_get_one_clear_message_and_exit_2(trained_mlp, tiny_data, tmp
     assert not list(tmp_path.glob("**/*.tmp"))
 
 
+def test_input_and_output_options_reach_the_scorecard(trained_mlp, tiny_data, tmp_path):
+    out = tmp_path / "card.json"
+    result = run("score", trained_mlp["onnx"], "--data", tiny_data, "--json", out, "--preprocess", "center",
+                 "--layout", "flat", "--output", "logits", "--format", "json")
+    assert result.exit_code == 0, result.output
+    card = json.loads(out.read_text())
+    assert card["model"]["input_layout"] == "flat" and card["model"]["output"]["name"] == "logits"
+    assert card["data"]["preprocess"]["preset"] == "center" and card["data"]["preprocess"]["mean"] == [0.5]
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--layout", "hwc"),
+                      "--layout must be one of nchw, nhwc, flat")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--output", "probs"),
+                      "--output probs is not one of the model's outputs (0: 'logits')")
+    assert_user_error(run("score", trained_mlp["onnx"], "--data", tiny_data, "--preprocess", "imagenet"),
+                      "preset 'imagenet'", "--channels")
+
+
 def test_labels_outside_the_models_classes(trained_mlp, tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.uint8), y=np.array([0, 1, 2, 9]))
     assert_user_error(run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz"), "--no-labels")

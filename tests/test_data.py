@@ -37,6 +37,36 @@ def test_preprocessing_scales_converts_resizes_and_normalizes():
     np.testing.assert_allclose(Preprocess(channels=1)(rgb), 0.299, atol=1e-6)
 
 
+@pytest.mark.parametrize("preset, pixel, expected", [
+    ("unit", 51, 0.2),                                   # 51/255
+    ("raw", 51, 51.0),                                   # as stored
+    ("center", 51, (0.2 - 0.5) / 0.5),
+    ("mnist", 51, (0.2 - 0.1307) / 0.3081),
+])
+def test_presets_scale_then_normalize(preset, pixel, expected):
+    x = np.full((1, 1, 2, 2), pixel, np.uint8)
+    np.testing.assert_allclose(Preprocess.from_preset(preset)(x), expected, rtol=1e-5)
+
+
+def test_preset_values_are_overridden_by_explicit_ones_and_recorded():
+    rgb = np.zeros((1, 3, 2, 2), np.uint8)
+    rgb[:, 1] = 255
+    imagenet = Preprocess.from_preset("imagenet")
+    np.testing.assert_allclose(imagenet(rgb)[0, :, 0, 0], [-0.485 / 0.229, (1 - 0.456) / 0.224, -0.406 / 0.225],
+                               rtol=1e-5)
+    custom = Preprocess.from_preset("imagenet", std=(1.0,), scale=2.0)
+    np.testing.assert_allclose(custom(rgb)[0, :, 0, 0], [-0.485, 510 - 0.456, -0.406], rtol=1e-5)
+    assert custom.describe(np.dtype(np.uint8))["scale"] == 2.0 and custom.describe()["preset"] == "imagenet"
+    assert Preprocess().describe(np.dtype(np.uint8))["scale"] == pytest.approx(1 / 255)
+    assert Preprocess().describe(np.dtype(np.float32))["scale"] == 1.0
+    with pytest.raises(GenauditError, match="preset 'imagenet'.*3 values.*1 channel.*--channels"):
+        load_data("sample", samples=10, preprocess=Preprocess.from_preset("imagenet"))
+    with pytest.raises(GenauditError, match="--preprocess must be one of unit, raw"):
+        Preprocess.from_preset("tensorflow")
+    with pytest.raises(GenauditError, match="--scale must be a positive"):
+        load_data("sample", samples=10, preprocess=Preprocess(scale=0.0))
+
+
 def test_the_shipped_sample_loads_offline():
     data = load_data("sample", samples=100, seed=0)
     assert data.x.shape == (100, 1, 28, 28) and data.x.dtype == np.uint8

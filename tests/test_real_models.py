@@ -20,7 +20,7 @@ import pytest
 from genaudit import audit
 from genaudit.data import Preprocess, load_data
 from genaudit.errors import GenauditError
-from genaudit.models import fit_input, identify, open_model, split
+from genaudit.models import identify, input_layout, open_model, split
 
 REAL = Path(__file__).resolve().parent / "fixtures" / "real_models"
 MNIST = Preprocess(mean=(0.1307,), std=(0.3081,))
@@ -217,7 +217,7 @@ def test_onnx_with_input_784x1_and_batch_fixed_to_1(mnist, tmp_path):
     x = mnist[0][:50]
     splitter = open_model(identify(path), None, tmp_path)
     assert splitter.input_shape == (784, 1)
-    assert fit_input(splitter.input_shape, (1, 28, 28)) is True  # flattened, then given the model's shape
+    assert input_layout(splitter.input_shape, (1, 28, 28)) == "flat"  # flattened, then given the model's shape
     cut = split(splitter, None)
     features, logits = cut.trunk(x.reshape(len(x), 784, 1))  # 50 samples through a batch-1 graph
     assert_same_logits(logits, torch_outputs(REAL / "final_mnist_cnn.ts", x)[0])
@@ -249,9 +249,9 @@ def test_onnx_with_channels_last_grayscale_input(mnist, tmp_path):
     assert card["clean_accuracy"] == pytest.approx(_plain_accuracy(mnist), abs=1e-12)
 
 
-def test_onnx_with_channels_last_rgb_input_model_side_only(tmp_path):
-    """N x 32 x 32 x 3: the split works when fed channels-last arrays, but the data path feeds channels-first
-    and cannot transpose yet (needs a layout option): the audit refuses with a clear message."""
+def test_onnx_with_channels_last_rgb_input(tmp_path):
+    """N x 32 x 32 x 3: the split works when fed channels-last arrays, and the data (stored channels-first) is
+    transposed to channels-last for it (see tests/test_inputs_outputs.py for the audit end to end)."""
     import torch
     from torch import nn
 
@@ -278,8 +278,7 @@ def test_onnx_with_channels_last_rgb_input_model_side_only(tmp_path):
     assert features.shape == (6, 900)
     assert_same_logits(logits, reference)
     assert_same_logits(cut.head_runner(features)[0], reference)
-    with pytest.raises(GenauditError, match="channels-last"):
-        fit_input(splitter.input_shape, (3, 32, 32))
+    assert input_layout(splitter.input_shape, (3, 32, 32)) == "nhwc"
 
 
 def test_onnx_returning_logits_and_features(mnist, tmp_path):

@@ -12,20 +12,50 @@ from genaudit.data.sources import default_data_dir, load_source
 from genaudit.errors import GenauditError
 
 
+# name -> (scale, mean, std); scale None = x/255 for uint8 data (as stored for float data)
+PRESETS: dict[str, tuple[float | None, tuple[float, ...], tuple[float, ...]]] = {
+    "unit": (None, (0.0,), (1.0,)),                                    # [0, 1]
+    "raw": (1.0, (0.0,), (1.0,)),                                      # pixel values as stored (0..255)
+    "center": (None, (0.5,), (0.5,)),                                  # [-1, 1]
+    "mnist": (None, (0.1307,), (0.3081,)),
+    "cifar10": (None, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "imagenet": (None, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
 @dataclass(frozen=True)
 class Preprocess:
-    """How raw images become model inputs: scale to [0,1] (uint8 data), channels, resize, then (x-mean)/std."""
+    """How raw images become model inputs: x*scale (default x/255 for uint8 data), channels, resize, then
+    (x-mean)/std. `preset` names where scale/mean/std came from (see PRESETS), for the record."""
 
     channels: int | None = None              # convert to 1 (grayscale) or 3 (RGB); None keeps the data's
     resize: tuple[int, int] | None = None    # (H, W); None keeps the data's size
     mean: tuple[float, ...] = (0.0,)
     std: tuple[float, ...] = (1.0,)
+    scale: float | None = None               # None: 1/255 for uint8 data, 1 for float data
+    preset: str | None = None
 
-    def describe(self) -> dict:
-        return {**asdict(self), "scale": "x/255 for uint8 data, else as stored"}
+    @classmethod
+    def from_preset(cls, preset: str | None = None, *, channels: int | None = None,
+                    resize: tuple[int, int] | None = None, mean: tuple[float, ...] | None = None,
+                    std: tuple[float, ...] | None = None, scale: float | None = None) -> "Preprocess":
+        """A preset's scale/mean/std (default 'unit'), each overridden by an explicit value."""
+        if preset is not None and preset not in PRESETS:
+            raise GenauditError(f"--preprocess must be one of {', '.join(PRESETS)} (got '{preset}').")
+        p_scale, p_mean, p_std = PRESETS[preset or "unit"]
+        return cls(channels=channels, resize=resize, mean=mean or p_mean, std=std or p_std,
+                   scale=p_scale if scale is None else scale, preset=preset)
+
+    def describe(self, dtype: np.dtype | None = None) -> dict:
+        """The preprocessing as recorded in the scorecard (the scale actually applied to data of `dtype`)."""
+        scale = self.scale if self.scale is not None else (1 / 255 if dtype == np.uint8 else 1.0)
+        return {**asdict(self), "scale": scale}
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+        if self.scale is not None:
+            x = x.astype(np.float32) * np.float32(self.scale)
+        else:
+            x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
         if x.ndim == 4:
             if self.channels == 3 and x.shape[1] == 1:
                 x = np.repeat(x, 3, axis=1)
@@ -44,13 +74,23 @@ class Preprocess:
         std = np.asarray(self.std, np.float32).reshape(shape)
         return (x - mean) / std
 
+    def fits(self, raw_channels: int | None) -> bool:
+        """Whether mean/std give one value or one per channel of the (converted) images."""
+        target = self.channels or raw_channels
+        return all(len(values) in (1, target) for values in (self.mean, self.std))
+
     def validate(self, raw_channels: int | None) -> None:
-        for name, values in (("mean", self.mean), ("std", self.std)):
+        if not self.fits(raw_channels):
             target = self.channels or raw_channels
-            if len(values) not in (1, target):
-                raise GenauditError(f"--{name} has {len(values)} values; give 1 or one per channel ({target}).")
+            where = f"preset '{self.preset}'" if self.preset else "--mean/--std"
+            raise GenauditError(
+                f"The {where} normalization has {max(len(self.mean), len(self.std))} values, but the images have "
+                f"{target} channel(s). Give 1 value or one per channel, or convert the images with --channels."
+            )
         if any(s == 0 for s in self.std):
             raise GenauditError("--std must not contain 0.")
+        if self.scale is not None and not self.scale > 0:
+            raise GenauditError(f"--scale must be a positive number (got {self.scale}).")
 
 
 def stratified_indices(n: int, labels: np.ndarray | None, samples: int | None, seed: int) -> np.ndarray:
@@ -87,12 +127,21 @@ class Dataset:
         """Per-sample shape after preprocessing (before any flattening for a flat model)."""
         return tuple(self.preprocess(self.x[:1]).shape[1:])
 
-    def batches(self, size: int, flatten: bool = False, indices: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """Preprocessed batches of the samples (or of `indices`), flattened to vectors for a flat model."""
+    def batches(self, size: int, layout: str = "nchw", indices: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """Preprocessed batches of the samples (or of `indices`), arranged in the model's input `layout`."""
         x = self.x if indices is None else self.x[indices]
         for start in range(0, len(x), size):
-            batch = self.preprocess(x[start : start + size])
-            yield batch.reshape(len(batch), -1) if flatten else batch
+            yield arrange(self.preprocess(x[start : start + size]), layout)
+
+
+def arrange(x: np.ndarray, layout: str) -> np.ndarray:
+    """A batch of preprocessed samples (N,C,H,W or N,D) in a model's input layout: 'nchw' as is, 'nhwc'
+    channels-last, 'flat' one vector per sample."""
+    if layout == "flat":
+        return x.reshape(len(x), -1)
+    if layout == "nhwc" and x.ndim == 4:
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return x
 
 
 def load_data(
@@ -114,8 +163,8 @@ def load_data(
     preprocess.validate(x.shape[1] if x.ndim == 4 else None)
     idx = stratified_indices(len(x), y, samples, seed)
     description = {"spec": spec, "split": split, "source_size": int(len(x)), "samples": int(len(idx)),
-                   "labels": y is not None, "preprocess": preprocess.describe()}
+                   "labels": y is not None, "preprocess": preprocess.describe(x.dtype)}
     return Dataset(x[idx], None if y is None else y[idx], preprocess, description)
 
 
-__all__ = ["Dataset", "Preprocess", "load_data", "stratified_indices"]
+__all__ = ["PRESETS", "Dataset", "Preprocess", "arrange", "load_data", "stratified_indices"]

@@ -94,16 +94,22 @@ def _load_onnx(path: Path):
     return model
 
 
-def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path) -> OnnxSplitter:
-    """Open a model for splitting. `data_shape` (per sample) is needed for TorchScript, which records none."""
+def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layout: str | None = None,
+               output: str | None = None) -> OnnxSplitter:
+    """Open a model for splitting, its class scores taken from `output` (a name or index; None: chosen).
+    `data_shape` (per sample, C,H,W or D) is needed for TorchScript, which records none: the model is traced
+    with the data in `layout`, or in the first layout it accepts."""
     if file.kind == "onnx":
-        return OnnxSplitter(_load_onnx(file.path))
+        return OnnxSplitter(_load_onnx(file.path), output)
     import onnx
 
     from genaudit.models import torch_formats
 
     if data_shape is not None:
-        candidates = [data_shape] if len(data_shape) == 1 else [data_shape, (math.prod(data_shape),)]
+        arranged = {"nchw": tuple(data_shape), "flat": (math.prod(data_shape),)}
+        if len(data_shape) == 3:
+            arranged["nhwc"] = (*data_shape[1:], data_shape[0])
+        candidates = [arranged[layout]] if layout in arranged else list(dict.fromkeys(arranged.values()))
     elif file.kind == "export" and (shape := torch_formats.sample_input_shape(file.path)) is not None:
         candidates = [shape]
     else:
@@ -113,42 +119,58 @@ def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path) -> On
             "`score`, --data: the shape is taken from the data)."
         )
     data = torch_formats.to_onnx(file.path, file.kind, candidates, file.sha256, cache_dir)
-    return OnnxSplitter(onnx.load_from_string(data))
+    return OnnxSplitter(onnx.load_from_string(data), output)
 
 
-def fit_input(model_shape: tuple, data_shape: tuple) -> bool:
-    """Check the data against the model's declared input; True when the data must be flattened to fit (the
-    model's runner then gives each flat sample the model's declared shape, e.g. 784x1 or 28x28x1).
+LAYOUTS = ("nchw", "nhwc", "flat")
 
-    Raises a GenauditError that names the mismatch and the option that fixes it.
-    """
-    if len(model_shape) == 1 and len(data_shape) > 1:
-        if model_shape[0] in (None, math.prod(data_shape)):
-            return True
-    elif len(model_shape) == len(data_shape) and all(m in (None, d) for m, d in zip(model_shape, data_shape)):
+
+def _fits(layout: str, model: tuple, data: tuple, asked: bool) -> bool:
+    """Whether data of per-sample shape `data` (C,H,W or D), arranged as `layout`, fits the model's shape."""
+    match = lambda want: len(model) == len(want) and all(m in (None, d) for m, d in zip(model, want))  # noqa: E731
+    if layout == "flat":
+        if len(model) == 1:
+            return model[0] in (None, math.prod(data))
+        # a reshape that keeps the meaning (1x28x28 -> 28x28x1 or 784x1), or any reshape of the right size if asked
+        known = bool(model) and None not in model and math.prod(model) == math.prod(data)
+        return known and (asked or same_layout(model, data))
+    if len(data) != 3:
         return False
-    elif same_layout(model_shape, data_shape):
-        return True
+    return match(data) if layout == "nchw" else match((*data[1:], data[0]))
+
+
+def input_layout(model_shape: tuple, data_shape: tuple, requested: str | None = None) -> str:
+    """How to feed images of per-sample shape `data_shape` (C,H,W, or D for vectors) to a model whose declared
+    per-sample input is `model_shape`: 'nchw' as they are, 'nhwc' channels-last (TensorFlow/Keras exports),
+    or 'flat' as vectors (the runner then gives each vector the model's declared shape, e.g. 784x1).
+    Detected from the shapes unless `requested`; raises a GenauditError that names the mismatch and the flag
+    that fixes it."""
+    if requested is not None and requested not in LAYOUTS:
+        raise GenauditError(f"--layout must be one of {', '.join(LAYOUTS)} (got '{requested}').")
+    for layout in [requested] if requested else LAYOUTS:
+        if _fits(layout, tuple(model_shape), tuple(data_shape), requested is not None):
+            return layout
     fmt = lambda s: "x".join("?" if d is None else str(d) for d in s)  # noqa: E731
-    hint = ""
+    fixes = []
     if len(model_shape) == 3 and len(data_shape) == 3:
-        fixes = []
-        if None not in model_shape and sorted(model_shape) == sorted(data_shape) and tuple(model_shape) == (
-                *data_shape[1:], data_shape[0]):
-            raise GenauditError(
-                f"The model expects channels-last inputs ({fmt(model_shape)} = H x W x C per sample), but genaudit "
-                f"feeds images channels-first ({fmt(data_shape)} = C x H x W) and cannot transpose them for the "
-                "model yet. Re-export the model with a channels-first input (a Transpose at its start) to audit it."
-            )
-        if model_shape[0] not in (None, data_shape[0]):
-            fixes.append(f"--channels {model_shape[0]}")
-        if tuple(model_shape[1:]) != tuple(data_shape[1:]) and None not in model_shape[1:]:
-            fixes.append(f"--resize {model_shape[1]},{model_shape[2]}")
-        hint = f" Convert the data with {' '.join(fixes)}." if fixes else ""
+        channels_last = requested == "nhwc" or (requested is None and model_shape[2] in (1, 3, 4)
+                                                 and model_shape[0] not in (1, 3, 4))
+        c, hw = (model_shape[2], model_shape[:2]) if channels_last else (model_shape[0], model_shape[1:])
+        if c not in (None, data_shape[0]):
+            fixes.append(f"--channels {c}")
+        if None not in hw and tuple(hw) != tuple(data_shape[1:]):
+            fixes.append(f"--resize {hw[0]},{hw[1]}")
+        reading = " (read as H x W x C: channels-last)" if channels_last else " (read as C x H x W)"
+    else:
+        reading = ""
+    asked = f" with --layout {requested}" if requested else ""
+    hint = (f" Convert the data with {' '.join(fixes)}." if fixes else
+            " Use data the model was trained on, --resize/--channels to convert it, or --layout nchw|nhwc|flat "
+            "to say how the model takes its input.")
     raise GenauditError(
-        f"The model expects inputs of shape {fmt(model_shape)} per sample, but the data gives {fmt(data_shape)}."
-        f"{hint or ' Use data the model was trained on, or --resize/--channels to convert it.'}"
+        f"The model expects inputs of shape {fmt(model_shape)} per sample{reading}, but the data gives "
+        f"{fmt(data_shape)} (C x H x W){asked}.{hint}"
     )
 
 
-__all__ = ["Layer", "ModelFile", "OnnxSplitter", "SplitModel", "fit_input", "identify", "open_model", "split"]
+__all__ = ["Layer", "ModelFile", "OnnxSplitter", "SplitModel", "LAYOUTS", "identify", "input_layout", "open_model", "split"]

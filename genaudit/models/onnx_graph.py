@@ -42,9 +42,9 @@ ONLY_IF_FLOAT = {"Gather", "Concat", "Slice", "Expand", "Where", "Reshape", "Tra
 RANDOM_OPS = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
 FLOAT_TYPES = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16}
 # Ops after the classifier's affine map that leave each row's argmax unchanged (softmax along the class axis).
-ARGMAX_SAFE = {"Softmax", "LogSoftmax", "Identity", "Flatten", "Dropout", "Cast"}
+ARGMAX_SAFE = {"Softmax", "LogSoftmax", "Sigmoid", "Identity", "Flatten", "Dropout", "Cast"}
 # Outputs of these are probabilities / log-probabilities rather than logits.
-OUTPUT_KINDS = {"Softmax": "probabilities", "LogSoftmax": "log-probabilities"}
+OUTPUT_KINDS = {"Softmax": "probabilities", "LogSoftmax": "log-probabilities", "Sigmoid": "sigmoid scores"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
 class OnnxSplitter:
     """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, and how to cut it."""
 
-    def __init__(self, model: onnx.ModelProto):
+    def __init__(self, model: onnx.ModelProto, output: str | None = None):
         self.model = _batch_free(model)
         graph = self.model.graph
         self._init_names = {t.name for t in graph.initializer}
@@ -90,7 +90,9 @@ class OnnxSplitter:
         if not graph.output:
             raise GenauditError("The model graph has no output. Re-export it with its logits as output.")
         self.input_name = self.inputs[0].name
-        self.output_name = graph.output[0].name
+        self.output_names = [o.name for o in graph.output]
+        self.output_index = _choose_output(self.output_names, output)
+        self.output_name = self.output_names[self.output_index]
         self._producer = {o: n for n in graph.node for o in n.output}
         self._constants = _constant_tensors(graph, self._init_names)
 
@@ -313,7 +315,7 @@ class OnnxSplitter:
         graph = self.model.graph
         saved = list(graph.output)
         del graph.output[:]
-        graph.output.extend([helper.make_tensor_value_info(layer, TensorProto.FLOAT, None), saved[0]]
+        graph.output.extend([helper.make_tensor_value_info(layer, TensorProto.FLOAT, None), saved[self.output_index]]
                             + [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in extra])
         try:
             return self.model.SerializeToString()
@@ -401,11 +403,29 @@ class OnnxSplitter:
         new_graph = helper.make_graph(
             nodes, "genaudit_head",
             [helper.make_tensor_value_info(layer, TensorProto.FLOAT, None)],
-            [helper.make_tensor_value_info(self.output_name, graph.output[0].type.tensor_type.elem_type, None)],
+            [helper.make_tensor_value_info(self.output_name, graph.output[self.output_index].type.tensor_type.elem_type,
+                                           None)],
             inits,
         )
         model = helper.make_model(new_graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
         return model.SerializeToString()
+
+
+def _choose_output(names: list[str], requested: str | None) -> int:
+    """Index of the output that holds the class scores: `requested` (a name or an index), else the only output
+    whose name says 'logit', else the first."""
+    if requested is None:
+        logits = [i for i, name in enumerate(names) if "logit" in name.lower()]
+        return logits[0] if len(logits) == 1 else 0
+    if requested in names:
+        return names.index(requested)
+    if requested.lstrip("-").isdigit() and -len(names) <= int(requested) < len(names):
+        return int(requested) % len(names)
+    listing = ", ".join(f"{i}: '{name}'" for i, name in enumerate(names))
+    raise GenauditError(
+        f"--output {requested} is not one of the model's outputs ({listing}). Pass the name or the index of the "
+        "output that holds the class scores."
+    )
 
 
 def _constant_tensors(graph: onnx.GraphProto, initializers: set[str]) -> set[str]:
@@ -469,6 +489,7 @@ class Runner:
                 f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
                 "Re-export the model with a standard opset (e.g. opset 17) using only standard ONNX ops."
             ) from None
+        self.what = what
         declared = self.session.get_inputs()[0]
         self.input_name = declared.name
         dims = list(declared.shape or [])[1:]
@@ -486,7 +507,14 @@ class Runner:
                 return self.session.run(None, {self.input_name: x})
             except Exception:
                 self.one_at_a_time = True  # e.g. a Reshape to a constant batch of 1 inside the graph
-        parts = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        try:
+            parts = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        except Exception as exc:
+            raise GenauditError(
+                f"onnxruntime could not run the model's {self.what} on inputs of shape {list(x.shape[1:])} per "
+                f"sample: {str(exc).splitlines()[0][:300]}. The data probably does not match what the model "
+                "takes: check --layout (nchw | nhwc | flat), --channels and --resize."
+            ) from None
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 

@@ -143,9 +143,8 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
         try:
             if kind == "torchscript":
                 buffer = io.BytesIO()
-                outputs = module(_example(input_shape))
-                n_out = len(outputs) if isinstance(outputs, (tuple, list)) else 1
-                names = [f"output_{i}" for i in range(n_out)]
+                names = output_names(module(_example(input_shape)))
+                _container_output_as_tuple(module)
                 torch.onnx.export(
                     module, (_example(input_shape),), buffer, dynamo=False, opset_version=17,
                     input_names=["input"], output_names=names,
@@ -169,6 +168,35 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
                 f"{hint}"
             ) from None
     return data
+
+
+def output_names(outputs) -> list[str]:
+    """ONNX names for a module's outputs as the exporter flattens them: a dict's keys, a named tuple's fields,
+    else output_0, output_1, ... (a tensor alone is output_0)."""
+    if isinstance(outputs, dict):
+        return [str(k) for k in outputs]
+    if isinstance(outputs, tuple) and hasattr(outputs, "_fields"):
+        return list(outputs._fields)
+    return [f"output_{i}" for i in range(len(outputs) if isinstance(outputs, (tuple, list)) else 1)]
+
+
+def _container_output_as_tuple(module) -> None:
+    """Rewrite a TorchScript forward that returns a dict (or a list) to return its values as a tuple, in order:
+    the ONNX exporter has no symbolic for prim::DictConstruct and turns a list into one sequence output. The
+    loaded module is changed in place."""
+    import torch
+
+    graph = module.forward.graph
+    ret = graph.return_node()
+    node = ret.input().node()
+    if node.kind() not in ("prim::DictConstruct", "prim::ListConstruct"):
+        return
+    values = list(node.inputs())[1::2] if node.kind() == "prim::DictConstruct" else list(node.inputs())
+    as_tuple = graph.create("prim::TupleConstruct", values)
+    as_tuple.insertBefore(ret)
+    as_tuple.output().setType(torch._C.TupleType([v.type() for v in values]))
+    ret.replaceInput(0, as_tuple.output())
+    node.destroy()
 
 
 def sample_input_shape(path: Path) -> tuple | None:
