@@ -11,7 +11,8 @@ from typing import Callable
 import numpy as np
 
 from genaudit import __version__
-from genaudit.data import Dataset, Preprocess, arrange, load_data, stratified_indices
+from genaudit import sanity
+from genaudit.data import PRESETS, Dataset, Preprocess, arrange, load_data, stratified_indices
 from genaudit.diagnostics import (
     ablation, augmentation_agreement, consistency, importance_correlation, input_noise_agreement, magnitude,
     mi_selectivity, nodes_as_classifiers, noise_robustness, per_sample_magnitude, perplexity, selectivity,
@@ -184,6 +185,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         clean_accuracy=fs.clean_accuracy,
         diagnostics=diagnostics,
     )
+    card["warnings"] = clean_output_warnings(cut, dataset, fs, layout, opts)
     card["score"] = generalization_score(
         card if not fs.labels_used else {"diagnostics": score_inputs(cut, fs.without_labels(), opts)})
     if layers_table is not None:
@@ -215,6 +217,7 @@ def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
     `layout` None = detected, `output` None = chosen)."""
     file = identify(model)
     splitter = open_model(file, dataset.sample_shape, default_cache_dir(), layout, output)
+    check_scores(splitter)
     return file, splitter, input_layout(splitter.input_shape, dataset.sample_shape, layout)
 
 
@@ -279,6 +282,45 @@ def _layer_row(name: str, op: str, units: int, d: dict) -> dict:
         "selectivity_mean": d["selectivity"]["mean"],
         "mi_selectivity_mean": d["mutual_information"]["mean"],
     }
+
+
+PRESET_TRIAL_SAMPLES = 256
+
+
+def clean_output_warnings(cut: SplitModel, dataset: Dataset, fs: FeatureSet, layout: str,
+                          opts: AuditOptions) -> list[str]:
+    """Warnings about the clean predictions: one class for every input; labelled accuracy near chance (with
+    the preprocessing presets that would fix it, tried on a few batches)."""
+    found = [sanity.constant_output(fs.predictions)]
+    if fs.labels_used:
+        idx = stratified_indices(len(dataset), dataset.y, PRESET_TRIAL_SAMPLES, opts.seed)
+        channels = dataset.x.shape[1] if dataset.x.ndim == 4 else None
+
+        def try_preset(name: str) -> float | None:
+            pre = Preprocess.from_preset(name, channels=dataset.preprocess.channels, resize=dataset.preprocess.resize)
+            if not pre.fits(channels):
+                return None
+            trial = Dataset(dataset.x, dataset.y, pre)
+            predictions = np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1)
+                                          for x in trial.batches(opts.batch_size, layout, idx)])
+            return float(np.mean(predictions == dataset.y[idx]))
+
+        found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, dataset.preprocess.preset,
+                                                 try_preset, list(PRESETS), len(idx)))
+    return [w for w in found if w]
+
+
+def check_scores(splitter: OnnxSplitter) -> None:
+    """Refuse an output that is an embedding (L2-normalized) rather than class scores."""
+    if splitter.output_kind == "embedding":
+        others = [name for name in splitter.output_names if name != splitter.output_name]
+        choose = (f" The model has other outputs ({', '.join(others)}): pick its class scores with --output."
+                  if others else "")
+        raise GenauditError(
+            f"The model's output '{splitter.output_name}' is L2-normalized: an embedding, not one score per class. "
+            "genaudit audits classifiers; to audit an embedding model, attach the linear classifier it is used "
+            f"with and export the two together.{choose}"
+        )
 
 
 def check_classifier(fs: FeatureSet, labels: np.ndarray | None) -> None:

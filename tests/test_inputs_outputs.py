@@ -294,3 +294,29 @@ def test_grayscale_data_for_an_rgb_model_is_converted_only_when_asked(tmp_path):
         _audit(path, data)
     card = _audit(path, data, preprocess=Preprocess(channels=3))
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_an_embedding_output_is_refused_and_a_logits_output_beside_it_is_used(tmp_path):
+    from torch import nn
+
+    class Embedder(nn.Module):
+        def __init__(self, with_logits: bool):
+            super().__init__()
+            self.net, self.with_logits = _net("features-first"), with_logits
+
+        def forward(self, x):
+            f, z = self.net(x)
+            embedding = nn.functional.normalize(f, dim=1)
+            return (embedding, z) if self.with_logits else embedding
+
+    alone = _onnx(Embedder(False).eval(), _example("logits"), tmp_path / "embedding.onnx", outputs=("embedding",))
+    data, _ = _labelled(tmp_path, RGB, np.zeros(len(RGB), int))
+    with pytest.raises(GenauditError, match="'embedding' is L2-normalized: an embedding"):
+        _audit(alone, data)
+    both = _onnx(Embedder(True).eval(), _example("logits"), tmp_path / "both.onnx", outputs=("embedding", "logits"))
+    data, expected = _labelled(tmp_path, RGB, _plain_onnx(both, _unit(RGB), 1))
+    card = _audit(both, data)
+    assert card["model"]["output"]["name"] == "logits"
+    assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(GenauditError, match=r"other outputs \(logits\): pick its class scores with --output"):
+        _audit(both, data, output="embedding")

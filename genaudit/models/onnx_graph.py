@@ -137,16 +137,31 @@ class OnnxSplitter:
 
     @property
     def output_kind(self) -> str:
-        """'logits', 'probabilities' or 'log-probabilities', from the op that produces the output."""
+        """'logits', 'probabilities', 'log-probabilities', 'sigmoid scores', or 'embedding' (an L2-normalized
+        output: not class scores), from the op that produces the output."""
         name = self.output_name
         while name in self._producer:
             node = self._producer[name]
             if node.op_type in OUTPUT_KINDS:
                 return OUTPUT_KINDS[node.op_type]
+            if node.op_type == "LpNormalization" or (node.op_type == "Div" and self._is_norm(node.input[1])):
+                return "embedding"
             if node.op_type not in PASS_THROUGH:
                 return "logits"
             name = node.input[0]
         return "logits"
+
+    def _is_norm(self, name: str) -> bool:
+        """Whether a tensor is a vector norm (ReduceL2, or Sqrt of a sum of squares), possibly clamped or
+        broadcast: what F.normalize and L2-normalized embeddings divide by."""
+        while name in self._producer and name not in self._constants:
+            node = self._producer[name]
+            if node.op_type in ("ReduceL2", "Sqrt"):
+                return True
+            if node.op_type not in ("Clip", "Max", "Add", "Expand", "Unsqueeze", "Reshape", "Identity"):
+                return False
+            name = node.input[0]
+        return False
 
     def _data_input(self, node: onnx.NodeProto) -> str | None:
         """The input of a Gemm/MatMul that carries data (not weights)."""

@@ -14,7 +14,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#22
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.best{background:#e6f4ea}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{width:520px;border:1px solid #eee}
-.meta{color:#555}code{background:#f6f6f6;padding:1px 4px}
+.meta{color:#555}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}code{background:#f6f6f6;padding:1px 4px}
 """
 
 
@@ -93,7 +93,9 @@ def score_page(card: dict) -> str:
             f"({card['model']['format']}) · layer <code>{esc(card['layer']['name'])}</code> "
             f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples, "
             f"{card['label_mode']} · genaudit {card['genaudit_version']}</p>"
-            f"<p><b>Verdict:</b> {esc(verdict(card))}</p><h2>Diagnostics</h2>{table}"
+            f"<p><b>Verdict:</b> {esc(verdict(card))}</p>"
+            + "".join(f"<p class=warn><b>Warning:</b> {esc(w)}</p>" for w in card.get("warnings", []))
+            + f"<h2>Diagnostics</h2>{table}"
             f"<h2>Curves</h2><div class=plots>{''.join(plots)}</div>")
     if "layers" in card:
         body += (f"<h2>Per layer</h2><p>NSR would help most at <code>{esc(card['regularize_layer']['name'])}</code> "

@@ -12,6 +12,7 @@ def report(card: dict, failures: list[str] | None = None) -> str:
         "",
         f"- **layer** `{layer['name']}` ({layer['units']} units) · **data** {card['data']['spec']} "
         f"({card['samples']} samples, {card['label_mode']}) · **verdict** {verdict(card)}",
+        *[f"\n> **warning:** {w}" for w in card.get("warnings", [])],
         "",
         "| group | metric | value | better | meaning |",
         "|---|---|---:|:---:|---|",

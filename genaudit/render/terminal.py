@@ -20,11 +20,18 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
     summary.add_row("[bold]model[/]", f"{model['path']}  [dim]{model['format']}, sha256 {model['sha256'][:12]}…[/]")
     summary.add_row("[bold]layer[/]", f"{layer['name']}  [dim]{layer['op']}, shape {layer['shape']}, "
                                       f"{layer['units']} units{', default' if layer['default'] else ''}[/]")
+    output = model.get("output", {})
+    outputs = (f", output '{output['name']}' ({output['index']} of {output['of']}; --output to choose)"
+               if output.get("of", 1) > 1 else "")
+    summary.add_row("[bold]input[/]", f"{model['input_shape']} per sample, fed {model.get('input_layout')}  "
+                                      f"[dim]{model['output_kind']}{outputs}[/]")
     summary.add_row("[bold]data[/]", f"{data['spec']} ({data['split']} split), {card['samples']} samples, "
                                      f"seed {card['seed']}")
     summary.add_row("[bold]reference[/]", label_mode)
     summary.add_row("[bold]verdict[/]", verdict(card))
     console.print(Panel(summary, title=f"genaudit {card['genaudit_version']}", expand=False))
+    for warning in card.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
     table = Table(title="Diagnostics  (↑ higher is better, ↓ lower is better, · descriptive; "
                         "`genaudit explain NAME` for more)", title_justify="left")

@@ -1,0 +1,87 @@
+"""Warnings on the clean predictions: constant output, and near-chance accuracy with preset suggestions."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from genaudit import audit, sanity
+from genaudit.data import Preprocess
+
+
+def test_chance_level_and_near_chance_by_hand():
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    assert sanity.chance_level(labels) == 0.5
+    # near chance below 0.5 + 0.1 * (1 - 0.5) = 0.55
+    assert sanity.near_chance(0.54, labels) and not sanity.near_chance(0.56, labels)
+
+
+def test_constant_output_is_reported_only_when_every_prediction_is_the_same():
+    assert "same class (3)" in sanity.constant_output(np.full(10, 3))
+    assert sanity.constant_output(np.array([3] * 9 + [1])) is None
+
+
+def test_advice_lists_the_presets_that_do_clearly_better_best_first():
+    labels = np.repeat(np.arange(4), 25)
+    accuracy = {"raw": 0.9, "center": 0.3, "mnist": 0.95, "cifar10": None}
+    advice = sanity.preprocessing_advice(0.25, labels, None, accuracy.get, ["unit", *accuracy], 100)
+    assert "near chance (0.25)" in advice
+    assert advice.endswith("Tried on 100 samples: --preprocess mnist gives 0.95, --preprocess raw gives 0.90.")
+    assert sanity.preprocessing_advice(0.8, labels, None, accuracy.get, list(accuracy), 100) is None
+    nothing = sanity.preprocessing_advice(0.25, labels, None, lambda name: 0.26, list(accuracy), 100)
+    assert "No preprocessing preset does clearly better" in nothing
+
+
+@pytest.fixture(scope="module")
+def raw_pixel_model(tmp_path_factory):
+    """A classifier of tiny_data's lit quadrant that expects pixel values 0..255: logit c = mean of quadrant c
+    (+100 for class 0). Fed [0, 1] pixels, class 0's bias wins every time."""
+    import torch
+
+    weight = torch.zeros(4, 1, 8, 8)
+    for c in range(4):
+        r, q = divmod(c, 2)
+        weight[c, 0, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] = 1 / 16
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].weight[:4] = weight.reshape(4, 64)
+        model[1].bias.zero_()
+        model[3].weight.copy_(torch.eye(4, 8))
+        model[3].bias.copy_(torch.tensor([100.0, 0, 0, 0]))
+    path = tmp_path_factory.mktemp("raw") / "raw.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["input"],
+                          output_names=["logits"], dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
+    return path
+
+
+def test_wrong_preprocessing_is_caught_and_the_right_preset_suggested(raw_pixel_model, tiny_data):
+    card = audit(raw_pixel_model, str(tiny_data), samples=None)
+    assert card["clean_accuracy"] == 0.25
+    constant, advice = card["warnings"]
+    assert "Every input gets the same class (0)" in constant
+    assert "near chance (0.25)" in advice and "Tried on 200 samples: --preprocess raw gives 1.00." in advice
+
+    fixed = audit(raw_pixel_model, str(tiny_data), samples=None, preprocess=Preprocess.from_preset("raw"))
+    assert fixed["clean_accuracy"] == 1.0 and fixed["warnings"] == []
+
+
+def test_without_labels_only_the_constant_output_is_checked(raw_pixel_model, tiny_data):
+    card = audit(raw_pixel_model, str(tiny_data), samples=None, use_labels=False)
+    assert len(card["warnings"]) == 1 and "same class" in card["warnings"][0]
+
+
+def test_the_report_shows_the_warnings_first(raw_pixel_model, tiny_data):
+    from typer.testing import CliRunner
+
+    from genaudit.cli import app
+
+    for fmt in ("table", "markdown"):
+        result = CliRunner().invoke(app, ["score", str(raw_pixel_model), "--data", str(tiny_data), "-f", fmt])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 0 and "warning:" in text and "--preprocess raw gives 1.00" in text
+        assert text.index("warning:") < text.index("ablation")
