@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
+from genaudit.data import cache
 from genaudit.errors import GenauditError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "mnist_sample.npz"
@@ -82,30 +84,16 @@ def load_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A torchvision data set from the cache folder, downloaded there first when absent and online."""
+    """A torchvision data set from the cache folder, verified against its manifest, fetched first when absent,
+    interrupted or corrupt (and online). A lock in the cache root keeps concurrent runs from fetching at once."""
     import torchvision.datasets as tvd
 
     cls_name, folder, split_kind = NAMED[name]
     cls = getattr(tvd, cls_name)
     kwargs = {"split": split} if split_kind == "split" else {"train": split == "train"}
     root = data_dir / "svhn" if name == "svhn" else data_dir
-    try:
-        dataset = cls(str(root), download=False, **kwargs)
-    except RuntimeError:
-        if os.environ.get("GENAUDIT_OFFLINE"):
-            dataset = None
-        else:
-            try:
-                dataset = cls(str(root), download=True, **kwargs)
-            except Exception:
-                dataset = None
-        if dataset is None:
-            raise GenauditError(
-                f"Data set '{name}' ({split} split) is not in the cache at {root / folder} and could not be "
-                f"downloaded (offline?). Connect to the network and run again, or copy torchvision's files for "
-                f"{cls_name} into {root} (torchvision layout: {root / folder}/...), or point --data-dir "
-                "(or $GENAUDIT_DATA_DIR) at a folder that has them."
-            ) from None
+    with cache.lock(data_dir / f".genaudit-{name}.lock"):
+        dataset = _fetch(name, split, lambda download: cls(str(root), download=download, **kwargs), data_dir / folder)
     x = dataset.data
     x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
     y = getattr(dataset, "targets", None)
@@ -113,6 +101,68 @@ def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.nd
         y = dataset.labels
     y = np.asarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
     return to_nchw(x), y
+
+
+def _fetch(name: str, split: str, make: Callable[[bool], Any], folder: Path) -> Any:
+    """The torchvision data set read from `folder` (svhn: its files sit right in it); `make(download)` builds it.
+
+    Files that differ from the folder's manifest, or that torchvision cannot read when no manifest vouches for
+    them (an interrupted or damaged download), are deleted and fetched again when online. A successful read
+    records the files in the manifest (skipped quietly where the cache is read-only).
+    """
+    offline = bool(os.environ.get("GENAUDIT_OFFLINE"))
+    record = cache.read_manifest(folder)
+    bad = cache.verify(folder, record)
+    why = "These files no longer match the manifest genaudit wrote when it first read them"
+    dataset = None
+    if not bad:
+        try:
+            dataset = make(False)
+        except Exception as exc:  # absent, or present but unreadable: torchvision raises various errors
+            present = cache.data_files(folder) if folder.is_dir() else []
+            if present and record is None:
+                bad = present
+                why = f"torchvision could not read these files ({' '.join(str(exc).split()) or type(exc).__name__})"
+    fetched = dataset is None
+    if fetched:
+        if not offline:
+            if bad:
+                cache.clear(folder)
+            try:
+                dataset = make(True)
+            except Exception:
+                dataset = None
+        if dataset is None:
+            raise _corrupt(name, split, folder, bad, why, offline) if bad else _absent(name, split, folder)
+    if fetched or record is None or set(record["files"]) != set(cache.data_files(folder)):
+        try:
+            cache.write_manifest(folder)
+        except (OSError, GenauditError):
+            pass  # a read-only shared cache: still readable, just not verified against a manifest
+    return dataset
+
+
+def _absent(name: str, split: str, folder: Path) -> GenauditError:
+    root, cls_name = folder.parent, NAMED[name][0]
+    return GenauditError(
+        f"Data set '{name}' ({split} split) is not in the cache at {folder} and could not be "
+        f"downloaded (offline?). Connect to the network and run again, or copy torchvision's files for "
+        f"{cls_name} into {root} (torchvision layout: {folder}/...), or point --data-dir "
+        "(or $GENAUDIT_DATA_DIR) at a folder that has them."
+    )
+
+
+def _corrupt(name: str, split: str, folder: Path, bad: list[str], why: str, offline: bool) -> GenauditError:
+    shown = ", ".join(bad[:6]) + (f" and {len(bad) - 6} more" if len(bad) > 6 else "")
+    state = ("genaudit is offline ($GENAUDIT_OFFLINE is set), so it left them as they are" if offline else
+             "genaudit deleted them but could not download fresh copies (offline?)")
+    return GenauditError(
+        f"Data set '{name}' ({split} split) in the cache at {folder} is incomplete or damaged: {shown}. {why}, "
+        f"which usually means an interrupted download or a changed file; {state}. Connect to the network and run "
+        f"again (genaudit then re-downloads it), or replace the files in {folder} with intact torchvision files "
+        f"for {NAMED[name][0]} (and delete {cache.MANIFEST} there, if any), or point --data-dir "
+        "(or $GENAUDIT_DATA_DIR) at a folder that has them."
+    )
 
 
 def load_source(spec: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
