@@ -173,4 +173,5 @@ def input_layout(model_shape: tuple, data_shape: tuple, requested: str | None = 
     )
 
 
-__all__ = ["Layer", "ModelFile", "OnnxSplitter", "SplitModel", "LAYOUTS", "identify", "input_layout", "open_model", "split"]
+__all__ = ["LAYOUTS", "Layer", "ModelFile", "OnnxSplitter", "SplitModel", "identify", "input_layout", "open_model",
+           "split"]
