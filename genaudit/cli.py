@@ -6,6 +6,7 @@ traceback). Defaults come from `[tool.genaudit]` in ./pyproject.toml or ./genaud
 
 from __future__ import annotations
 
+import signal
 import sys
 from enum import Enum
 from functools import wraps
@@ -95,18 +96,31 @@ def _progress(label: str, enabled: bool):
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
 
+_interrupted = []  # set by the Ctrl-C handler below
+
+
+def _on_ctrl_c(signum, frame) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt
+
+
 def user_errors(fn: Callable) -> Callable:
-    """Turn GenauditError into a one-paragraph message and exit code 2; Ctrl-C into exit 130."""
+    """Turn GenauditError into a one-paragraph message and exit code 2; Ctrl-C into exit 130. Any error that
+    follows a Ctrl-C is the interrupt too (e.g. an extension module whose import was cut short raises
+    ImportError, not KeyboardInterrupt)."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        signal.signal(signal.SIGINT, _on_ctrl_c)
         try:
             return fn(*args, **kwargs)
         except GenauditError as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted: nothing was written.")
+        except (KeyboardInterrupt, Exception):
+            if not _interrupted:
+                raise
+            err.print("interrupted: outputs are written whole or not at all; none is half-written.")
             raise typer.Exit(130) from None
 
     return wrapper

@@ -7,10 +7,11 @@
 from __future__ import annotations
 
 import glob
+import multiprocessing
 import os
 import re
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -67,9 +68,10 @@ def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int
                 progress(i + 1, len(paths))
         return cards
     os.environ.setdefault("GENAUDIT_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    # Workers ignore Ctrl-C: the parent gets it alone and stops them all (leaving the pool terminates them).
+    with multiprocessing.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         cards = []
-        for i, card in enumerate(pool.map(_audit_one, [(p, dataset, opts) for p in paths])):
+        for i, card in enumerate(pool.imap(_audit_one, [(p, dataset, opts) for p in paths])):
             cards.append(card)
             if progress is not None:
                 progress(i + 1, len(paths))
