@@ -117,3 +117,20 @@ def test_image_folder_layout(tmp_path):
             Image.fromarray(np.full((6, 6, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
     data = load_data(str(tmp_path))
     assert data.x.shape == (6, 3, 6, 6) and data.y.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_an_image_folder_decodes_only_the_samples_drawn(tmp_path, monkeypatch):
+    from PIL import Image
+
+    for cls in range(4):
+        (tmp_path / f"c{cls}").mkdir()
+        for i in range(25):
+            Image.fromarray(np.full((5, 5), 10 * cls + i, np.uint8)).save(tmp_path / f"c{cls}" / f"{i}.png")
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
+    data = load_data(str(tmp_path), samples=8, seed=0)
+    assert data.x.shape == (8, 1, 5, 5) and np.bincount(data.y).tolist() == [2, 2, 2, 2]
+    assert len(opened) == 1 + 8  # the first image (for the shape), then only the 8 drawn of 100
+    for image, label in zip(data.x[:, 0, 0, 0], data.y):
+        assert 10 * label <= image < 10 * label + 25  # each image came from its own class folder

@@ -20,6 +20,8 @@ from genaudit.data.sources import load_named
 from genaudit.errors import GenauditError
 
 FILES = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+# what the manifest lists after a first read of the train split: the raw files and the decoded arrays
+LISTED = ["genaudit-arrays/train-x.npy", "genaudit-arrays/train-y.npy", *[f"raw/{f}" for f in FILES]]
 
 
 def _write_idx(path, array, magic):
@@ -67,7 +69,7 @@ def test_first_read_writes_a_manifest_and_later_reads_verify_it(tmp_path, monkey
     assert x.shape == (30, 1, 28, 28) and x.dtype == np.uint8 and y.dtype == np.int64
     assert np.array_equal(x[:, 0], images) and np.array_equal(y, labels)
     files = _manifest(tmp_path / "MNIST")["files"]
-    assert sorted(files) == [f"raw/{f}" for f in FILES]
+    assert sorted(files) == LISTED
     for rel, entry in files.items():
         data = (tmp_path / "MNIST" / rel).read_bytes()
         assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
@@ -75,9 +77,19 @@ def test_first_read_writes_a_manifest_and_later_reads_verify_it(tmp_path, monkey
     hashed = []
     real = cache.sha256
     monkeypatch.setattr(cache, "sha256", lambda path: hashed.append(path.name) or real(path))
+    monkeypatch.setattr(tvd, "MNIST", None)  # the second read needs no torchvision: it maps the decoded arrays
     x2, y2 = load_named("mnist", "train", tmp_path)
-    assert sorted(hashed) == FILES  # the second read checked every file against the manifest
-    assert np.array_equal(x2, x) and np.array_equal(y2, y)
+    assert sorted(hashed) == sorted(Path(rel).name for rel in LISTED)  # every file checked against the manifest
+    assert isinstance(x2, np.memmap) and np.array_equal(x2, x) and np.array_equal(y2, y)
+
+
+def test_damaged_decoded_arrays_are_caught_too(tmp_path, online):
+    _write_mnist(tmp_path / "MNIST" / "raw")
+    load_named("mnist", "train", tmp_path)
+    _alter(tmp_path / "MNIST" / "genaudit-arrays" / "train-x.npy")
+    x, _ = load_named("mnist", "train", tmp_path)  # caught, cleared, fetched again, decoded again
+    assert len(online) == 1 and np.array_equal(x[:, 0], _tiny_mnist()[0])
+    assert cache.verify(tmp_path / "MNIST") == []
 
 
 def _truncate(path):
@@ -132,7 +144,7 @@ def test_a_file_torchvision_cannot_read_counts_as_damaged(tmp_path, online, monk
     monkeypatch.delenv("GENAUDIT_OFFLINE")
     x, _ = load_named("mnist", "train", tmp_path)
     assert len(online) == 1 and np.array_equal(x[:, 0], _tiny_mnist()[0])
-    assert sorted(_manifest(tmp_path / "MNIST")["files"]) == [f"raw/{f}" for f in FILES]
+    assert sorted(_manifest(tmp_path / "MNIST")["files"]) == LISTED
 
 
 def test_a_failed_refetch_names_the_damaged_files(tmp_path, monkeypatch):
@@ -158,7 +170,7 @@ def test_new_files_are_added_to_the_manifest(tmp_path):
     _write_mnist(tmp_path / "MNIST" / "raw")
     load_named("mnist", "train", tmp_path)
     (tmp_path / "MNIST" / "raw" / "extra.gz").write_bytes(b"another split's archive")
-    load_named("mnist", "train", tmp_path)
+    load_named("mnist", "test", tmp_path)
     assert "raw/extra.gz" in _manifest(tmp_path / "MNIST")["files"]
 
 

@@ -66,41 +66,100 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return to_nchw(x), (None if y is None else y.astype(np.int64))
 
 
-def load_folder(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """An ImageFolder layout: one sub-folder per class, images inside."""
-    from torchvision.datasets import ImageFolder
+class FolderImages:
+    """The images of an ImageFolder layout, decoded only when indexed: a subsample of a large folder costs only
+    its own memory. Indexing with an array of indices gives (n, C, H, W) uint8."""
+
+    def __init__(self, path: Path, files: list[str]):
+        self.path, self.files = path, files
+        first = self[np.array([0])]
+        self.shape, self.ndim, self.dtype = (len(files), *first.shape[1:]), first.ndim, first.dtype
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        images = []
+        for i in np.atleast_1d(indices):
+            with Image.open(self.files[i]) as image:
+                images.append(np.asarray(image))
+        sizes = {im.shape for im in images}
+        if len(sizes) > 1:
+            raise GenauditError(f"Images in {self.path} have different sizes {sorted(sizes)[:3]}…; resize them to "
+                                "one size first (genaudit resizes per batch, after reading).")
+        return to_nchw(np.stack(images))
+
+
+def load_folder(path: Path) -> tuple[FolderImages, np.ndarray]:
+    """An ImageFolder layout: one sub-folder per class, images inside (decoded lazily, see FolderImages)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
     try:
-        folder = ImageFolder(str(path))
+        _, class_to_idx = find_classes(str(path))
+        samples = make_dataset(str(path), class_to_idx, extensions=IMG_EXTENSIONS)
     except (FileNotFoundError, RuntimeError) as exc:
         raise GenauditError(
             f"{path} is not an image folder in ImageFolder layout (one sub-folder per class with images): {exc}"
         ) from None
-    images = [np.asarray(folder.loader(p)) for p, _ in folder.samples]
-    sizes = {im.shape for im in images}
-    if len(sizes) > 1:
-        raise GenauditError(f"Images in {path} have different sizes {sorted(sizes)[:3]}…; pass --resize H,W.")
-    return to_nchw(np.stack(images)), np.array(folder.targets, dtype=np.int64)
+    return FolderImages(path, [p for p, _ in samples]), np.array([c for _, c in samples], dtype=np.int64)
 
 
 def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """A torchvision data set from the cache folder, verified against its manifest, fetched first when absent,
-    interrupted or corrupt (and online). A lock in the cache root keeps concurrent runs from fetching at once."""
-    import torchvision.datasets as tvd
+    interrupted or corrupt (and online). A lock in the cache root keeps concurrent runs from fetching at once.
 
-    cls_name, folder, split_kind = NAMED[name]
-    cls = getattr(tvd, cls_name)
-    kwargs = {"split": split} if split_kind == "split" else {"train": split == "train"}
-    root = data_dir / "svhn" if name == "svhn" else data_dir
+    The first read decodes the set with torchvision and keeps the arrays (N, C, H, W) beside it, covered by the
+    manifest; later reads memory-map them: no torch import, and only the samples drawn are ever read."""
+    cls_name, folder_name, split_kind = NAMED[name]
+    folder = data_dir / folder_name
     with cache.lock(data_dir / f".genaudit-{name}.lock"):
-        dataset = _fetch(name, split, lambda download: cls(str(root), download=download, **kwargs), data_dir / folder)
-    x = dataset.data
-    x = x.numpy() if hasattr(x, "numpy") else np.asarray(x)
-    y = getattr(dataset, "targets", None)
-    if y is None:
-        y = dataset.labels
-    y = np.asarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
-    return to_nchw(x), y
+        decoded = _decoded(folder, split)
+        if decoded is not None:
+            return decoded
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, cls_name)
+        kwargs = {"split": split} if split_kind == "split" else {"train": split == "train"}
+        root = data_dir / "svhn" if name == "svhn" else data_dir
+        dataset = _fetch(name, split, lambda download: cls(str(root), download=download, **kwargs), folder)
+        x = dataset.data
+        x = to_nchw(x.numpy() if hasattr(x, "numpy") else np.asarray(x))
+        y = getattr(dataset, "targets", None)
+        if y is None:
+            y = dataset.labels
+        y = np.asarray(y.numpy() if hasattr(y, "numpy") else y, dtype=np.int64)
+        _keep_decoded(folder, split, x, y)
+    return x, y
+
+
+DECODED = "genaudit-arrays"  # sub-folder of a set's folder: the decoded arrays of each split, as .npy
+
+
+def _decoded(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The split's decoded arrays, memory-mapped, when the manifest lists them and every file matches it."""
+    record = cache.read_manifest(folder)
+    names = [f"{DECODED}/{split}-{part}.npy" for part in ("x", "y")]
+    if record is None or any(n not in record["files"] for n in names) or cache.verify(folder, record):
+        return None
+    return np.load(folder / names[0], mmap_mode="r"), np.load(folder / names[1])
+
+
+def _keep_decoded(folder: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
+    """Save the decoded arrays (each written whole, then renamed) and record them in the manifest; skipped
+    quietly where the cache is read-only."""
+    target = folder / DECODED
+    try:
+        target.mkdir(exist_ok=True)
+        for part, array in (("x", x), ("y", y)):
+            tmp = target / f".genaudit-{split}-{part}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(array))
+            os.replace(tmp, target / f"{split}-{part}.npy")
+        cache.write_manifest(folder)
+    except (OSError, GenauditError):
+        pass
 
 
 def _fetch(name: str, split: str, make: Callable[[bool], Any], folder: Path) -> Any:
