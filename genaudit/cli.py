@@ -379,6 +379,7 @@ def layers(
     model: Annotated[Path, typer.Argument(help="Model file.")],
     input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape C,H,W (needed for "
                                                        "TorchScript, which does not record it).")] = None,
+    output: OutputOpt = None,
 ) -> None:
     """List the layers where the model can be cut, with shapes; the default feature layer is marked."""
     from rich.table import Table
@@ -387,8 +388,10 @@ def layers(
     from genaudit.pipeline import default_cache_dir
 
     file = identify(model)
-    splitter = open_model(file, _numbers(input_shape, "--input-shape", int), default_cache_dir())
-    table = Table(title=f"{model} ({file.format}); input {list(splitter.input_shape)}")
+    splitter = open_model(file, _numbers(input_shape, "--input-shape", int), default_cache_dir(), output=output)
+    outputs = (f"; output '{splitter.output_name}' ({splitter.output_index} of {len(splitter.output_names)}: "
+               "--output to choose)" if len(splitter.output_names) > 1 else "")
+    table = Table(title=f"{model} ({file.format}); input {list(splitter.input_shape)}{outputs}")
     for col in ("layer (use with --layer)", "op", "shape per sample", "units", "default"):
         table.add_column(col)
     for lay in splitter.layers():

@@ -320,3 +320,15 @@ def test_an_embedding_output_is_refused_and_a_logits_output_beside_it_is_used(tm
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
     with pytest.raises(GenauditError, match=r"other outputs \(logits\): pick its class scores with --output"):
         _audit(both, data, output="embedding")
+
+
+def test_layers_names_the_output_it_cuts_towards(tmp_path):
+    from typer.testing import CliRunner
+
+    from genaudit.cli import app
+
+    path = _onnx(_net("extra"), _example("extra"), tmp_path / "model.onnx", outputs=("z", "p", "f"))
+    for output, shown in ((None, "output 'z' (0 of 3"), ("p", "output 'p' (1 of 3")):
+        result = CliRunner().invoke(app, ["layers", str(path), *(["--output", output] if output else [])],
+                                    env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and shown in result.output and "★" in result.output
