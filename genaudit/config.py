@@ -20,7 +20,7 @@ from pathlib import Path
 from genaudit.errors import GenauditError
 
 COMMANDS = ("score", "compare", "watch", "layers")
-RENAMES = {"json": "json_path", "format": "fmt", "layers": "layers_opt"}
+RENAMES = {"json": "json_path", "format": "fmt", "layers": "layers_opt", "preprocess": "preset"}
 
 
 def read(folder: Path) -> tuple[dict, Path | None]:

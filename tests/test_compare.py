@@ -135,8 +135,11 @@ def test_config_file_gives_defaults_and_flags_win(series, tmp_path, monkeypatch)
     assert flags.exit_code == 0 and json.loads(flags.output)["samples"] == 100
     compared = run("compare", folder / "ckpt_e1.onnx", folder / "ckpt_e2.onnx", "-f", "json", default_map=defaults)
     assert json.loads(compared.output.split("check failed")[0])["data"]["samples"] == 150
-    (tmp_path / "genaudit.yaml").write_text("samples: 90\n")  # a genaudit.yaml takes precedence
+    (tmp_path / "genaudit.yaml").write_text("samples: 90\npreprocess: center\nlayout: flat\n")  # takes precedence
     assert default_map(tmp_path)["score"]["samples"] == 90
+    card = json.loads(run("score", folder / "ckpt_e2.onnx", "--data", data, "-f", "json",
+                          default_map=default_map(tmp_path)).output)
+    assert card["data"]["preprocess"]["preset"] == "center" and card["model"]["input_layout"] == "flat"
     (tmp_path / "genaudit.yaml").write_text("samples: [unclosed\n")
     from genaudit.errors import GenauditError
 
