@@ -85,3 +85,15 @@ def test_the_report_shows_the_warnings_first(raw_pixel_model, tiny_data):
         text = " ".join(result.output.split())
         assert result.exit_code == 0 and "warning:" in text and "--preprocess raw gives 1.00" in text
         assert text.index("warning:") < text.index("ablation")
+
+
+def test_compare_reports_each_models_warnings(raw_pixel_model, trained_mlp, tiny_data):
+    from typer.testing import CliRunner
+
+    from genaudit.cli import app
+
+    for fmt in ("table", "markdown"):
+        result = CliRunner().invoke(app, ["compare", str(raw_pixel_model), str(trained_mlp["onnx"]), "--data",
+                                          str(tiny_data), "-f", fmt], env={"COLUMNS": "200"})
+        text = " ".join(result.output.split())
+        assert result.exit_code == 0 and text.count("same class (0)") == 1 and "raw.onnx" in text

@@ -41,4 +41,6 @@ def comparison(result: dict) -> str:
     stop = result["early_stopping"]
     lines += ["", f"- **selected**: `{result['selected']}`", f"- **peak**: `{stop['peak']}`",
               f"- **memorization sets in**: {stop['memorization_onset'] or 'not detected'} ({stop['evidence']})"]
+    lines += [f"- **warning** (`{card['model']['path']}`): {w}" for card in result["scorecards"]
+              for w in card.get("warnings", [])]
     return "\n".join(lines) + "\n"

@@ -108,3 +108,6 @@ def comparison(result: dict, console: Console) -> None:
     console.print(f"[bold]peak[/]: {stop['peak']}   [bold]memorization sets in[/]: "
                   f"{stop['memorization_onset'] or 'not detected'}   [dim]({stop['evidence']})[/]")
     console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{result['selected']}[/]")
+    for card in result["scorecards"]:
+        for warning in card.get("warnings", []):
+            console.print(f"[bold yellow]warning[/] ({Path(card['model']['path']).name}): {warning}", highlight=False)
