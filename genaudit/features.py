@@ -7,6 +7,8 @@ from typing import Callable
 
 import numpy as np
 
+from genaudit.errors import GenauditError
+
 
 @dataclass
 class FeatureSet:
@@ -66,6 +68,12 @@ def compute_features(
     feats, outs = [], []
     for batch in batches:
         f, o, *rest = trunk(batch)
+        if not outs and sum(d > 1 for d in np.shape(o)[1:]) > 1:
+            raise GenauditError(
+                f"The model's output has shape {list(np.shape(o)[1:])} per sample: scores per position (e.g. "
+                "segmentation or detection), not one score per class. genaudit audits classifiers; if the model "
+                "has a class-score output too, choose it with --output."
+            )
         feats.append(np.asarray(f, np.float32))
         outs.append(np.asarray(o, np.float32))
         if extra is not None:

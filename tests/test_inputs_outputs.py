@@ -332,3 +332,13 @@ def test_layers_names_the_output_it_cuts_towards(tmp_path):
         result = CliRunner().invoke(app, ["layers", str(path), *(["--output", output] if output else [])],
                                     env={"COLUMNS": "200"})
         assert result.exit_code == 0 and shown in result.output and "★" in result.output
+
+
+def test_scores_per_position_are_refused(tmp_path):
+    from torch import nn
+
+    segmenter = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, CLASSES, 1)).eval()
+    path = _onnx(segmenter, _example("logits"), tmp_path / "segmenter.onnx")
+    data, _ = _labelled(tmp_path, RGB, np.zeros(len(RGB), int))
+    with pytest.raises(GenauditError, match=r"shape \[5, 12, 12\] per sample: scores per position"):
+        _audit(path, data, layer="/1/Relu_output_0")
