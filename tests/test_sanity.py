@@ -97,3 +97,11 @@ def test_compare_reports_each_models_warnings(raw_pixel_model, trained_mlp, tiny
                                           str(tiny_data), "-f", fmt], env={"COLUMNS": "200"})
         text = " ".join(result.output.split())
         assert result.exit_code == 0 and text.count("same class (0)") == 1 and "raw.onnx" in text
+
+
+def test_the_verdict_defers_to_the_warnings(raw_pixel_model, tiny_data):
+    from genaudit.render import verdict
+
+    assert verdict(audit(raw_pixel_model, str(tiny_data), samples=None)).startswith("the clean predictions look wrong")
+    fixed = audit(raw_pixel_model, str(tiny_data), samples=None, preprocess=Preprocess.from_preset("raw"))
+    assert "generalization score" in verdict(fixed)

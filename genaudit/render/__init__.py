@@ -34,10 +34,9 @@ def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
 
 def verdict(card: dict) -> str:
     """A plain reading of the headline numbers. Not a calibrated prediction: no threshold is claimed."""
-    accuracy, classes = card.get("clean_accuracy"), card.get("classes") or 2
-    if accuracy is not None and accuracy < 1.5 / classes:
-        return (f"clean accuracy {accuracy:.3f} is near chance (1/{classes}): wrong preprocessing or labels that "
-                "are not the model's? Robustness numbers mean little here; try --no-labels or other --mean/--std.")
+    if card.get("warnings"):
+        return ("the clean predictions look wrong (see the warnings): every number below means little until "
+                "that is fixed.")
     abl = card["diagnostics"]["ablation"]
     if abl["auc"] is None:
         return "undefined: the model gets no sample right, so robustness cannot be measured"
