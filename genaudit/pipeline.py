@@ -226,10 +226,13 @@ def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditO
     if dataset.y is None:
         raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
     _, splitter, layout = open_for(model, dataset, opts.layout, opts.output)
-    cut = split(splitter, None)
-    predictions = np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1)
-                                  for x in dataset.batches(opts.batch_size, layout)])
+    predictions = predicted_classes(split(splitter, None), dataset.batches(opts.batch_size, layout))
     return float(np.mean(predictions == dataset.y))
+
+
+def predicted_classes(cut: SplitModel, batches) -> np.ndarray:
+    """The whole model's predicted class for every sample of the batches."""
+    return np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1) for x in batches])
 
 
 def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions, si: np.ndarray) -> dict:
@@ -301,8 +304,7 @@ def clean_output_warnings(cut: SplitModel, dataset: Dataset, fs: FeatureSet, lay
             if not pre.fits(channels):
                 return None
             trial = Dataset(dataset.x, dataset.y, pre)
-            predictions = np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1)
-                                          for x in trial.batches(opts.batch_size, layout, idx)])
+            predictions = predicted_classes(cut, trial.batches(opts.batch_size, layout, idx))
             return float(np.mean(predictions == dataset.y[idx]))
 
         found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, dataset.preprocess.preset,
