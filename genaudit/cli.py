@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from enum import Enum
 from functools import wraps
 from pathlib import Path
@@ -111,7 +112,8 @@ def user_errors(fn: Callable) -> Callable:
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        signal.signal(signal.SIGINT, _on_ctrl_c)
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            signal.signal(signal.SIGINT, _on_ctrl_c)
         try:
             return fn(*args, **kwargs)
         except GenauditError as exc:
