@@ -115,10 +115,13 @@ def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
     )
 
 
+CONVERSION = "c2"  # in the cache key: bumped when the conversion changes (c2: outputs named by key/field)
+
+
 def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_dir: Path) -> bytes:
     """Convert a TorchScript/torch.export file to ONNX with a dynamic batch axis, for the first candidate input
     shape the model accepts. Cached by content hash and shape, so a second audit does not even import torch."""
-    cached = cache_dir / "onnx" / f"{sha256[:32]}-{'x'.join(map(str, candidates[0]))}.onnx"
+    cached = cache_dir / "onnx" / f"{sha256[:32]}-{'x'.join(map(str, candidates[0]))}-{CONVERSION}.onnx"
     if cached.exists():
         _forget_modules()
         return cached.read_bytes()
