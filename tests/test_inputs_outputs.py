@@ -277,6 +277,21 @@ def test_every_torchscript_output_container_gives_the_plain_torch_accuracy(case,
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
 
 
+@pytest.mark.parametrize("kind, pick, name", [("dict", lambda out: out["logits"], "logits"),
+                                              ("features-first", lambda out: out[1], None)])
+def test_torch_export_container_outputs_give_the_plain_torch_accuracy(kind, pick, name, tmp_path):
+    """A torch.export archive returning a dict (outputs named by key, 'logits' found) or a tuple (index)."""
+    torch = _torch()
+    net = _net(kind)
+    program = torch.export.export(net, (_example(kind),), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
+    torch.export.save(program, str(tmp_path / "model.pt2"))
+    with torch.no_grad():
+        data, expected = _labelled(tmp_path, RGB, pick(net(torch.from_numpy(_unit(RGB)))).numpy().argmax(1))
+    card = _audit(tmp_path / "model.pt2", data, output=None if name else "1")
+    assert card["model"]["output"]["index"] == 1 and (name is None or card["model"]["output"]["name"] == name)
+    assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
+
+
 def test_an_unknown_output_lists_the_outputs(tmp_path):
     path = _onnx(_net("extra"), _example("extra"), tmp_path / "model.onnx", outputs=("z", "p", "f"))
     data, _ = _labelled(tmp_path, RGB, np.zeros(len(RGB), int))

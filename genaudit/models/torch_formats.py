@@ -96,8 +96,7 @@ def _load_module_uncached(path: Path, kind: str):
 
 def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
     """The first candidate per-sample input shape the model accepts; a clear error if it takes none."""
-    module = _load_module(path, kind)
-    run = module if kind == "torchscript" else module.module()
+    run = _runnable(_load_module(path, kind), kind)
     import torch
 
     errors = []
@@ -144,9 +143,9 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
+            names = output_names(_runnable(module, kind)(_example(input_shape)))
             if kind == "torchscript":
                 buffer = io.BytesIO()
-                names = output_names(module(_example(input_shape)))
                 _container_output_as_tuple(module)
                 torch.onnx.export(
                     module, (_example(input_shape),), buffer, dynamo=False, opset_version=17,
@@ -155,7 +154,8 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
                 )
                 data = buffer.getvalue()
             else:
-                program = torch.onnx.export(module, (_example(input_shape),), dynamo=True, verbose=False)
+                program = torch.onnx.export(module, (_example(input_shape),), dynamo=True, verbose=False,
+                                            output_names=names)
                 data = program.model_proto.SerializeToString()
         except GenauditError:
             raise
@@ -171,6 +171,11 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
                 f"{hint}"
             ) from None
     return data
+
+
+def _runnable(module, kind: str):
+    """Something to call on an input: the TorchScript module, or the module of a torch.export program."""
+    return module if kind == "torchscript" else module.module()
 
 
 def output_names(outputs) -> list[str]:
