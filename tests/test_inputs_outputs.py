@@ -357,3 +357,21 @@ def test_scores_per_position_are_refused(tmp_path):
     data, _ = _labelled(tmp_path, RGB, np.zeros(len(RGB), int))
     with pytest.raises(GenauditError, match=r"shape \[5, 12, 12\] per sample: scores per position"):
         _audit(path, data, layer="/1/Relu_output_0")
+
+
+def test_smaller_images_are_resized_only_when_asked(tmp_path):
+    import torch.nn.functional as nnf
+    from torch import nn
+
+    from genaudit.data import Preprocess
+
+    torch_ = _torch()
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 7 * 7, CLASSES)).eval()
+    path = _onnx(net, torch_.zeros(2, 3, 16, 16), tmp_path / "model.onnx")
+    resized = nnf.interpolate(torch_.from_numpy(_unit(RGB)), size=(16, 16), mode="bilinear", antialias=True,
+                              align_corners=False).numpy()
+    data, expected = _labelled(tmp_path, RGB, _plain_onnx(path, resized))
+    with pytest.raises(GenauditError, match="--resize 16,16"):
+        _audit(path, data)
+    card = _audit(path, data, preprocess=Preprocess(resize=(16, 16)))
+    assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
