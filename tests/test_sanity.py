@@ -99,6 +99,15 @@ def test_compare_reports_each_models_warnings(raw_pixel_model, trained_mlp, tiny
         assert result.exit_code == 0 and text.count("same class (0)") == 1 and "raw.onnx" in text
 
 
+def test_html_reports_show_the_warnings(raw_pixel_model, tiny_data):
+    from genaudit import compare
+    from genaudit.render.html import compare_page, score_page
+
+    card = audit(raw_pixel_model, str(tiny_data), samples=None)
+    assert score_page(card).count("class=warn>") == 2
+    assert compare_page(compare([raw_pixel_model], str(tiny_data), samples=None)).count("class=warn>") == 2
+
+
 def test_the_verdict_defers_to_the_warnings(raw_pixel_model, tiny_data):
     from genaudit.render import verdict
 

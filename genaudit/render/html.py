@@ -136,7 +136,9 @@ def compare_page(result: dict) -> str:
             f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code><br><b>Peak:</b> "
             f"<code>{esc(str(stop['peak']))}</code> · <b>memorization sets in:</b> "
             f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
-            f"<div class=plots>{''.join(plots)}</div>")
+            + "".join(f"<p class=warn><b>Warning</b> (<code>{esc(c['model']['path'])}</code>): {esc(w)}</p>"
+                      for c in cards for w in c.get("warnings", []))
+            + f"<div class=plots>{''.join(plots)}</div>")
     return _page("genaudit comparison", body)
 
 
