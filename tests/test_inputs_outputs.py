@@ -309,6 +309,15 @@ def test_grayscale_data_for_an_rgb_model_is_converted_only_when_asked(tmp_path):
         _audit(path, data)
     card = _audit(path, data, preprocess=Preprocess(channels=3))
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
+    # TorchScript declares no input: torch's own complaint names the channels, and the message the flag
+    torch = _torch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.trace(_net("logits"), _example("logits")).save(str(tmp_path / "model.pt"))
+    with pytest.raises(GenauditError, match=r"--channels 3 \(the model's first layer wants 3 channels, the data has 1"):
+        _audit(tmp_path / "model.pt", data)
+    assert _audit(tmp_path / "model.pt", data, preprocess=Preprocess(channels=3))["clean_accuracy"] == \
+        pytest.approx(expected, abs=1e-12)
 
 
 def test_an_embedding_output_is_refused_and_a_logits_output_beside_it_is_used(tmp_path):

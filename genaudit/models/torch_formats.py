@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pickletools
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -108,10 +109,14 @@ def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
             return shape
         except Exception as exc:
             errors.append(f"{'x'.join(map(str, shape))}: {str(exc).strip().splitlines()[-1][:160]}")
-    raise GenauditError(
-        f"The model does not accept the data's shape ({'; '.join(errors)}). Check that the data matches what "
-        "the model was trained on; --channels and --resize convert images, --input-shape declares the shape."
-    )
+    # torch names the channels its first conv wants when it gets others, e.g. "expected input[2, 1, 12, 12] to
+    # have 3 channels, but got 1": that is the conversion to ask for
+    wanted = re.search(r"to have (\d+) channels, but got (\d+)", errors[0]) if errors else None
+    fix = (f"Convert the images with --channels {wanted[1]} (the model's first layer wants {wanted[1]} channels, "
+           f"the data has {wanted[2]})." if wanted and wanted[1] in ("1", "3") else
+           "Check that the data matches what the model was trained on; --channels and --resize convert images, "
+           "--input-shape declares the shape.")
+    raise GenauditError(f"The model does not accept the data's shape ({'; '.join(errors)}). {fix}")
 
 
 CONVERSION = "c2"  # in the cache key: bumped when the conversion changes (c2: outputs named by key/field)
