@@ -40,6 +40,15 @@ def export_all(module, example, folder: Path, name: str) -> dict[str, Path]:
     return paths
 
 
+def write_mnist(raw: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """MNIST's four raw idx files (train and t10k, both holding `images`/`labels`) in torchvision layout."""
+    raw.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "t10k"):
+        for kind, array, magic in (("images-idx3", images, 2051), ("labels-idx1", labels, 2049)):
+            header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
+            (raw / f"{split}-{kind}-ubyte").write_bytes(header + array.astype(np.uint8).tobytes())
+
+
 def tiny_mlp(seed: int = 0, softmax: bool = False):
     import torch
     from torch import nn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import write_mnist
 from genaudit.data import Preprocess, load_data, stratified_indices
 from genaudit.errors import GenauditError
 
@@ -73,19 +74,10 @@ def test_the_shipped_sample_loads_offline():
     assert np.bincount(data.y).tolist() == [10] * 10
 
 
-def _write_idx(path, array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def test_named_set_is_read_from_the_cache_folder(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 255, (30, 28, 28)), np.arange(30) % 10
-    for split in ("train", "t10k"):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images, 2051)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels, 2049)
+    write_mnist(tmp_path / "MNIST" / "raw", images, labels)
     data = load_data("mnist", data_dir=tmp_path, samples=None)
     assert data.x.shape == (30, 1, 28, 28)
     assert np.array_equal(data.x[:, 0], images) and np.array_equal(data.y, labels)

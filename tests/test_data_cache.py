@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torchvision.datasets as tvd
 
+from conftest import write_mnist
 from genaudit.data import cache
 from genaudit.data.sources import load_named
 from genaudit.errors import GenauditError
@@ -24,11 +25,6 @@ FILES = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "train-images-idx3-
 LISTED = ["genaudit-arrays/train-x.npy", "genaudit-arrays/train-y.npy", *[f"raw/{f}" for f in FILES]]
 
 
-def _write_idx(path, array, magic):
-    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 def _tiny_mnist(seed=0, n=30):
     rng = np.random.default_rng(seed)
     return rng.integers(0, 255, (n, 28, 28)), np.arange(n) % 10
@@ -36,11 +32,7 @@ def _tiny_mnist(seed=0, n=30):
 
 def _write_mnist(raw, seed=0):
     """MNIST's four raw files in torchvision layout (`<root>/MNIST/raw/...`), 30 images each."""
-    raw.mkdir(parents=True, exist_ok=True)
-    images, labels = _tiny_mnist(seed)
-    for split in ("train", "t10k"):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images, 2051)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels, 2049)
+    write_mnist(raw, *_tiny_mnist(seed))
 
 
 @pytest.fixture
