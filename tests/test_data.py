@@ -122,7 +122,22 @@ def test_an_image_folder_decodes_only_the_samples_drawn(tmp_path, monkeypatch):
     real_open = Image.open
     monkeypatch.setattr(Image, "open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
     data = load_data(str(tmp_path), samples=8, seed=0)
-    assert data.x.shape == (8, 1, 5, 5) and np.bincount(data.y).tolist() == [2, 2, 2, 2]
+    assert data.x.shape == (8, 3, 5, 5) and np.bincount(data.y).tolist() == [2, 2, 2, 2]  # RGB, as torchvision
     assert len(opened) == 1 + 8  # the first image (for the shape), then only the 8 drawn of 100
     for image, label in zip(data.x[:, 0, 0, 0], data.y):
         assert 10 * label <= image < 10 * label + 25  # each image came from its own class folder
+
+
+def test_an_image_folder_of_mixed_sizes_and_modes_needs_and_takes_resize(tmp_path):
+    from PIL import Image
+
+    for cls, (size, mode) in enumerate([((6, 8), "L"), ((10, 12), "RGB")]):
+        (tmp_path / f"c{cls}").mkdir()
+        for i in range(3):
+            Image.new(mode, size, 200 if mode == "L" else (200, 200, 200)).save(tmp_path / f"c{cls}" / f"{i}.png")
+    with pytest.raises(GenauditError, match=r"different sizes.*--resize H,W"):
+        load_data(str(tmp_path))
+    data = load_data(str(tmp_path), preprocess=Preprocess(resize=(4, 4)))
+    assert data.x.shape == (6, 3, 4, 4) and data.y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert data.x.min() == 200 == data.x.max()  # grayscale became RGB; resizing a flat image keeps its value
+    assert next(data.batches(6)).shape == (6, 3, 4, 4)

@@ -157,7 +157,7 @@ def load_data(
     if samples is not None and samples < 1:
         raise GenauditError(f"--samples must be at least 1 (got {samples}).")
     root = Path(data_dir) if data_dir else default_data_dir()
-    x, y = load_source(spec, split, root)
+    x, y = load_source(spec, split, root, preprocess.resize)
     if len(x) == 0:
         raise GenauditError(f"Data '{spec}' holds no samples. Point --data at a data set with images in it.")
     preprocess.validate(x.shape[1] if x.ndim == 4 else None)

@@ -67,11 +67,12 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 class FolderImages:
-    """The images of an ImageFolder layout, decoded only when indexed: a subsample of a large folder costs only
-    its own memory. Indexing with an array of indices gives (n, C, H, W) uint8."""
+    """The images of an ImageFolder layout as RGB (torchvision's convention), decoded only when indexed: a
+    subsample of a large folder costs only its own memory. Indexing with an array of indices gives (n, 3, H, W)
+    uint8; images of other sizes are resized to `size` (H, W) as they are decoded, when it is given."""
 
-    def __init__(self, path: Path, files: list[str]):
-        self.path, self.files = path, files
+    def __init__(self, path: Path, files: list[str], size: tuple[int, int] | None = None):
+        self.path, self.files, self.size = path, files, size
         first = self[np.array([0])]
         self.shape, self.ndim, self.dtype = (len(files), *first.shape[1:]), first.ndim, first.dtype
 
@@ -84,15 +85,18 @@ class FolderImages:
         images = []
         for i in np.atleast_1d(indices):
             with Image.open(self.files[i]) as image:
+                image = image.convert("RGB")
+                if self.size is not None and image.size != (self.size[1], self.size[0]):
+                    image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
                 images.append(np.asarray(image))
-        sizes = {im.shape for im in images}
+        sizes = {im.shape[:2] for im in images}
         if len(sizes) > 1:
-            raise GenauditError(f"Images in {self.path} have different sizes {sorted(sizes)[:3]}…; resize them to "
-                                "one size first (genaudit resizes per batch, after reading).")
-        return to_nchw(np.stack(images))
+            raise GenauditError(f"Images in {self.path} have different sizes (H, W) {sorted(sizes)[:3]}…; pass "
+                                "--resize H,W to bring them to one size as they are read.")
+        return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))  # H x W x RGB -> RGB x H x W
 
 
-def load_folder(path: Path) -> tuple[FolderImages, np.ndarray]:
+def load_folder(path: Path, size: tuple[int, int] | None = None) -> tuple[FolderImages, np.ndarray]:
     """An ImageFolder layout: one sub-folder per class, images inside (decoded lazily, see FolderImages)."""
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
@@ -103,7 +107,7 @@ def load_folder(path: Path) -> tuple[FolderImages, np.ndarray]:
         raise GenauditError(
             f"{path} is not an image folder in ImageFolder layout (one sub-folder per class with images): {exc}"
         ) from None
-    return FolderImages(path, [p for p, _ in samples]), np.array([c for _, c in samples], dtype=np.int64)
+    return FolderImages(path, [p for p, _ in samples], size), np.array([c for _, c in samples], dtype=np.int64)
 
 
 def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +228,10 @@ def _corrupt(name: str, split: str, folder: Path, bad: list[str], why: str, offl
     )
 
 
-def load_source(spec: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resolve a data spec: 'sample', a named set, a .npz file or an image folder."""
+def load_source(spec: str, split: str, data_dir: Path,
+                size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Resolve a data spec: 'sample', a named set, a .npz file or an image folder (whose images of other sizes
+    are resized to `size` as they are decoded)."""
     if spec == "sample":
         return load_npz(SAMPLE)
     if spec.lower() in NAMED:
@@ -234,7 +240,7 @@ def load_source(spec: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.n
     if path.suffix == ".npz" and path.is_file():
         return load_npz(path)
     if path.is_dir():
-        return load_folder(path)
+        return load_folder(path, size)
     raise GenauditError(
         f"Unknown data '{spec}': not a named data set ({', '.join(NAMED)}), not an existing .npz file, not a "
         "folder of images. Use --data sample for the shipped offline sample."
