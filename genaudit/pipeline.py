@@ -139,7 +139,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
 
     labels = dataset.y if opts.use_labels else None
     fs = compute_features(cut.trunk, dataset.batches(batch, layout), labels, advance, reduce_extra)
-    check_classifier(fs, labels)
+    sanity.check_classifier(fs, labels)
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -217,7 +217,7 @@ def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
     `layout` None = detected, `output` None = chosen)."""
     file = identify(model)
     splitter = open_model(file, dataset.sample_shape, default_cache_dir(), layout, output)
-    check_scores(splitter)
+    sanity.check_scores(splitter)
     return file, splitter, input_layout(splitter.input_shape, dataset.sample_shape, layout)
 
 
@@ -310,31 +310,3 @@ def clean_output_warnings(cut: SplitModel, dataset: Dataset, fs: FeatureSet, lay
         found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, dataset.preprocess.preset,
                                                  try_preset, list(PRESETS), len(idx)))
     return [w for w in found if w]
-
-
-def check_scores(splitter: OnnxSplitter) -> None:
-    """Refuse an output that is an embedding (L2-normalized) rather than class scores."""
-    if splitter.output_kind == "embedding":
-        others = [name for name in splitter.output_names if name != splitter.output_name]
-        choose = (f" The model has other outputs ({', '.join(others)}): pick its class scores with --output."
-                  if others else "")
-        raise GenauditError(
-            f"The model's output '{splitter.output_name}' is L2-normalized: an embedding, not one score per class. "
-            "genaudit audits classifiers; to audit an embedding model, attach the linear classifier it is used "
-            f"with and export the two together.{choose}"
-        )
-
-
-def check_classifier(fs: FeatureSet, labels: np.ndarray | None) -> None:
-    """Refuse outputs that are not class scores, and labels outside the model's classes."""
-    if fs.logits.shape[1] < 2:
-        raise GenauditError(
-            f"The model outputs {fs.logits.shape[1]} value per sample; genaudit audits classifiers whose output "
-            "has one score per class (at least 2). Regression and embedding models are not supported."
-        )
-    if labels is not None and (labels.min() < 0 or labels.max() >= fs.logits.shape[1]):
-        raise GenauditError(
-            f"The data's labels run from {labels.min()} to {labels.max()}, but the model has "
-            f"{fs.logits.shape[1]} classes (0..{fs.logits.shape[1] - 1}). Use data with the model's classes, "
-            "or --no-labels to audit against the model's own predictions."
-        )

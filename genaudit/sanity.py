@@ -1,4 +1,5 @@
-"""Sanity checks on a model's clean predictions: warnings that the audit may be measuring the wrong thing.
+"""Sanity checks on a model's outputs: refusals of outputs that are not class scores, and warnings that the
+audit may be measuring the wrong thing.
 
 A model that gives every input the same class is untrained, collapsed, or fed the wrong input; a model whose
 clean accuracy on its own training data is near chance is, most often, preprocessed differently from how it
@@ -7,9 +8,15 @@ was trained. Both make every diagnostic meaningless, so the report says so first
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+
+from genaudit.errors import GenauditError
+
+if TYPE_CHECKING:
+    from genaudit.features import FeatureSet
+    from genaudit.models import OnnxSplitter
 
 NEAR_CHANCE = 0.1  # accuracy below chance + 10% of the way from chance to perfect counts as near chance
 
@@ -51,3 +58,31 @@ def preprocessing_advice(accuracy: float, labels: np.ndarray, current: str | Non
         return f"{message} Tried on {samples} samples: {found}."
     return (f"{message} No preprocessing preset does clearly better on {samples} samples; check --layout, "
             "--channels, the labels and their class order.")
+
+
+def check_scores(splitter: OnnxSplitter) -> None:
+    """Refuse an output that is an embedding (L2-normalized) rather than class scores."""
+    if splitter.output_kind == "embedding":
+        others = [name for name in splitter.output_names if name != splitter.output_name]
+        choose = (f" The model has other outputs ({', '.join(others)}): pick its class scores with --output."
+                  if others else "")
+        raise GenauditError(
+            f"The model's output '{splitter.output_name}' is L2-normalized: an embedding, not one score per class. "
+            "genaudit audits classifiers; to audit an embedding model, attach the linear classifier it is used "
+            f"with and export the two together.{choose}"
+        )
+
+
+def check_classifier(fs: FeatureSet, labels: np.ndarray | None) -> None:
+    """Refuse outputs that are not class scores, and labels outside the model's classes."""
+    if fs.logits.shape[1] < 2:
+        raise GenauditError(
+            f"The model outputs {fs.logits.shape[1]} value per sample; genaudit audits classifiers whose output "
+            "has one score per class (at least 2). Regression and embedding models are not supported."
+        )
+    if labels is not None and (labels.min() < 0 or labels.max() >= fs.logits.shape[1]):
+        raise GenauditError(
+            f"The data's labels run from {labels.min()} to {labels.max()}, but the model has "
+            f"{fs.logits.shape[1]} classes (0..{fs.logits.shape[1] - 1}). Use data with the model's classes, "
+            "or --no-labels to audit against the model's own predictions."
+        )
