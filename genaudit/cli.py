@@ -58,7 +58,7 @@ LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="How the mode
                                                   "Default: detected from the model's declared input.")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", help="The model output holding the class scores, "
                                                   "by name or index (default: the one named *logit*, else the "
-                                                  "first).")]
+                                                  "first a classification layer produces).")]
 Repeats = Annotated[int, typer.Option(help="Random unit orders averaged in the ablation curve.")]
 Probes = Annotated[int, typer.Option(help="Run the input-space probes (noise and augmentation agreement; they "
                                      "rerun the whole model) on this many samples. 0 = off.")]

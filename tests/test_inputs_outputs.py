@@ -237,6 +237,7 @@ ONNX_OUTPUT_CASES = {
     "tuple, logits found by name": ("features-first", ("features", "logits"), None, 1, "logits"),
     "extra outputs, probabilities chosen": ("extra", ("logits", "probs", "features"), "probs", 1, "probabilities"),
     "extra outputs, chosen by index": ("extra", ("z", "p", "f"), "0", 0, "logits"),
+    "tuple, features first, no names": ("features-first", ("a", "b"), None, 1, "logits"),  # b has the classifier
 }
 
 
@@ -258,6 +259,7 @@ TORCHSCRIPT_OUTPUT_CASES = {
     "named tuple": ("namedtuple", "script", None, lambda out: out.logits, "logits"),
     "list": ("list", "script", None, lambda out: out[0], "output_0"),
     "tuple, features first, --output 1": ("features-first", "trace", "1", lambda out: out[1], "output_1"),
+    "tuple, features first": ("features-first", "trace", None, lambda out: out[1], "output_1"),
 }
 
 

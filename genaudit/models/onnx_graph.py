@@ -11,6 +11,8 @@ import functools
 import math
 import os
 from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper
@@ -90,11 +92,12 @@ class OnnxSplitter:
         if not graph.output:
             raise GenauditError("The model graph has no output. Re-export it with its logits as output.")
         self.input_name = self.inputs[0].name
-        self.output_names = [o.name for o in graph.output]
-        self.output_index = _choose_output(self.output_names, output)
-        self.output_name = self.output_names[self.output_index]
         self._producer = {o: n for n in graph.node for o in n.output}
         self._constants = _constant_tensors(graph, self._init_names)
+        self.output_names = [o.name for o in graph.output]
+        self.output_index = _choose_output(self.output_names, output,
+                                           lambda name: self._classifier_input(name) is not None)
+        self.output_name = self.output_names[self.output_index]
 
     @functools.cached_property
     def _inferred(self) -> dict[str, tuple[int, tuple | None]]:
@@ -171,7 +174,18 @@ class OnnxSplitter:
     def default_layer_name(self) -> str:
         """The representation that feeds the final classification layer: the data input of the last Gemm/MatMul
         (or of a 1x1 Conv whose per-position scores are pooled, as in SqueezeNet) on the way to the output."""
-        name = self.output_name
+        found = self._classifier_input(self.output_name)
+        if found is None:
+            raise GenauditError(
+                "Could not find the final classification layer (a Gemm or MatMul, or a 1x1 Conv before a global "
+                "pool, feeding the output through Softmax/Flatten/Reshape/Identity/bias/activation only). Pass the "
+                "feature layer explicitly with --layer NAME; `genaudit layers MODEL` lists the candidates."
+            )
+        return found
+
+    def _classifier_input(self, output: str) -> str | None:
+        """The data input of the classifier that produces `output` (see default_layer_name), or None."""
+        name = output
         seen = set()
         while name in self._producer and name not in seen:
             seen.add(name)
@@ -185,19 +199,12 @@ class OnnxSplitter:
                     break
                 name = data[0]
             elif op in ("Gemm", "MatMul"):
-                feature = self._data_input(node)
-                if feature is None:
-                    break
-                return feature
+                return self._data_input(node)
             elif op == "Conv" and self._is_pointwise_conv(node):
                 return node.input[0]
             else:
                 break
-        raise GenauditError(
-            "Could not find the final classification layer (a Gemm or MatMul, or a 1x1 Conv before a global "
-            "pool, feeding the output through Softmax/Flatten/Reshape/Identity/bias/activation only). Pass the "
-            "feature layer explicitly with --layer NAME; `genaudit layers MODEL` lists the candidates."
-        )
+        return None
 
     def _is_pointwise_conv(self, node: onnx.NodeProto) -> bool:
         """A Conv with constant weights, a 1x1 kernel and no grouping: a per-position affine classifier."""
@@ -426,12 +433,15 @@ class OnnxSplitter:
         return model.SerializeToString()
 
 
-def _choose_output(names: list[str], requested: str | None) -> int:
+def _choose_output(names: list[str], requested: str | None, classifies: Callable[[str], bool]) -> int:
     """Index of the output that holds the class scores: `requested` (a name or an index), else the only output
-    whose name says 'logit', else the first."""
+    whose name says 'logit', else the first that a classification layer produces (`classifies`), else the
+    first."""
     if requested is None:
         logits = [i for i, name in enumerate(names) if "logit" in name.lower()]
-        return logits[0] if len(logits) == 1 else 0
+        if len(logits) == 1:
+            return logits[0]
+        return next((i for i, name in enumerate(names) if len(names) > 1 and classifies(name)), 0)
     if requested in names:
         return names.index(requested)
     if requested.lstrip("-").isdigit() and -len(names) <= int(requested) < len(names):
