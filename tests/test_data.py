@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -141,3 +143,25 @@ def test_an_image_folder_of_mixed_sizes_and_modes_needs_and_takes_resize(tmp_pat
     assert data.x.shape == (6, 3, 4, 4) and data.y.tolist() == [0, 0, 0, 1, 1, 1]
     assert data.x.min() == 200 == data.x.max()  # grayscale became RGB; resizing a flat image keeps its value
     assert next(data.batches(6)).shape == (6, 3, 4, 4)
+
+
+def test_an_image_folder_is_listed_as_torchvision_lists_it(tmp_path):
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    from genaudit.data.sources import IMAGE_EXTENSIONS, load_folder
+
+    for rel in ("b/z.png", "b/sub/a.JPG", "b/sub/deeper/c.webp", "a/1.bmp", "a/notes.txt", "c/x.jpeg", "c/y.gif"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith(".txt") or rel.endswith(".gif"):
+            (tmp_path / rel).write_text("not read")
+        else:
+            Image.new("RGB", (4, 4), (1, 2, 3)).save(tmp_path / rel, format="PNG")  # content is irrelevant here
+    images, labels = load_folder(tmp_path)
+    expected = make_dataset(str(tmp_path), find_classes(str(tmp_path))[1], extensions=IMG_EXTENSIONS)
+    assert IMAGE_EXTENSIONS == IMG_EXTENSIONS
+    assert [(Path(f), int(c)) for f, c in zip(images.files, labels)] == [(Path(f), c) for f, c in expected]
+    assert labels.tolist() == [0, 1, 1, 1, 2]
+    (tmp_path / "d").mkdir()
+    with pytest.raises(GenauditError, match="no images in d"):
+        load_folder(tmp_path)

@@ -96,18 +96,29 @@ class FolderImages:
         return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))  # H x W x RGB -> RGB x H x W
 
 
-def load_folder(path: Path, size: tuple[int, int] | None = None) -> tuple[FolderImages, np.ndarray]:
-    """An ImageFolder layout: one sub-folder per class, images inside (decoded lazily, see FolderImages)."""
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+# The image files an ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS). The listing below follows
+# torchvision's ImageFolder rules (tested against it) without importing torch, which costs seconds at start-up.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
-    try:
-        _, class_to_idx = find_classes(str(path))
-        samples = make_dataset(str(path), class_to_idx, extensions=IMG_EXTENSIONS)
-    except (FileNotFoundError, RuntimeError) as exc:
+
+def load_folder(path: Path, size: tuple[int, int] | None = None) -> tuple[FolderImages, np.ndarray]:
+    """An ImageFolder layout: one sub-folder per class (sorted by name: class 0, 1, ...), image files anywhere
+    below it (sorted), decoded lazily (see FolderImages)."""
+    classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
+    files, labels, empty = [], [], []
+    for label, name in enumerate(classes):
+        found = [os.path.join(root, f) for root, _, names in sorted(os.walk(path / name, followlinks=True))
+                 for f in sorted(names) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        files += found
+        labels += [label] * len(found)
+        empty += [] if found else [name]
+    if not classes or empty:
+        problem = "it has no class sub-folders" if not classes else f"no images in {', '.join(empty[:5])}"
         raise GenauditError(
-            f"{path} is not an image folder in ImageFolder layout (one sub-folder per class with images): {exc}"
-        ) from None
-    return FolderImages(path, [p for p, _ in samples], size), np.array([c for _, c in samples], dtype=np.int64)
+            f"{path} is not an image folder in ImageFolder layout (one sub-folder per class with images, "
+            f"{'/'.join(IMAGE_EXTENSIONS)}): {problem}."
+        )
+    return FolderImages(path, files, size), np.array(labels, dtype=np.int64)
 
 
 def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
