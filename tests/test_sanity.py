@@ -104,7 +104,8 @@ def test_html_reports_show_the_warnings(raw_pixel_model, tiny_data):
     from genaudit.render.html import compare_page, score_page
 
     card = audit(raw_pixel_model, str(tiny_data), samples=None)
-    assert score_page(card).count("class=warn>") == 2
+    page = score_page(card)
+    assert page.count("class=warn>") == 2 and "<code class=flag>--preprocess raw</code> gives 1.00" in page
     assert compare_page(compare([raw_pixel_model], str(tiny_data), samples=None)).count("class=warn>") == 2
 
 

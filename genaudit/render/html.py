@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 
 from genaudit.render import LAYER_COLUMNS, fmt, rows, verdict
 from genaudit.scorecard import lookup
@@ -14,7 +15,7 @@ body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#22
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.best{background:#e6f4ea}
 .plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{width:520px;border:1px solid #eee}
-.meta{color:#555}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}code{background:#f6f6f6;padding:1px 4px}
+.meta{color:#555}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}.flag{white-space:nowrap}code{background:#f6f6f6;padding:1px 4px}
 """
 
 
@@ -72,6 +73,11 @@ def _table(header: list[str], body: list[list[str]], numeric: set[int], best: in
     return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
 
 
+def _warning(text: str) -> str:
+    """A warning as HTML, its command-line flags (with their value) as code that does not wrap."""
+    return re.sub(r"(--[a-z][a-z-]*(?: [a-z0-9][\w.,]*)?)", r"<code class=flag>\1</code>", html.escape(text))
+
+
 def score_page(card: dict) -> str:
     """One model: summary, diagnostics table, ablation/noise curves, selectivity histogram, per-layer table."""
     diag, esc = card["diagnostics"], html.escape
@@ -94,7 +100,7 @@ def score_page(card: dict) -> str:
             f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples, "
             f"{card['label_mode']} · genaudit {card['genaudit_version']}</p>"
             f"<p><b>Verdict:</b> {esc(verdict(card))}</p>"
-            + "".join(f"<p class=warn><b>Warning:</b> {esc(w)}</p>" for w in card.get("warnings", []))
+            + "".join(f"<p class=warn><b>Warning:</b> {_warning(w)}</p>" for w in card.get("warnings", []))
             + f"<h2>Diagnostics</h2>{table}"
             f"<h2>Curves</h2><div class=plots>{''.join(plots)}</div>")
     if "layers" in card:
@@ -136,7 +142,7 @@ def compare_page(result: dict) -> str:
             f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code><br><b>Peak:</b> "
             f"<code>{esc(str(stop['peak']))}</code> · <b>memorization sets in:</b> "
             f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
-            + "".join(f"<p class=warn><b>Warning</b> (<code>{esc(c['model']['path'])}</code>): {esc(w)}</p>"
+            + "".join(f"<p class=warn><b>Warning</b> (<code>{esc(c['model']['path'])}</code>): {_warning(w)}</p>"
                       for c in cards for w in c.get("warnings", []))
             + f"<div class=plots>{''.join(plots)}</div>")
     return _page("genaudit comparison", body)
