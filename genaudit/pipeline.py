@@ -299,14 +299,15 @@ def clean_output_warnings(cut: SplitModel, dataset: Dataset, fs: FeatureSet, lay
         idx = stratified_indices(len(dataset), dataset.y, PRESET_TRIAL_SAMPLES, opts.seed)
         channels = dataset.x.shape[1] if dataset.x.ndim == 4 else None
 
+        used = dataset.preprocess
+
         def try_preset(name: str) -> float | None:
-            pre = Preprocess.from_preset(name, channels=dataset.preprocess.channels, resize=dataset.preprocess.resize)
-            if not pre.fits(channels):
-                return None
+            pre = Preprocess.from_preset(name, channels=used.channels, resize=used.resize)
+            if not pre.fits(channels) or (pre.scale, pre.mean, pre.std) == (used.scale, used.mean, used.std):
+                return None  # does not apply to these images, or is what was used
             trial = Dataset(dataset.x, dataset.y, pre)
             predictions = predicted_classes(cut, trial.batches(opts.batch_size, layout, idx))
             return float(np.mean(predictions == dataset.y[idx]))
 
-        found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, dataset.preprocess.preset,
-                                                 try_preset, list(PRESETS), len(idx)))
+        found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, try_preset, list(PRESETS), len(idx)))
     return [w for w in found if w]

@@ -40,16 +40,16 @@ def constant_output(predictions: np.ndarray) -> str | None:
             "it is fed the wrong input (preprocessing, --layout, --channels). The diagnostics mean little for it.")
 
 
-def preprocessing_advice(accuracy: float, labels: np.ndarray, current: str | None,
-                         try_preset: Callable[[str], float | None], presets: list[str], samples: int) -> str | None:
+def preprocessing_advice(accuracy: float, labels: np.ndarray, try_preset: Callable[[str], float | None],
+                         presets: list[str], samples: int) -> str | None:
     """A warning when labelled clean accuracy is near chance, naming the presets that do clearly better when
     tried (`try_preset(name)` gives the accuracy with that preset on `samples` samples, None if it does not
-    apply to the data). None when accuracy is not near chance."""
+    apply to the data or is what was used). None when accuracy is not near chance."""
     if not near_chance(accuracy, labels):
         return None
     message = (f"Clean accuracy {accuracy:.2f} is near chance ({chance_level(labels):.2f}) on labelled training "
                "data: the commonest cause is preprocessing that differs from the model's training.")
-    tried = {name: try_preset(name) for name in presets if name != (current or "unit")}
+    tried = {name: try_preset(name) for name in presets}
     better = sorted(((acc, name) for name, acc in tried.items()
                      if acc is not None and acc >= accuracy + NEAR_CHANCE and not near_chance(acc, labels)),
                     reverse=True)

@@ -25,12 +25,12 @@ def test_constant_output_is_reported_only_when_every_prediction_is_the_same():
 
 def test_advice_lists_the_presets_that_do_clearly_better_best_first():
     labels = np.repeat(np.arange(4), 25)
-    accuracy = {"raw": 0.9, "center": 0.3, "mnist": 0.95, "cifar10": None}
-    advice = sanity.preprocessing_advice(0.25, labels, None, accuracy.get, ["unit", *accuracy], 100)
+    accuracy = {"unit": None, "raw": 0.9, "center": 0.3, "mnist": 0.95, "cifar10": None}  # None: not tried
+    advice = sanity.preprocessing_advice(0.25, labels, accuracy.get, list(accuracy), 100)
     assert "near chance (0.25)" in advice
     assert advice.endswith("Tried on 100 samples: --preprocess mnist gives 0.95, --preprocess raw gives 0.90.")
-    assert sanity.preprocessing_advice(0.8, labels, None, accuracy.get, list(accuracy), 100) is None
-    nothing = sanity.preprocessing_advice(0.25, labels, None, lambda name: 0.26, list(accuracy), 100)
+    assert sanity.preprocessing_advice(0.8, labels, accuracy.get, list(accuracy), 100) is None
+    nothing = sanity.preprocessing_advice(0.25, labels, lambda name: 0.26, list(accuracy), 100)
     assert "No preprocessing preset does clearly better" in nothing
 
 
@@ -68,6 +68,9 @@ def test_wrong_preprocessing_is_caught_and_the_right_preset_suggested(raw_pixel_
 
     fixed = audit(raw_pixel_model, str(tiny_data), samples=None, preprocess=Preprocess.from_preset("raw"))
     assert fixed["clean_accuracy"] == 1.0 and fixed["warnings"] == []
+    # with explicit values that are no preset, every preset is tried
+    custom = audit(raw_pixel_model, str(tiny_data), samples=None, preprocess=Preprocess(scale=1 / 512))
+    assert "--preprocess raw gives 1.00" in custom["warnings"][1]
 
 
 def test_without_labels_only_the_constant_output_is_checked(raw_pixel_model, tiny_data):
