@@ -31,13 +31,18 @@ def natural_key(path: Path) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", path.name)]
 
 
+def model_files(folder: Path) -> list[Path]:
+    """The model files directly in a folder (by suffix), unordered."""
+    return [p for p in Path(folder).iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file()]
+
+
 def expand(models: list[str | Path], order: str = "natural") -> list[Path]:
     """Model files from paths, globs and folders; 'natural' sorts by the numbers in the names (epoch/step),
     'given' keeps the order given."""
     found: list[Path] = []
     for item in map(str, models):
         if Path(item).is_dir():
-            found += [p for p in Path(item).iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file()]
+            found += model_files(Path(item))
         elif any(ch in item for ch in "*?["):
             found += [Path(p) for p in glob.glob(item)]
         else:
@@ -60,22 +65,22 @@ def _audit_one(args: tuple) -> Scorecard:
 def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int = 1,
               progress: Callable[[int, int], None] | None = None) -> list[Scorecard]:
     """Audit every model on the same data set, in `jobs` parallel processes (each with its share of cores)."""
-    if jobs <= 1 or len(paths) == 1:
+    work = [(p, dataset, opts) for p in paths]
+
+    def collect(results: Iterator[Scorecard]) -> list[Scorecard]:
         cards = []
-        for i, path in enumerate(paths):
-            cards.append(audit_dataset(path, dataset, opts))
+        for card in results:
+            cards.append(card)
             if progress is not None:
-                progress(i + 1, len(paths))
+                progress(len(cards), len(paths))
         return cards
+
+    if jobs <= 1 or len(paths) == 1:
+        return collect(map(_audit_one, work))
     os.environ.setdefault("GENAUDIT_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     # Workers ignore Ctrl-C: the parent gets it alone and stops them all (leaving the pool terminates them).
     with multiprocessing.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        cards = []
-        for i, card in enumerate(pool.imap(_audit_one, [(p, dataset, opts) for p in paths])):
-            cards.append(card)
-            if progress is not None:
-                progress(i + 1, len(paths))
-        return cards
+        return collect(pool.imap(_audit_one, work))
 
 
 def early_stopping(values: list[float | None], train_accuracy: list[float | None], tolerance: float = 0.01) -> dict:
@@ -188,8 +193,7 @@ class Watcher:
         looks = 0
         while True:
             now = time.time()
-            ready = [p for p in self.folder.iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file()
-                     and p not in self.cards and now - p.stat().st_mtime > 2]
+            ready = [p for p in model_files(self.folder) if p not in self.cards and now - p.stat().st_mtime > 2]
             for path in sorted(ready, key=natural_key):
                 self.cards[path] = audit_dataset(path, self.dataset, self.opts)
             paths = sorted(self.cards, key=natural_key)
