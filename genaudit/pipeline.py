@@ -117,7 +117,8 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     start = time.perf_counter()
     file, splitter, layout = open_for(model, dataset, opts.layout, opts.output)
     main = splitter.resolve_layer(opts.layer)
-    extra = [name for name in _layer_list(splitter, opts.layers) if name != main]
+    listed = _layer_list(splitter, opts.layers)  # the per-layer table's rows, in graph order
+    extra = [name for name in listed if name != main]
     cut = split(splitter, main, extra)
     batch = opts.batch_size if not extra else max(16, opts.batch_size // 8)  # many outputs: smaller batches
     timings["load"] = time.perf_counter() - start
@@ -159,7 +160,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
             row = layer_wise(FeatureSet(values, fs.logits, fs.predictions, labels))
             row["magnitude"] = {"value": float(np.mean(np.concatenate(streams[name][1])))}
             rows[name] = _layer_row(name, splitter.op_of(name), values.shape[1], row)
-        layers_table = [rows[name] for name in _layer_list(splitter, opts.layers) if name in rows]
+        layers_table = [rows[name] for name in listed if name in rows]
         timings["layers"] = time.perf_counter() - start
 
     if opts.probe_samples:
@@ -215,10 +216,10 @@ def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
              output: str | None = None) -> tuple[ModelFile, OnnxSplitter, str]:
     """Identify and open a model for this data: (file, splitter, the input layout the data is fed in;
     `layout` None = detected, `output` None = chosen)."""
-    file = identify(model)
-    splitter = open_model(file, dataset.sample_shape, default_cache_dir(), layout, output)
+    file, shape = identify(model), dataset.sample_shape
+    splitter = open_model(file, shape, default_cache_dir(), layout, output)
     sanity.check_scores(splitter)
-    return file, splitter, input_layout(splitter.input_shape, dataset.sample_shape, layout)
+    return file, splitter, input_layout(splitter.input_shape, shape, layout)
 
 
 def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions()) -> float:
