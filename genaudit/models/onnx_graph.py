@@ -231,13 +231,7 @@ class OnnxSplitter:
         if init is not None:
             value = numpy_helper.to_array(init)
         elif name in self._constants:
-            needed, stack = set(), [name]
-            while stack:
-                node = self._producer.get(stack.pop())
-                if node is not None and id(node) not in needed:
-                    needed.add(id(node))
-                    stack.extend(i for i in node.input if i)
-            nodes = [n for n in self.model.graph.node if id(n) in needed]
+            nodes = self._producers_of(self._upstream(name))
             used = {i for n in nodes for i in n.input}
             graph = helper.make_graph(nodes, "constant", [], [onnx.ValueInfoProto(name=name)],
                                       [t for t in self.model.graph.initializer if t.name in used])
@@ -252,8 +246,26 @@ class OnnxSplitter:
         cache[name] = value
         return value
 
+    def _upstream(self, start: str, stop: str | None = None) -> set[str]:
+        """The tensors `start` depends on, itself included, without walking through (or including) `stop`."""
+        seen, stack = set(), [start]
+        while stack:
+            name = stack.pop()
+            if name in seen or name == stop:
+                continue
+            seen.add(name)
+            node = self._producer.get(name)
+            if node is not None:
+                stack.extend(i for i in node.input if i)
+        return seen
+
+    def _producers_of(self, tensors: set[str]) -> list[onnx.NodeProto]:
+        """The nodes that produce any of `tensors`, in graph order."""
+        return [n for n in self.model.graph.node if any(o in tensors for o in n.output)]
+
     def _head_is_closed(self, cut: str) -> bool:
-        """True when the output depends on the input only through `cut` (no skip connection around it)."""
+        """True when the output depends on the input only through `cut` (no skip connection around it). A walk
+        of its own: it stops at the input and skips constants, which matters when every node is tried."""
         seen, stack = set(), [self.output_name]
         while stack:
             name = stack.pop()
@@ -270,16 +282,7 @@ class OnnxSplitter:
     @functools.cached_property
     def _reaching_output(self) -> set[str]:
         """Every tensor the output depends on."""
-        seen, stack = set(), [self.output_name]
-        while stack:
-            name = stack.pop()
-            if name in seen:
-                continue
-            seen.add(name)
-            node = self._producer.get(name)
-            if node is not None:
-                stack.extend(i for i in node.input if i)
-        return seen
+        return self._upstream(self.output_name)
 
     def is_default(self, tensor: str) -> bool:
         try:
@@ -406,15 +409,7 @@ class OnnxSplitter:
 
     def _head_nodes(self, layer: str) -> list[onnx.NodeProto]:
         """The nodes between the layer's tensor and the output, in graph order."""
-        needed, stack = set(), [self.output_name]
-        while stack:
-            name = stack.pop()
-            node = self._producer.get(name)
-            if name == layer or node is None or id(node) in needed:
-                continue
-            needed.add(id(node))
-            stack.extend(i for i in node.input if i)
-        return [n for n in self.model.graph.node if id(n) in needed]
+        return self._producers_of(self._upstream(self.output_name, layer))
 
     def head(self, layer: str) -> bytes:
         """The part of the graph from the layer's tensor to the output."""
