@@ -162,8 +162,8 @@ def _decoded(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _keep_decoded(folder: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
-    """Save the decoded arrays (each written whole, then renamed) and record them in the manifest; skipped
-    quietly where the cache is read-only."""
+    """Save the decoded arrays (each written whole, then renamed) and record them and the set's files in the
+    manifest; skipped quietly where the cache is read-only (still readable, just not verified)."""
     target = folder / DECODED
     try:
         target.mkdir(exist_ok=True)
@@ -181,8 +181,8 @@ def _fetch(name: str, split: str, make: Callable[[bool], Any], folder: Path) -> 
     """The torchvision data set read from `folder` (svhn: its files sit right in it); `make(download)` builds it.
 
     Files that differ from the folder's manifest, or that torchvision cannot read when no manifest vouches for
-    them (an interrupted or damaged download), are deleted and fetched again when online. A successful read
-    records the files in the manifest (skipped quietly where the cache is read-only).
+    them (an interrupted or damaged download), are deleted and fetched again when online. The caller records
+    the files in the manifest once it has added its own (see _keep_decoded).
     """
     offline = bool(os.environ.get("GENAUDIT_OFFLINE"))
     record = cache.read_manifest(folder)
@@ -197,8 +197,7 @@ def _fetch(name: str, split: str, make: Callable[[bool], Any], folder: Path) -> 
             if present and record is None:
                 bad = present
                 why = f"torchvision could not read these files ({' '.join(str(exc).split()) or type(exc).__name__})"
-    fetched = dataset is None
-    if fetched:
+    if dataset is None:
         if not offline:
             if bad:
                 cache.clear(folder)
@@ -208,11 +207,6 @@ def _fetch(name: str, split: str, make: Callable[[bool], Any], folder: Path) -> 
                 dataset = None
         if dataset is None:
             raise _corrupt(name, split, folder, bad, why, offline) if bad else _absent(name, split, folder)
-    if fetched or record is None or set(record["files"]) != set(cache.data_files(folder)):
-        try:
-            cache.write_manifest(folder)
-        except (OSError, GenauditError):
-            pass  # a read-only shared cache: still readable, just not verified against a manifest
     return dataset
 
 
