@@ -5,7 +5,7 @@
     result = genaudit.compare(["a.onnx", "b.onnx"], "mnist")   # -> dict; result["selected"]
 """
 
-__version__ = "0.1.0"
+from genaudit.version import __version__
 
 
 def audit(*args, **kwargs):

@@ -183,7 +183,7 @@ def score(
         card.write(json_path)
     if html is not None:
         from genaudit.render.html import score_page
-        from genaudit.scorecard import write_atomic
+        from genaudit.files import write_atomic
 
         write_atomic(html, score_page(card))
     if fmt == Format.json:
@@ -240,7 +240,8 @@ def compare(
     from genaudit import thresholds
     from genaudit.comparison import compare as run_compare
     from genaudit.metrics import PRIMARY
-    from genaudit.scorecard import to_json, write_atomic
+    from genaudit.files import write_atomic
+    from genaudit.scorecard import to_json
 
     if select not in (None, "best"):
         raise GenauditError(f"--select takes 'best' (got '{select}').")
@@ -344,7 +345,8 @@ def validate(
 
     from rich.table import Table
 
-    from genaudit.scorecard import to_json, write_atomic
+    from genaudit.files import write_atomic
+    from genaudit.scorecard import to_json
     from genaudit.validation import validate as run_validate
 
     run_map = None
@@ -387,10 +389,10 @@ def layers(
     from rich.table import Table
 
     from genaudit.models import identify, open_model
-    from genaudit.pipeline import default_cache_dir
+    from genaudit.files import model_cache_dir
 
     file = identify(model)
-    splitter = open_model(file, _numbers(input_shape, "--input-shape", int), default_cache_dir(), output=output)
+    splitter = open_model(file, _numbers(input_shape, "--input-shape", int), model_cache_dir(), output=output)
     outputs = (f"; output '{splitter.output_name}' ({splitter.output_index} of {len(splitter.output_names)}: "
                "--output to choose)" if len(splitter.output_names) > 1 else "")
     table = Table(title=f"{model} ({file.format}); input {list(splitter.input_shape)}{outputs}")

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from genaudit import __version__
+from genaudit.version import __version__
 from genaudit.data import Dataset, Preprocess, load_data
 from genaudit.diagnostics import linear_cka, svcca
 from genaudit.errors import GenauditError

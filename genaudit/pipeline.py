@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from genaudit import __version__
+from genaudit.version import __version__
 from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, arrange, load_data, stratified_indices
 from genaudit.diagnostics import (
@@ -19,6 +18,7 @@ from genaudit.diagnostics import (
     selectivity_ordered_ablation, single_unit_importance, steadiness,
 )
 from genaudit.errors import GenauditError
+from genaudit.files import model_cache_dir
 from genaudit.features import FeatureSet, compute_features, unit_values
 from genaudit.models import ModelFile, OnnxSplitter, SplitModel, identify, input_layout, open_model, split
 from genaudit.score import components as score_components
@@ -45,13 +45,6 @@ class AuditOptions:
     layout: str | None = None           # input layout: nchw | nhwc | flat; None = detected from the model
     output: str | None = None           # the output holding the class scores (name or index); None = chosen
     batch_size: int = 256
-
-
-def default_cache_dir() -> Path:
-    """Converted models are cached under $GENAUDIT_CACHE, else the user cache folder."""
-    if os.environ.get("GENAUDIT_CACHE"):
-        return Path(os.environ["GENAUDIT_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genaudit"
 
 
 def audit(
@@ -217,7 +210,7 @@ def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
     """Identify and open a model for this data: (file, splitter, the input layout the data is fed in;
     `layout` None = detected, `output` None = chosen)."""
     file, shape = identify(model), dataset.sample_shape
-    splitter = open_model(file, shape, default_cache_dir(), layout, output)
+    splitter = open_model(file, shape, model_cache_dir(), layout, output)
     sanity.check_scores(splitter)
     return file, splitter, input_layout(splitter.input_shape, shape, layout)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from genaudit.errors import GenauditError
+from genaudit.files import write_atomic
 
 SCHEMA_VERSION = "1.0"
 DIGITS = 6  # values are rounded so that the same inputs give byte-identical scorecards
@@ -30,24 +29,6 @@ def _clean(value: Any) -> Any:
 
 def to_json(card: dict) -> str:
     return json.dumps(_clean(card), indent=2, sort_keys=False) + "\n"
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write text so that readers see the old file or the whole new one, never a half-written one."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        raise GenauditError(f"Cannot write {path}: folder {path.parent} does not exist. Create it or pick a path.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def lookup(card: dict, metric: str) -> float | None:

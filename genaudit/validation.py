@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from genaudit import __version__
+from genaudit.version import __version__
 from genaudit.comparison import expand
 from genaudit.data import Preprocess, load_data
 from genaudit.metrics import METRICS

@@ -8,7 +8,8 @@ from typing import Iterator
 
 import numpy as np
 
-from genaudit.data.sources import default_data_dir, load_source
+from genaudit.data.sources import load_source
+from genaudit.files import data_cache_dir
 from genaudit.errors import GenauditError
 
 
@@ -156,7 +157,7 @@ def load_data(
     """Load `spec` ('sample', a named set, .npz or image folder), subsample it, attach preprocessing."""
     if samples is not None and samples < 1:
         raise GenauditError(f"--samples must be at least 1 (got {samples}).")
-    root = Path(data_dir) if data_dir else default_data_dir()
+    root = Path(data_dir) if data_dir else data_cache_dir()
     x, y = load_source(spec, split, root, preprocess.resize)
     if len(x) == 0:
         raise GenauditError(f"Data '{spec}' holds no samples. Point --data at a data set with images in it.")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from genaudit.errors import GenauditError
-from genaudit.scorecard import write_atomic
+from genaudit.files import write_atomic
 
 MANIFEST = ".genaudit-manifest.json"
 VERSION = 1

@@ -15,6 +15,7 @@ import numpy as np
 
 from genaudit.data import cache
 from genaudit.errors import GenauditError
+from genaudit.files import write_atomic
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "mnist_sample.npz"
 # name -> (torchvision class, folder it creates under the root, how the split is chosen)
@@ -26,14 +27,6 @@ NAMED = {
     "cifar100": ("CIFAR100", "cifar-100-python", "train"),
     "svhn": ("SVHN", "svhn", "split"),
 }
-
-
-def default_data_dir() -> Path:
-    """Where named data sets are cached: $GENAUDIT_DATA_DIR, else the user cache folder."""
-    if os.environ.get("GENAUDIT_DATA_DIR"):
-        return Path(os.environ["GENAUDIT_DATA_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "genaudit" / "data"
 
 
 def to_nchw(x: np.ndarray) -> np.ndarray:
@@ -168,10 +161,7 @@ def _keep_decoded(folder: Path, split: str, x: np.ndarray, y: np.ndarray) -> Non
     try:
         target.mkdir(exist_ok=True)
         for part, array in (("x", x), ("y", y)):
-            tmp = target / f".genaudit-{split}-{part}.{os.getpid()}.tmp"
-            with open(tmp, "wb") as fh:
-                np.save(fh, np.ascontiguousarray(array))
-            os.replace(tmp, target / f"{split}-{part}.npy")
+            write_atomic(target / f"{split}-{part}.npy", lambda fh, a=array: np.save(fh, np.ascontiguousarray(a)))
         cache.write_manifest(folder)
     except (OSError, GenauditError):
         pass
