@@ -12,8 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import export_all, tiny_mlp
 from genaudit import audit
 from genaudit.errors import GenauditError
-from genaudit.models import identify, open_model, split
-from genaudit.models.onnx_graph import OnnxSplitter
+from genaudit.models import OnnxSplitter, identify, open_model, split
 
 
 def splitter_for(path, shape=(1, 8, 8), tmp_cache=None):

@@ -3,6 +3,11 @@
 Supported: `.onnx` (incl. external-data side files and fixed batch size), TorchScript (`.pt`/`.pth`/`.ts`,
 scripted or traced), torch.export archives (`.pt2`). Pickled `nn.Module` files and bare state_dicts are
 refused without being unpickled.
+
+The submodules: `torch_formats` converts TorchScript and torch.export files to ONNX; `graph` analyses the ONNX
+graph (OnnxSplitter: outputs, shapes, layers, the default feature layer, valid cuts); `affine` reads the head
+of a cut in closed form; `runtime` builds the trunk and head of a cut and runs them in onnxruntime (split,
+SplitModel); `ops` is the op vocabulary `graph` and `affine` share.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genaudit.errors import GenauditError
-from genaudit.models.onnx_graph import Layer, OnnxSplitter, SplitModel, same_layout, split
+from genaudit.models.graph import Layer, OnnxSplitter
+from genaudit.models.runtime import SplitModel, same_layout, split
 
 FORMAT_NAMES = {"onnx": "onnx", "torchscript": "torchscript", "export": "torch.export"}
 

@@ -1,0 +1,157 @@
+"""Running a cut model with onnxruntime: the trunk (input -> features, outputs) and the head (features -> outputs)
+built as ONNX models of their own, opened in onnxruntime (the fastest CPU runtime for every format genaudit
+reads), and run on batches."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from genaudit.errors import GenauditError
+from genaudit.heads import AffineHead, Head
+from genaudit.models.graph import OnnxSplitter
+
+THREADS_VARIABLE = "GENAUDIT_THREADS"  # fallback for `threads`, set by `compare --jobs N` (to be removed)
+
+
+def same_layout(model_shape: tuple, data_shape: tuple) -> bool:
+    """Whether data of per-sample shape `data_shape` (or its flattening) can be given the model's declared
+    per-sample shape by a reshape that keeps its meaning: the same non-singleton dims in the same order
+    (1x28x28 -> 28x28x1 or 28x28), or a vector (1x28x28 -> 784x1). Channels-last RGB (3x32x32 -> 32x32x3) is
+    not: that needs a transpose."""
+    if not model_shape or None in model_shape or math.prod(model_shape) != math.prod(data_shape):
+        return False
+    model_dims = [d for d in model_shape if d != 1]
+    return len(model_dims) <= 1 or model_dims == [d for d in data_shape if d != 1]
+
+
+class Runner:
+    """Runs an ONNX model with onnxruntime on batches, falling back to one sample at a time for graphs that
+    hard-code batch size 1. Flat samples (or samples differing only by singleton dims, see `same_layout`) are
+    given the model's declared per-sample shape."""
+
+    def __init__(self, model: bytes, what: str, threads: int | None = None) -> None:
+        """Open the serialized `model` (`what` names it in errors) with `threads` intra-op threads (None:
+        $GENAUDIT_THREADS when set, else onnxruntime's default)."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads is None and os.environ.get(THREADS_VARIABLE):
+            threads = int(os.environ[THREADS_VARIABLE])
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # an op onnxruntime does not implement, an invalid graph ...
+            raise GenauditError(
+                f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
+                "Re-export the model with a standard opset (e.g. opset 17) using only standard ONNX ops."
+            ) from None
+        self.what = what
+        declared = self.session.get_inputs()[0]
+        self.input_name = declared.name
+        dims = list(declared.shape or [])[1:]
+        self.sample_shape = tuple(dims) if dims and all(isinstance(d, int) and d > 0 for d in dims) else None
+        self.one_at_a_time = False
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """The model's outputs for a batch of inputs."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        shape = self.sample_shape
+        if shape is not None and x.shape[1:] != shape and (x.ndim == 2 or same_layout(shape, x.shape[1:])) \
+                and x[:1].size == math.prod(shape):
+            x = x.reshape(len(x), *shape)
+        if not self.one_at_a_time and len(x) > 1:
+            try:
+                return self.session.run(None, {self.input_name: x})
+            except Exception:
+                self.one_at_a_time = True  # e.g. a Reshape to a constant batch of 1 inside the graph
+        try:
+            parts = [self.session.run(None, {self.input_name: x[i : i + 1]}) for i in range(len(x))]
+        except Exception as exc:
+            raise GenauditError(
+                f"onnxruntime could not run the model's {self.what} on inputs of shape {list(x.shape[1:])} per "
+                f"sample: {str(exc).splitlines()[0][:300]}. The data probably does not match what the model "
+                "takes: check --layout (nchw | nhwc | flat), --channels and --resize."
+            ) from None
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]
+
+
+@dataclass
+class SplitModel:
+    """A classifier cut at one layer. `trunk(x)` gives (features, outputs); `head(features)` gives outputs."""
+
+    layer: str          # tensor name of the cut
+    op: str             # op producing it
+    default: bool       # whether it is the automatically found feature layer
+    output_kind: str
+    trunk_runner: Runner
+    head_runner: Runner
+    affine: AffineHead | None = None    # the head in closed form, when it is one affine map
+
+    def trunk(self, x: np.ndarray) -> list[np.ndarray]:
+        """[features, model outputs, *extra layers] for a batch of inputs."""
+        return self.trunk_runner(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The whole model's outputs."""
+        return self.trunk_runner(x)[1]
+
+    @property
+    def head(self) -> Head:
+        """features -> outputs: the closed-form affine map when there is one, else the ONNX head graph."""
+        return self.affine if self.affine is not None else (lambda features: self.head_runner(features)[0])
+
+
+def trunk_model(graph: OnnxSplitter, layer: str, extra: Sequence[str] = ()) -> bytes:
+    """The whole model with outputs [layer, model output, *extra], serialized: one pass gives features, outputs
+    and any other layers. (The graph's outputs are swapped for the serialization only.)"""
+    outputs = graph.model.graph.output
+    saved = list(outputs)
+    del outputs[:]
+    outputs.extend([helper.make_tensor_value_info(layer, TensorProto.FLOAT, None), saved[graph.output_index]]
+                   + [helper.make_tensor_value_info(name, TensorProto.FLOAT, None) for name in extra])
+    try:
+        return graph.model.SerializeToString()
+    finally:
+        del outputs[:]
+        outputs.extend(saved)
+
+
+def head_model(graph: OnnxSplitter, layer: str) -> bytes:
+    """The part of the graph from the layer's tensor to the output, serialized."""
+    nodes = graph.head_nodes(layer)
+    used = {i for n in nodes for i in n.input}
+    output_type = graph.model.graph.output[graph.output_index].type.tensor_type.elem_type
+    head = helper.make_graph(
+        nodes, "genaudit_head",
+        [helper.make_tensor_value_info(layer, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(graph.output_name, output_type, None)],
+        [t for t in graph.model.graph.initializer if t.name in used],
+    )
+    model = helper.make_model(head, opset_imports=graph.model.opset_import, ir_version=graph.model.ir_version)
+    return model.SerializeToString()
+
+
+def split(splitter: OnnxSplitter, layer: str | None, extra: Sequence[str] = (),
+          threads: int | None = None) -> SplitModel:
+    """Cut the model at `layer` and open both parts in onnxruntime with `threads` intra-op threads each (None:
+    $GENAUDIT_THREADS when set, else onnxruntime's default); the trunk also returns the `extra` layers' tensors.
+    `layer` is a tensor name as `resolve_layer` gives it or `layers()` lists it (taken as it is, not resolved
+    again), or None for the default feature layer."""
+    name = splitter.default_layer_name() if layer is None else layer
+    return SplitModel(
+        layer=name,
+        op=splitter.op_of(name),
+        default=splitter.is_default(name),
+        output_kind=splitter.output_kind,
+        trunk_runner=Runner(trunk_model(splitter, name, extra), "trunk", threads),
+        head_runner=Runner(head_model(splitter, name), "head", threads),
+        affine=None if (wb := splitter.affine(name)) is None else AffineHead(*wb),
+    )
