@@ -1,25 +1,24 @@
 """genaudit: predict how well a trained classifier generalizes, without a held-out set.
 
     import genaudit
-    card = genaudit.audit("model.onnx", "mnist")     # -> Scorecard (a dict; card.to_json())
-    result = genaudit.compare(["a.onnx", "b.onnx"], "mnist")   # -> dict; result["selected"]
+    card = genaudit.audit("model.onnx", "mnist", labels=True, samples=2000)   # -> Scorecard (a dict)
+    result = genaudit.compare(["a.onnx", "b.onnx"], "mnist")                   # -> dict; result["selected"]
+
+The keyword options are those of the command line, with the same names (see `genaudit.options`).
+`import genaudit` stays light: the pipeline (and numpy, onnxruntime) load when `audit` or `compare` is first used.
 """
 
 from genaudit.version import __version__
 
-
-def audit(*args, **kwargs):
-    """Audit one model; see `genaudit.pipeline.audit` (imported lazily to keep `import genaudit` fast)."""
-    from genaudit.pipeline import audit as _audit
-
-    return _audit(*args, **kwargs)
+_LAZY = {"audit": "genaudit.pipeline", "compare": "genaudit.comparison", "validate": "genaudit.validation"}
 
 
-def compare(*args, **kwargs):
-    """Audit and rank a series of models; see `genaudit.comparison.compare`."""
-    from genaudit.comparison import compare as _compare
+def __getattr__(name: str):
+    if name in _LAZY:
+        from importlib import import_module
 
-    return _compare(*args, **kwargs)
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'genaudit' has no attribute '{name}'")
 
 
-__all__ = ["__version__", "audit", "compare"]
+__all__ = ["__version__", "audit", "compare", "validate"]

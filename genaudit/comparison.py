@@ -13,14 +13,15 @@ import re
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from genaudit.version import __version__
-from genaudit.data import Dataset, Preprocess, load_data
-from genaudit.diagnostics import linear_cka, svcca
+from genaudit.data import Dataset
+from genaudit.diagnostics import DRIFT
 from genaudit.errors import GenauditError
 from genaudit.metrics import BY_NAME, PRIMARY
-from genaudit.pipeline import AuditOptions, audit_dataset
+from genaudit.options import AuditOptions, DataOptions, build, signature
+from genaudit.pipeline import audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
 
 MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ts", ".pt2"}
@@ -112,9 +113,8 @@ def drift(cards: list[Scorecard]) -> list[dict]:
     for i, card in enumerate(cards):
         row = {"previous": None, "final": None}
         if i > 0:
-            prev = cards[i - 1].unit_values
-            row["previous"] = {"cka": linear_cka(prev, card.unit_values), "svcca": svcca(prev, card.unit_values)["mean"]}
-        row["final"] = {"cka": linear_cka(card.unit_values, last), "svcca": svcca(card.unit_values, last)["mean"]}
+            row["previous"] = DRIFT.compute((cards[i - 1].unit_values, card.unit_values))
+        row["final"] = DRIFT.compute((card.unit_values, last))
         rows.append(row)
     return rows
 
@@ -145,46 +145,36 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     }
 
 
-def _check_rank_metric(rank_by: str) -> None:
+def check_rank_metric(rank_by: str) -> None:
     if rank_by not in BY_NAME:
         raise GenauditError(f"--rank-by: unknown metric '{rank_by}'. See `genaudit explain`.")
     if BY_NAME[rank_by].better not in ("higher", "lower"):
         raise GenauditError(f"--rank-by {rank_by} is descriptive (no better side); pick a directional metric.")
 
 
-def compare(
-    models: list[str | Path],
-    data: str = "sample",
-    *,
-    order: str = "natural",
-    rank_by: str = PRIMARY,
-    samples: int | None = 2000,
-    split_name: str = "train",
-    data_dir: str | Path | None = None,
-    preprocess: Preprocess = Preprocess(),
-    jobs: int = 1,
-    progress: Callable[[int, int], None] | None = None,
-    **options,
-) -> dict:
+def compare(models: list[str | Path], data: Any = "sample", *, order: str = "natural", rank_by: str = PRIMARY,
+            jobs: int = 1, progress: Callable[[int, int], None] | None = None, **options) -> dict:
     """Audit a series of models on the same samples (data loaded once); rank them by `rank_by`, find the
-    early-stopping point and select the best. Returns the comparison document (every scorecard inside)."""
-    _check_rank_metric(rank_by)
+    early-stopping point and select the best. The keyword options are those of `genaudit compare` (same names
+    as `genaudit.audit`'s). Returns the comparison document (every scorecard inside)."""
+    check_rank_metric(rank_by)
     paths = expand(models, order)
-    opts = AuditOptions(**options)
-    dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=opts.seed,
-                        preprocess=preprocess)
+    data_opts, opts = build(options, DataOptions, AuditOptions)
+    dataset = data_opts.load(data, opts.seed)
     return summarize(paths, audit_all(paths, dataset, opts, jobs, progress), dataset.spec, rank_by)
+
+
+compare.__signature__ = signature(compare, DataOptions, AuditOptions)
 
 
 class Watcher:
     """Audits the checkpoints that appear in a folder, one by one, on data loaded once."""
 
-    def __init__(self, folder: Path, data: str, *, samples: int | None = 2000, split_name: str = "train",
-                 data_dir: str | Path | None = None, preprocess: Preprocess = Preprocess(), **options):
+    def __init__(self, folder: Path, data: Any, **options):
+        """`options`: those of `genaudit.audit`."""
         self.folder = Path(folder)
-        self.opts = AuditOptions(**options)
-        self.dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=self.opts.seed,
-                                 preprocess=preprocess)
+        data_opts, self.opts = build(options, DataOptions, AuditOptions)
+        self.dataset = data_opts.load(data, self.opts.seed)
         self.cards: dict[Path, Scorecard] = {}
 
     def poll(self, interval: float, polls: int = 0) -> Iterator[dict | None]:

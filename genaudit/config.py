@@ -19,8 +19,8 @@ from pathlib import Path
 
 from genaudit.errors import GenauditError
 
-COMMANDS = ("score", "compare", "watch", "layers")
-RENAMES = {"json": "json_path", "format": "fmt", "layers": "layers_opt", "preprocess": "preset"}
+COMMANDS = ("score", "compare", "watch", "validate", "layers")
+RENAMES = {"json": "json_path", "format": "fmt"}  # option name -> the command parameter holding it
 
 
 def read(folder: Path) -> tuple[dict, Path | None]:

@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from genaudit.errors import GenauditError
+from genaudit.registry import Metric
 
 
 @dataclass
@@ -83,3 +84,12 @@ def compute_features(
     features = np.concatenate(feats)
     logits = np.concatenate(outs).reshape(len(features), -1)
     return FeatureSet(features, logits, logits.argmax(axis=1), labels)
+
+
+CLEAN_ACCURACY = Metric("clean_accuracy", "clean_accuracy", "clean accuracy", "accuracy", "higher",
+                        "training accuracy (audited samples)",
+                        "fraction of the audited (training) samples classified correctly",
+                        "mean(argmax ψ(F) == y)", "—",
+                        "Training accuracy, not test accuracy. Near chance (1/classes) usually means wrong "
+                        "preprocessing.", tag="train acc")
+

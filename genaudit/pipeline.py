@@ -3,104 +3,47 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from genaudit.version import __version__
 from genaudit import sanity
-from genaudit.data import PRESETS, Dataset, Preprocess, arrange, load_data, stratified_indices
-from genaudit.diagnostics import (
-    ablation, augmentation_agreement, consistency, importance_correlation, input_noise_agreement, magnitude,
-    mi_selectivity, nodes_as_classifiers, noise_robustness, per_sample_magnitude, perplexity, selectivity,
-    selectivity_ordered_ablation, single_unit_importance, steadiness,
-)
+from genaudit.data import PRESETS, Dataset, Preprocess, stratified_indices
+from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.errors import GenauditError
 from genaudit.files import model_cache_dir
 from genaudit.features import FeatureSet, compute_features, unit_values
+from genaudit.options import AuditOptions, DataOptions, build, signature
 from genaudit.models import ModelFile, OnnxSplitter, SplitModel, identify, input_layout, open_model, split
 from genaudit.score import components as score_components
 from genaudit.score import generalization_score
-from genaudit.scorecard import SCHEMA_VERSION, Scorecard
+from genaudit.metrics import LAYER_METRICS
+from genaudit.registry import Context, run
+from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
 
 Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class AuditOptions:
-    """What to measure and how; the defaults are the documented default audit."""
+def audit(model: str | Path, data: Any = "sample", *, progress: Progress | None = None, **options) -> Scorecard:
+    """Audit one model on (training) data and return its scorecard.
 
-    layer: str | None = None            # feature layer (None: the classifier's input)
-    layers: str | None = None           # per-layer table: None, "all", or comma-separated layer names
-    use_labels: bool = True             # use the data's labels when it has them
-    seed: int = 0
-    ablation_levels: int = 21
-    ablation_repeats: int = 5
-    noise_levels: int = 11
-    noise_max: float = 2.0
-    importance_units: int = 64          # units whose single-unit ablation importance is measured (seeded subset)
-    probe_samples: int = 0              # input-space probes rerun the whole model: 0 = off
-    layout: str | None = None           # input layout: nchw | nhwc | flat; None = detected from the model
-    output: str | None = None           # the output holding the class scores (name or index); None = chosen
-    batch_size: int = 256
-
-
-def audit(
-    model: str | Path,
-    data: str = "sample",
-    *,
-    samples: int | None = 2000,
-    split_name: str = "train",
-    data_dir: str | Path | None = None,
-    preprocess: Preprocess = Preprocess(),
-    progress: Progress | None = None,
-    **options,
-) -> Scorecard:
-    """Audit one model on (training) data and return its scorecard. `options` are AuditOptions fields.
-
-    Labels are used when the data has them and `use_labels` is true; otherwise accuracy means agreement with
-    the model's own clean predictions.
+    `data` is a spec ('sample', 'mnist', a .npz or image folder) or arrays, `(x, y)` or `{"x": ..., "y": ...}`;
+    the keyword options are those of `genaudit score` (DataOptions and AuditOptions, same names). Labels are
+    used when the data has them and `labels` is true; otherwise accuracy means agreement with the model's own
+    clean predictions.
     """
-    opts = AuditOptions(**options)
-    dataset = load_data(data, split=split_name, data_dir=data_dir, samples=samples, seed=opts.seed,
-                        preprocess=preprocess)
-    return audit_dataset(model, dataset, opts, progress)
+    data_opts, opts = build(options, DataOptions, AuditOptions)
+    return audit_dataset(model, data_opts.load(data, opts.seed), opts, progress)
 
 
-LAYER_WISE = {  # diagnostics that need only the features and classes (no head)
-    "selectivity": selectivity,
-    "mutual_information": mi_selectivity,
-    "steadiness": steadiness,
-    "consistency": consistency,
-    "magnitude": magnitude,
-    "perplexity": perplexity,
-    "nodes": nodes_as_classifiers,
-}
+audit.__signature__ = signature(audit, DataOptions, AuditOptions)
 
 
-def layer_wise(fs: FeatureSet, names: set[str] | None = None) -> dict:
-    """The layer-wise diagnostics (all, or those in `names`): one row of the per-layer table."""
-    return {name: fn(fs) for name, fn in LAYER_WISE.items() if names is None or name in names}
-
-
-def scorecard_layout(structure: dict) -> dict:
-    """Layer-wise results as the scorecard nests them: mutual information under selectivity."""
-    out = {k: v for k, v in structure.items() if k != "mutual_information"}
-    if "selectivity" in out and "mutual_information" in structure:
-        out["selectivity"] = {**out["selectivity"], "mutual_information": structure["mutual_information"]}
-    return out
-
-
-def robustness(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
-    """Cumulative ablation and noise robustness of the head on `fs`."""
-    return {
-        "ablation": ablation(cut.head, fs, levels=opts.ablation_levels, repeats=opts.ablation_repeats,
-                             seed=opts.seed),
-        "noise": noise_robustness(cut.head, fs, levels=opts.noise_levels, max_scale=opts.noise_max,
-                                  seed=opts.seed),
-    }
+def layer_block(fs: FeatureSet, opts: AuditOptions) -> dict:
+    """The layer-wise diagnostics of `fs` (no head needed), nested as the scorecard nests them."""
+    return run(of_kind("layer"), Context(fs, opts))
 
 
 def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions(),
@@ -131,34 +74,31 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         if progress is not None:
             progress(done[0], len(dataset))
 
-    labels = dataset.y if opts.use_labels else None
+    labels = dataset.y if opts.labels else None
     fs = compute_features(cut.trunk, dataset.batches(batch, layout), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    structure = layer_wise(fs)
-    diagnostics = head_diagnostics(cut, fs, opts, np.asarray(structure["selectivity"]["per_unit"]))
-    selectivity_extra = diagnostics.pop("selectivity_extra")
-    diagnostics.update(scorecard_layout(structure))
-    diagnostics["selectivity"].update(selectivity_extra)
+    context = Context(fs, opts, cut, dataset, layout)
+    diagnostics = run(of_kind("layer", "head"), context)
     timings["diagnostics"] = time.perf_counter() - start
 
     layers_table = None
     if opts.layers:
         start = time.perf_counter()
-        rows = {main: _layer_row(cut.layer, cut.op, fs.units, structure)}
+        rows = {main: _layer_row(cut.layer, cut.op, fs.units, diagnostics)}
         for name in extra:
             values = np.concatenate(streams[name][0])
-            row = layer_wise(FeatureSet(values, fs.logits, fs.predictions, labels))
-            row["magnitude"] = {"value": float(np.mean(np.concatenate(streams[name][1])))}
-            rows[name] = _layer_row(name, splitter.op_of(name), values.shape[1], row)
+            block = layer_block(FeatureSet(values, fs.logits, fs.predictions, labels), opts)
+            block["magnitude"] = {"value": float(np.mean(np.concatenate(streams[name][1])))}  # of the maps
+            rows[name] = _layer_row(name, splitter.op_of(name), values.shape[1], block)
         layers_table = [rows[name] for name in listed if name in rows]
         timings["layers"] = time.perf_counter() - start
 
-    if opts.probe_samples:
+    if opts.probes:
         start = time.perf_counter()
-        diagnostics["input"] = input_probes(cut, dataset, fs, opts, layout)
+        diagnostics.update(run(of_kind("input"), context))
         timings["input_probes"] = time.perf_counter() - start
 
     card = Scorecard(
@@ -173,7 +113,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         data=dataset.spec,
         samples=len(fs.features),
         seed=opts.seed,
-        options={k: v for k, v in asdict(opts).items() if k not in ("layer", "seed", "batch_size")},
+        options=opts.record(),
         label_mode="labels" if fs.labels_used else "predictions",
         classes=int(fs.logits.shape[1]),
         clean_accuracy=fs.clean_accuracy,
@@ -199,10 +139,7 @@ def score_inputs(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
     audits, so with labels it is computed from the label-free versions of its components (the same number
     with or without labels; the reported diagnostics still use the labels)."""
     needed = score_components()
-    found = robustness(cut, fs, opts) if needed & {"ablation", "noise"} else {}
-    wanted = needed | ({"mutual_information"} if "selectivity" in needed else set())
-    found.update(scorecard_layout(layer_wise(fs, wanted)))
-    return found
+    return run([d for d in of_kind("layer", "head") if d.top in needed], Context(fs, opts, cut))
 
 
 def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
@@ -229,36 +166,6 @@ def predicted_classes(cut: SplitModel, batches) -> np.ndarray:
     return np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1) for x in batches])
 
 
-def head_diagnostics(cut: SplitModel, fs: FeatureSet, opts: AuditOptions, si: np.ndarray) -> dict:
-    """Diagnostics that run the head on modified features: robustness curves and unit importance
-    (`si`: the units' class selectivity, which orders the selectivity-ordered ablation)."""
-    rng = np.random.default_rng(opts.seed)
-    units = np.sort(rng.choice(fs.units, size=min(fs.units, opts.importance_units), replace=False))
-    importance = single_unit_importance(cut.head, fs, units)
-    return {
-        **robustness(cut, fs, opts),
-        "selectivity_extra": {
-            "ordered_ablation": selectivity_ordered_ablation(cut.head, fs, si, levels=opts.ablation_levels),
-            "importance_correlation": {**importance_correlation(si[units], importance), "units": int(len(units))},
-        },
-    }
-
-
-def input_probes(cut: SplitModel, dataset: Dataset, fs: FeatureSet, opts: AuditOptions, layout: str) -> dict:
-    """Agreement under input noise and mild augmentation, on a seeded stratified subsample."""
-    idx = stratified_indices(len(dataset), fs.reference, opts.probe_samples, opts.seed)
-    images = np.concatenate(list(dataset.batches(len(idx), indices=idx)))
-
-    def predict(x: np.ndarray) -> np.ndarray:
-        chunks = (x[i : i + opts.batch_size] for i in range(0, len(x), opts.batch_size))
-        return np.concatenate([cut.predict(arrange(c, layout)) for c in chunks])
-
-    result = {"noise": input_noise_agreement(predict, images, seed=opts.seed)}
-    if images.ndim == 4:
-        result["augmentation"] = augmentation_agreement(predict, images)
-    return result
-
-
 def _layer_list(splitter, layers: str | None) -> list[str]:
     if not layers:
         return []
@@ -267,18 +174,9 @@ def _layer_list(splitter, layers: str | None) -> list[str]:
     return [splitter.resolve_layer(name.strip()) for name in layers.split(",") if name.strip()]
 
 
-def _layer_row(name: str, op: str, units: int, d: dict) -> dict:
-    return {
-        "name": name, "op": op, "units": int(units),
-        "intra_class_variance_sum": d["steadiness"]["sum"],
-        "intra_class_variance_ratio": d["steadiness"]["ratio"],
-        "consistency": d["consistency"]["value"],
-        "magnitude": d["magnitude"]["value"],
-        "perplexity": d["perplexity"]["value"],
-        "nodes_accuracy": d["nodes"]["accuracy"],
-        "selectivity_mean": d["selectivity"]["mean"],
-        "mi_selectivity_mean": d["mutual_information"]["mean"],
-    }
+def _layer_row(name: str, op: str, units: int, block: dict) -> dict:
+    """One row of the per-layer table: the layer-wise metrics that declare a column, from a diagnostics block."""
+    return {"name": name, "op": op, "units": int(units), **{m.column: lookup(block, m.path) for m in LAYER_METRICS}}
 
 
 PRESET_TRIAL_SAMPLES = 256

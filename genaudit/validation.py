@@ -5,17 +5,17 @@ training run. A good predictor has a large positive oriented tau (sign flipped f
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from genaudit.version import __version__
 from genaudit.comparison import expand
-from genaudit.data import Preprocess, load_data
 from genaudit.metrics import METRICS
-from genaudit.pipeline import AuditOptions, accuracy_on, audit_dataset
+from genaudit.options import AuditOptions, DataOptions, build, signature
+from genaudit.pipeline import accuracy_on, audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, lookup
 
 
@@ -58,25 +58,16 @@ def correlation_table(cards: list[dict], truth: list[float], runs: list[str]) ->
     return table
 
 
-def validate(
-    models: list[str | Path],
-    data: str,
-    holdout: str,
-    *,
-    samples: int | None = 2000,
-    holdout_samples: int | None = None,
-    data_dir: str | Path | None = None,
-    preprocess: Preprocess = Preprocess(),
-    runs: dict[str, str] | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    **options,
-) -> dict:
-    """Audit every model on `data` (training data), measure accuracy on `holdout`, correlate. `runs` maps a
-    model path to its training-run id (default: the file name without its epoch number)."""
-    opts = AuditOptions(**options)
+def validate(models: list[str | Path], data: Any, holdout: Any, *, holdout_samples: int | None = None,
+             runs: dict[str, str] | None = None, progress: Callable[[int, int], None] | None = None,
+             **options) -> dict:
+    """Audit every model on `data` (training data), measure accuracy on `holdout` (read with the same data
+    options), correlate. `runs` maps a model path to its training-run id (default: the file name without its
+    epoch number). The keyword options are those of `genaudit.audit`."""
+    data_opts, opts = build(options, DataOptions, AuditOptions)
     paths = expand(models)
-    train = load_data(data, data_dir=data_dir, samples=samples, seed=opts.seed, preprocess=preprocess)
-    hold = load_data(holdout, data_dir=data_dir, samples=holdout_samples, seed=opts.seed, preprocess=preprocess)
+    train = data_opts.load(data, opts.seed)
+    hold = replace(data_opts, samples=holdout_samples).load(holdout, opts.seed)
     cards, truth = [], []
     for i, path in enumerate(paths):
         cards.append(audit_dataset(path, train, opts))
@@ -94,3 +85,6 @@ def validate(
                    for p, r, a, c in zip(paths, run_ids, truth, cards)],
         "correlations": correlation_table(cards, truth, run_ids),
     }
+
+
+validate.__signature__ = signature(validate, DataOptions, AuditOptions)

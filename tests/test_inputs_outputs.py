@@ -151,7 +151,7 @@ def _unit(images: np.ndarray) -> np.ndarray:
 
 
 def _audit(model: Path, data: Path, **options):
-    return audit(model, str(data), samples=None, ablation_repeats=1, importance_units=4, **options)
+    return audit(model, str(data), samples=None, repeats=1, importance_units=4, **options)
 
 
 # ---- input layouts ----------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ def test_every_opset_torch_exports(opset, tmp_path):
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     assert onnx.load(str(path)).opset_import[0].version == opset
     data, expected = _labelled(tmp_path, _plain(path, IMAGES.astype(np.float32) / 255))
-    card = audit(path, str(data), samples=None, ablation_repeats=1)
+    card = audit(path, str(data), samples=None, repeats=1)
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
     assert card["layer"]["units"] == 150 and card["layer"]["default"]
 
@@ -90,7 +90,7 @@ def test_a_keras_model_converted_by_tf2onnx(tmp_path):
     _keras_style(path)
     x = np.ascontiguousarray(IMAGES.transpose(0, 2, 3, 1)).astype(np.float32) / 255
     data, expected = _labelled(tmp_path, _plain(path, x))
-    card = audit(path, str(data), samples=None, ablation_repeats=1)
+    card = audit(path, str(data), samples=None, repeats=1)
     assert card["model"]["input_layout"] == "nhwc" and card["model"]["output_kind"] == "probabilities"
     assert card["layer"]["name"] == "flatten/Reshape:0" and card["layer"]["units"] == 150
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)

@@ -9,12 +9,12 @@ from genaudit import audit
 
 
 def label_free(name: str, fmt: str = ".onnx") -> dict:
-    return audit(SAMPLE_MODELS / f"{name}{fmt}", "sample", use_labels=False)
+    return audit(SAMPLE_MODELS / f"{name}{fmt}", "sample", labels=False)
 
 
 @pytest.fixture(scope="module")
 def clean_and_memorizing():
-    return [audit(SAMPLE_MODELS / f"{name}.onnx", "sample", use_labels=False, probe_samples=300)["diagnostics"]
+    return [audit(SAMPLE_MODELS / f"{name}.onnx", "sample", labels=False, probes=300)["diagnostics"]
             for name in ("mlp_clean", "mlp_random")]
 
 
@@ -67,6 +67,6 @@ def test_the_shipped_pickled_module_and_state_dict_are_refused():
 def test_fixed_batch_and_probability_exports_match_the_plain_model():
     plain = label_free("mlp_clean")
     for variant in ("mlp_clean.fixedbatch.onnx", "mlp_softmax.onnx", "mlp_softmax.pt"):
-        card = audit(SAMPLE_MODELS / variant, "sample", use_labels=False)
+        card = audit(SAMPLE_MODELS / variant, "sample", labels=False)
         assert card["diagnostics"]["ablation"]["auc"] == pytest.approx(plain["diagnostics"]["ablation"]["auc"],
                                                                        abs=1e-4), variant

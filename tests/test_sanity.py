@@ -74,7 +74,7 @@ def test_wrong_preprocessing_is_caught_and_the_right_preset_suggested(raw_pixel_
 
 
 def test_without_labels_only_the_constant_output_is_checked(raw_pixel_model, tiny_data):
-    card = audit(raw_pixel_model, str(tiny_data), samples=None, use_labels=False)
+    card = audit(raw_pixel_model, str(tiny_data), samples=None, labels=False)
     assert len(card["warnings"]) == 1 and "same class" in card["warnings"][0]
 
 

@@ -54,14 +54,14 @@ def test_hand_computed_combination():
 
 
 def test_a_memorizing_model_scores_below_a_generalizing_one():
-    clean = audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", use_labels=False)
-    memorizing = audit(SAMPLE_MODELS / "mlp_random.onnx", "sample", use_labels=False)
+    clean = audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", labels=False)
+    memorizing = audit(SAMPLE_MODELS / "mlp_random.onnx", "sample", labels=False)
     assert memorizing["score"]["value"] < clean["score"]["value"] - 0.05
     assert clean["score"]["components"].keys() == model()["features"].keys()
 
 
 def test_the_score_is_the_same_with_or_without_labels():
     with_labels = audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample")
-    without = audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample", use_labels=False)
+    without = audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample", labels=False)
     assert with_labels["label_mode"] == "labels"
     assert with_labels["score"]["value"] == pytest.approx(without["score"]["value"])

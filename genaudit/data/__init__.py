@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -146,7 +146,7 @@ def arrange(x: np.ndarray, layout: str) -> np.ndarray:
 
 
 def load_data(
-    spec: str,
+    spec: Any,
     *,
     split: str = "train",
     data_dir: str | Path | None = None,
@@ -154,7 +154,8 @@ def load_data(
     seed: int = 0,
     preprocess: Preprocess = Preprocess(),
 ) -> Dataset:
-    """Load `spec` ('sample', a named set, .npz or image folder), subsample it, attach preprocessing."""
+    """Load `spec` ('sample', a named set, .npz, image folder, or arrays `(x, y)` / `{"x", "y"}`), subsample
+    it, attach preprocessing."""
     if samples is not None and samples < 1:
         raise GenauditError(f"--samples must be at least 1 (got {samples}).")
     root = Path(data_dir) if data_dir else data_cache_dir()
@@ -163,7 +164,8 @@ def load_data(
         raise GenauditError(f"Data '{spec}' holds no samples. Point --data at a data set with images in it.")
     preprocess.validate(x.shape[1] if x.ndim == 4 else None)
     idx = stratified_indices(len(x), y, samples, seed)
-    description = {"spec": spec, "split": split, "source_size": int(len(x)), "samples": int(len(idx)),
+    description = {"spec": str(spec) if isinstance(spec, (str, Path)) else "arrays", "split": split,
+                   "source_size": int(len(x)), "samples": int(len(idx)),
                    "labels": y is not None, "preprocess": preprocess.describe(x.dtype)}
     return Dataset(x[idx], None if y is None else y[idx], preprocess, description)
 

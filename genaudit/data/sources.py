@@ -54,8 +54,16 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise
     except Exception as exc:
         raise GenauditError(f"{path} could not be read as a .npz archive: {exc}. Save it with numpy.savez.") from None
-    if y is not None and len(y) != len(x):
-        raise GenauditError(f"{path}: x has {len(x)} samples but y has {len(y)}; they must match.")
+    return from_arrays(x, y, str(path))
+
+
+def from_arrays(x: np.ndarray, y: np.ndarray | None, where: str = "the arrays") -> tuple[np.ndarray, np.ndarray | None]:
+    """Inputs x (N,H,W / N,H,W,C / N,C,H,W / N,D) and optional labels y as genaudit's raw arrays."""
+    x = np.asarray(x)
+    if y is not None:
+        y = np.asarray(y)
+        if len(y) != len(x):
+            raise GenauditError(f"{where}: x has {len(x)} samples but y has {len(y)}; they must match.")
     return to_nchw(x), (None if y is None else y.astype(np.int64))
 
 
@@ -223,10 +231,19 @@ def _corrupt(name: str, split: str, folder: Path, bad: list[str], why: str, offl
     )
 
 
-def load_source(spec: str, split: str, data_dir: Path,
+def load_source(spec: Any, split: str, data_dir: Path,
                 size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Resolve a data spec: 'sample', a named set, a .npz file or an image folder (whose images of other sizes
-    are resized to `size` as they are decoded)."""
+    """Resolve a data spec: 'sample', a named set, a .npz file, an image folder (whose images of other sizes
+    are resized to `size` as they are decoded), or arrays from Python: `(x, y)` or `{"x": x, "y": y}`."""
+    if isinstance(spec, dict):
+        if "x" not in spec:
+            raise GenauditError(f"Data given as a dict needs an 'x' entry (it has: {', '.join(map(str, spec))}).")
+        return from_arrays(spec["x"], spec.get("y"))
+    if isinstance(spec, (tuple, list)):
+        if len(spec) != 2:
+            raise GenauditError(f"Data given as a tuple must be (x, y) or (x, None); it has {len(spec)} items.")
+        return from_arrays(*spec)
+    spec = str(spec)
     if spec == "sample":
         return load_npz(SAMPLE)
     if spec.lower() in NAMED:

@@ -12,6 +12,7 @@ import numpy as np
 
 from genaudit.diagnostics._classes import Classes
 from genaudit.features import FeatureSet
+from genaudit.registry import Diagnostic, Metric
 
 
 def consistency(fs: FeatureSet) -> dict:
@@ -36,3 +37,14 @@ def consistency(fs: FeatureSet) -> dict:
     c = float(ratio.max(axis=1).mean())
     coincident = int(np.sum(dist == 0) - groups.n) // 2
     return {"value": c if np.isfinite(c) else None, "classes": groups.n, "coincident_pairs": coincident}
+
+
+DIAGNOSTIC = Diagnostic(
+    "consistency", "layer", lambda c: consistency(c.fs),
+    (Metric("consistency", "consistency.value", "consistency C", "class structure", "lower",
+            "class spread / distance to rival class",
+            "Davies–Bouldin index of the class clusters: spread relative to distance to the nearest rival class",
+            "C = (1/J) Σ_i max_{j≠i} (S_i + S_j)/M_ij", "NSR lemma (Mao et al.); Natekar & Sharma (PGDL 2020)",
+            "Lower = classes tight relative to their separation. NSR drives it towards 0.",
+            column="consistency", tag="C"),),
+)

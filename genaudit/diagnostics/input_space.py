@@ -12,7 +12,9 @@ from typing import Callable
 
 import numpy as np
 
+from genaudit.data import arrange, stratified_indices
 from genaudit.diagnostics._head import normalized_auc
+from genaudit.registry import Context, Diagnostic, Metric
 
 Predict = Callable[[np.ndarray], np.ndarray]  # preprocessed images (N, C, H, W) or (N, D) -> logits
 
@@ -54,3 +56,45 @@ def augmentation_agreement(predict: Predict, images: np.ndarray) -> dict:
     per = {name: float(np.mean(predict(aug.astype(np.float32)).argmax(axis=1) == clean))
            for name, aug in augmentations(images).items()}
     return {"mean": float(np.mean(list(per.values()))), "per_augmentation": per, "samples": int(len(images))}
+
+
+def probe_set(c: Context) -> tuple[Predict, np.ndarray]:
+    """The whole model's predict function and the seeded stratified subsample of `--probes` images the
+    input-space probes share (made once per audit)."""
+    if "probes" not in c.cache:
+        idx = stratified_indices(len(c.dataset), c.fs.reference, c.opts.probes, c.opts.seed)
+        images = np.concatenate(list(c.dataset.batches(len(idx), indices=idx)))
+        size = c.opts.batch_size
+
+        def predict(x: np.ndarray) -> np.ndarray:
+            return np.concatenate([c.cut.predict(arrange(x[i : i + size], c.layout)) for i in range(0, len(x), size)])
+
+        c.cache["probes"] = predict, images
+    return c.cache["probes"]
+
+
+def _probes_on(opts) -> bool:
+    return opts.probes > 0
+
+
+INPUT_NOISE = Diagnostic(
+    "input.noise", "input", lambda c: input_noise_agreement(*probe_set(c), seed=c.opts.seed),
+    (Metric("input_noise", "input.noise.auc", "input-noise agreement AUC", "input-space", "higher",
+            "predictions kept under input noise",
+            "prediction agreement with the clean model as Gaussian input noise grows to 0.5 σ_x, area",
+            "(1/s_max) ∫ agree(s) ds, x + N(0, (s σ_x)²)", "PGDL predictors (agreement under perturbation)",
+            "Reruns the whole model on a subsample. Lower = predictions flip under small input noise."),),
+    enabled=_probes_on,
+)
+AUGMENTATION = Diagnostic(
+    "input.augmentation", "input",
+    lambda c: augmentation_agreement(*probe_set(c)) if probe_set(c)[1].ndim == 4 else None,
+    (Metric("augmentation", "input.augmentation.mean", "augmentation agreement", "input-space", "higher",
+            "predictions kept under shifts/rotations",
+            "share of predictions unchanged by 2-pixel shifts and ±10° rotations",
+            "mean over augmentations of mean(pred(aug(x)) == pred(x))",
+            "Natekar & Sharma (PGDL 2020): augmentation-based margins",
+            "Reruns the whole model on a subsample. Lower = the model is unstable around its training points."),),
+    enabled=_probes_on,
+)
+

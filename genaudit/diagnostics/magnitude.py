@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.features import FeatureSet
+from genaudit.registry import Diagnostic, Metric
 
 
 def per_sample_magnitude(features: np.ndarray) -> np.ndarray:
@@ -22,3 +23,14 @@ def per_sample_magnitude(features: np.ndarray) -> np.ndarray:
 def magnitude(fs: FeatureSet) -> dict:
     """AL2 activation loss L_r of the layer's features: mean squared element; lower = better."""
     return {"value": float(np.mean(per_sample_magnitude(fs.features)))}
+
+
+DIAGNOSTIC = Diagnostic(
+    "magnitude", "layer", lambda c: magnitude(c.fs),
+    (Metric("magnitude", "magnitude.value", "activation magnitude L_r", "magnitude", "lower",
+            "mean squared activation",
+            "mean squared activation of the feature layer (scale-dependent: compare one architecture)",
+            "L_r = mean_x ‖φ(x)‖² / D", "AL2 (El Helou, Dümbgen, Süsstrunk, ICASSP 2020)",
+            "Memorizing networks grow large activations; AL2 penalizes L_r progressively.",
+            column="magnitude", tag="L_r"),),
+)

@@ -11,6 +11,7 @@ import numpy as np
 from genaudit.diagnostics._head import broadcast_units, normalized_auc, shifted_accuracies
 from genaudit.heads import Head
 from genaudit.features import FeatureSet
+from genaudit.registry import Diagnostic, Metric
 
 
 def unit_std(features: np.ndarray) -> np.ndarray:
@@ -33,3 +34,17 @@ def noise_robustness(head: Head, fs: FeatureSet, *, levels: int = 11, max_scale:
         "auc": normalized_auc(scales, acc),
         "curve": {"scale": scales.tolist(), "accuracy": acc.tolist()},
     }
+
+
+DIAGNOSTIC = Diagnostic(
+    "noise", "head",
+    lambda c: noise_robustness(c.head, c.fs, levels=c.opts.noise_levels, max_scale=c.opts.noise_max,
+                               seed=c.opts.seed),
+    (Metric("noise", "noise.auc", "noise AUC", "robustness", "higher",
+            "accuracy kept under unit noise",
+            "accuracy kept as Gaussian noise up to 2σ of each unit is added, area relative to clean",
+            "AUC = (1/s_max) ∫₀^s_max acc(s)/acc(0) ds, unit j perturbed by N(0, (s σ_j)²)",
+            "Morcos et al. 2018",
+            "Robustness to perturbing all units in random directions; lower for memorizing networks.",
+            tag="noise", headline=True),),
+)

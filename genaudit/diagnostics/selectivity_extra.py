@@ -12,6 +12,7 @@ from genaudit.diagnostics._head import variant_accuracies
 from genaudit.heads import Head
 from genaudit.diagnostics.ablation import ablation, ablation_curve
 from genaudit.features import FeatureSet
+from genaudit.registry import Context, Diagnostic, Metric
 
 
 def mi_selectivity(fs: FeatureSet) -> dict:
@@ -86,3 +87,48 @@ def importance_correlation(si: np.ndarray, importance: np.ndarray) -> dict:
     if not np.isfinite(rho):
         return {"spearman": None, "p_value": None}
     return {"spearman": rho, "p_value": math.erfc(abs(rho) * math.sqrt(len(si) - 1) / math.sqrt(2))}
+
+
+def _ordered(c: Context) -> dict:
+    si = np.asarray(c.results["selectivity"]["per_unit"])
+    return selectivity_ordered_ablation(c.head, c.fs, si, levels=c.opts.ablation_levels)
+
+
+def _importance(c: Context) -> dict:
+    si = np.asarray(c.results["selectivity"]["per_unit"])
+    rng = np.random.default_rng(c.opts.seed)
+    units = np.sort(rng.choice(c.fs.units, size=min(c.fs.units, c.opts.importance_units), replace=False))
+    importance = single_unit_importance(c.head, c.fs, units)
+    return {**importance_correlation(si[units], importance), "units": int(len(units))}
+
+
+MUTUAL_INFORMATION = Diagnostic(
+    "selectivity.mutual_information", "layer", lambda c: mi_selectivity(c.fs),
+    (Metric("mi_selectivity", "selectivity.mutual_information.mean", "MI selectivity", "class structure", "",
+            "class info in a unit's on/off state",
+            "information a unit's on/off state carries about the class, as a fraction of class entropy",
+            "I(class; unit > median) / H(class)", "Morcos et al. 2018 (mutual-information variant)",
+            "Descriptive; with J balanced classes a binary state carries at most ln2/lnJ.",
+            column="mi_selectivity_mean", tag="MI sel."),),
+)
+ORDERED_ABLATION = Diagnostic(
+    "selectivity.ordered_ablation", "head", _ordered,
+    (Metric("selectivity_ordered", "selectivity.ordered_ablation.most_selective_first.auc",
+            "ablation AUC, selective first", "robustness", "",
+            "ablation AUC, selective units first",
+            "ablation AUC when the most class-selective units go first (compare with random order)",
+            "as ablation AUC, with units ordered by decreasing selectivity index",
+            "Morcos et al. 2018",
+            "Morcos found removing selective units first no more harmful than random: if this is much lower than "
+            "the random-order AUC, the network leans on its selective units.", tag="abl. sel."),),
+)
+IMPORTANCE = Diagnostic(
+    "selectivity.importance_correlation", "head", _importance,
+    (Metric("importance_rho", "selectivity.importance_correlation.spearman", "selectivity–importance ρ",
+            "class structure", "",
+            "ρ(selectivity, accuracy lost per unit)",
+            "Spearman correlation of unit selectivity with the accuracy lost when that unit alone is zeroed",
+            "ρ_Spearman(SI_j, acc(0) − acc(without j))", "Morcos et al. 2018",
+            "Morcos measured it near zero: selective units are not the important ones.", tag="SI–imp. ρ"),),
+)
+

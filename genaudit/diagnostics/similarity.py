@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from genaudit.registry import Diagnostic
+
 
 def _centered(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64).reshape(len(x), -1)
@@ -39,3 +41,9 @@ def svcca(x: np.ndarray, y: np.ndarray, keep: float = 0.99) -> dict:
     ux, uy = _top_directions(x, keep), _top_directions(y, keep)
     rho = np.clip(np.linalg.svd(ux.T @ uy, compute_uv=False), 0.0, 1.0)
     return {"mean": float(rho.mean()), "dims": [int(ux.shape[1]), int(uy.shape[1])]}
+
+
+DRIFT = Diagnostic(  # compare's drift columns: a checkpoint's features against another's, same samples
+    "drift", "pair", lambda pair: {"cka": linear_cka(*pair), "svcca": svcca(*pair)["mean"]},
+)
+

@@ -12,6 +12,7 @@ import numpy as np
 
 from genaudit.diagnostics._classes import Classes
 from genaudit.features import FeatureSet
+from genaudit.registry import Diagnostic, Metric
 
 
 def intra_class_variance(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -39,3 +40,21 @@ def steadiness(fs: FeatureSet) -> dict:
         "ratio": float(within.sum() / total) if total > 0 else None,
         "per_unit": within.tolist(),
     }
+
+
+DIAGNOSTIC = Diagnostic(
+    "steadiness", "layer", lambda c: steadiness(c.fs),
+    (Metric("steadiness", "steadiness.ratio", "intra-class variance ratio", "class structure", "lower",
+            "within-class share of unit variance",
+            "share of the units' variance that is within-class (Σ intra-class var / Σ total var)",
+            "Σ_n Σ_c α_c Var(F_n | c) / Σ_n Var(F_n)", "Mao et al., Neuron Steadiness Regularization",
+            "Lower = units respond steadily within a class; NSR lowers it and improves generalization.",
+            column="intra_class_variance_ratio", tag="intra/total", headline=True),
+     Metric("steadiness_sum", "steadiness.sum", "Σ intra-class variance", "class structure", "",
+            "within-class variance, Σ over units",
+            "aggregated intra-class variance of the layer (Σ over units; scale-dependent)",
+            "Σ_n Σ_c α_c Var(F_n | c)", "Mao et al., Neuron Steadiness Regularization",
+            "Scale-dependent: compare layers of one model. The layer where it is largest is where NSR would "
+            "help most (the per-layer table names it).",
+            column="intra_class_variance_sum", tag="Σ intra var")),
+)

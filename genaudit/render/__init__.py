@@ -1,8 +1,12 @@
-"""Renderers: read only the Scorecard and turn it into a terminal report or Markdown."""
+"""Renderers: read only the documents genaudit produces and turn them into a format (`FORMATS`), plus the
+helpers the formats share (number formatting, sparklines, the report's rows, the verdict)."""
 
 from __future__ import annotations
 
-from genaudit.metrics import GROUPS, METRICS, Metric
+from importlib import import_module
+from typing import TextIO
+
+from genaudit.metrics import GROUPS, LAYER_METRICS, METRICS, Metric
 from genaudit.scorecard import lookup
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -23,6 +27,15 @@ def sparkline(values: list[float], lo: float = 0.0, hi: float = 1.0) -> str:
 
 def fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
+
+
+def signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.3f}"
+
+
+def ranked_correlations(study: dict) -> list[tuple[str, dict]]:
+    """A validation study's metrics, best oriented Kendall tau first."""
+    return sorted(study["correlations"].items(), key=lambda kv: -(kv[1]["oriented_kendall"] or -9))
 
 
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
@@ -48,13 +61,26 @@ def verdict(card: dict) -> str:
             "of the feature units ablated. Compare models of one task rather than reading one number alone.")
 
 
-LAYER_COLUMNS = [  # (key in a per-layer row, header with its better-direction)
-    ("units", "units"),
-    ("intra_class_variance_sum", "Σ intra-class var"),
-    ("intra_class_variance_ratio", "intra/total var ↓"),
-    ("consistency", "consistency C ↓"),
-    ("perplexity", "perplexity/N_c ·"),
-    ("nodes_accuracy", "nodes acc ↑"),
-    ("selectivity_mean", "selectivity ·"),
-    ("magnitude", "L_r ↓"),
-]
+def layer_columns() -> list[tuple[str, str]]:
+    """The per-layer table's columns: (key in a row, header with the better direction), units first."""
+    return [("units", "units")] + [(m.column, f"{m.tag} {m.arrow}") for m in LAYER_METRICS]
+
+
+# --format name -> "module:class" of its Renderer (imported only when chosen: rich, matplotlib stay unloaded)
+FORMATS = {
+    "table": "genaudit.render.terminal:TerminalRenderer",
+    "json": "genaudit.render.json:JsonRenderer",
+    "markdown": "genaudit.render.markdown:MarkdownRenderer",
+    "html": "genaudit.render.html:HtmlRenderer",
+}
+
+
+def renderer_class(name: str) -> type:
+    """The Renderer class of a format name (see FORMATS)."""
+    module, cls = FORMATS[name].split(":")
+    return getattr(import_module(module), cls)
+
+
+def renderer(name: str, stream: TextIO):
+    """A Renderer of format `name` writing to `stream`."""
+    return renderer_class(name)(stream)

@@ -7,7 +7,10 @@ import html
 import io
 import re
 
-from genaudit.render import LAYER_COLUMNS, fmt, rows, verdict
+from genaudit.metrics import HEADLINE
+from genaudit.features import CLEAN_ACCURACY
+from genaudit.render import layer_columns, fmt, rows, verdict
+from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
 STYLE = """
@@ -106,10 +109,10 @@ def score_page(card: dict) -> str:
     if "layers" in card:
         body += (f"<h2>Per layer</h2><p>NSR would help most at <code>{esc(card['regularize_layer']['name'])}</code> "
                  "(largest aggregated intra-class variance).</p>"
-                 + _table(["layer", *[h for _, h in LAYER_COLUMNS]],
+                 + _table(["layer", *[h for _, h in layer_columns()]],
                           [[f"<code>{esc(r['name'])}</code>", *[str(r[k]) if k == "units" else fmt(r[k])
-                                                                for k, _ in LAYER_COLUMNS]] for r in card["layers"]],
-                          numeric=set(range(1, len(LAYER_COLUMNS) + 1))))
+                                                                for k, _ in layer_columns()]] for r in card["layers"]],
+                          numeric=set(range(1, len(layer_columns()) + 1))))
     return _page(f"genaudit: {card['model']['path']}", body)
 
 
@@ -117,8 +120,7 @@ def compare_page(result: dict) -> str:
     """A series of models: table with the best highlighted, trends of the headline metrics, drift, advice."""
     esc, cards = html.escape, result["scorecards"]
     steps = list(range(1, len(cards) + 1))
-    trends = [("ablation AUC", "ablation.auc"), ("noise AUC", "noise.auc"), ("train accuracy", "clean_accuracy"),
-              ("nodes-as-classifiers acc", "nodes.accuracy")]
+    trends = [(m.label, m.path) for m in [CLEAN_ACCURACY, *HEADLINE]]
     plots = [
         _curve([(label, steps, [lookup(c, path) for c in cards]) for label, path in trends],
                "Trends across the series", "checkpoint #", "value"),
@@ -172,3 +174,18 @@ def validation_page(study: dict) -> str:
             f"{esc(study['data']['spec'])}, holdout {esc(study['holdout']['spec'])}</p>{table}"
             f"<div class=plots>{bars}{''.join(scatter)}</div>")
     return _page("genaudit validation", body)
+
+
+class HtmlRenderer(Renderer):
+    """A self-contained HTML page (plots embedded as PNG, nothing external)."""
+
+    name = "html"
+
+    def report(self, card: dict, failures: list[str] | None = None) -> None:
+        self.stream.write(score_page(card))
+
+    def comparison(self, result: dict) -> None:
+        self.stream.write(compare_page(result))
+
+    def validation(self, study: dict) -> None:
+        self.stream.write(validation_page(study))

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from genaudit.render import LAYER_COLUMNS, fmt, rows, sparkline, verdict
+from genaudit.render import layer_columns, fmt, ranked_correlations, rows, signed, sparkline, verdict
+from genaudit.render.interface import Renderer
+
+
+class MarkdownRenderer(Renderer):
+    """Markdown for pull-request comments and job summaries."""
+
+    name = "markdown"
+
+    def report(self, card: dict, failures: list[str] | None = None) -> None:
+        self.stream.write(report(card, failures))
+
+    def comparison(self, result: dict) -> None:
+        self.stream.write(comparison(result))
+
+    def validation(self, study: dict) -> None:
+        self.stream.write(validation(study))
 
 
 def report(card: dict, failures: list[str] | None = None) -> str:
@@ -21,10 +37,10 @@ def report(card: dict, failures: list[str] | None = None) -> str:
     curve = card["diagnostics"]["ablation"]["curve"]["accuracy"]
     lines += ["", f"Ablation curve: `{sparkline(curve)}`"]
     if "layers" in card:
-        lines += ["", "| layer | " + " | ".join(h for _, h in LAYER_COLUMNS) + " |",
-                  "|---|" + "---:|" * len(LAYER_COLUMNS)]
+        lines += ["", "| layer | " + " | ".join(h for _, h in layer_columns()) + " |",
+                  "|---|" + "---:|" * len(layer_columns())]
         lines += [f"| `{r['name']}` | " + " | ".join(str(r[k]) if k == "units" else fmt(r[k])
-                                                     for k, _ in LAYER_COLUMNS) + " |" for r in card["layers"]]
+                                                     for k, _ in layer_columns()) + " |" for r in card["layers"]]
     lines += [f"- ❌ {line}" for line in failures or []]
     return "\n".join(lines) + "\n"
 
@@ -43,4 +59,14 @@ def comparison(result: dict) -> str:
               f"- **memorization sets in**: {stop['memorization_onset'] or 'not detected'} ({stop['evidence']})"]
     lines += [f"- **warning** (`{card['model']['path']}`): {w}" for card in result["scorecards"]
               for w in card.get("warnings", [])]
+    return "\n".join(lines) + "\n"
+
+
+def validation(study: dict) -> str:
+    lines = [f"### genaudit validate: {len(study['models'])} models, rank correlation with holdout accuracy", "",
+             "| metric | better | oriented τ | Kendall τ | Spearman ρ | mean τ within runs | runs |",
+             "|---|:---:|---:|---:|---:|---:|---:|"]
+    for name, c in ranked_correlations(study):
+        lines.append(f"| {name} | {c['better'] or '·'} | {signed(c['oriented_kendall'])} | {signed(c['kendall'])} | "
+                     f"{signed(c['spearman'])} | {signed(c['within_run_kendall_mean'])} | {c['runs']} |")
     return "\n".join(lines) + "\n"

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from genaudit.render import LAYER_COLUMNS, fmt, rows, sparkline, verdict
+from genaudit.metrics import BY_NAME, HEADLINE
+from genaudit.render import layer_columns, fmt, ranked_correlations, rows, signed, sparkline, verdict
+from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
+
+
+class TerminalRenderer(Renderer):
+    """The rich terminal report (`--format table`, the default)."""
+
+    name = "table"
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self.console = Console(file=stream, highlight=False)
+
+    def report(self, card: dict, failures: list[str] | None = None) -> None:
+        report(card, self.console, failures)
+        timings = getattr(card, "timings", None)
+        if timings:
+            self.console.print("[dim]time: " + " · ".join(f"{k.replace('_', ' ')} {v:.2f}s"
+                                                          for k, v in timings.items()) + "[/]")
+
+    def comparison(self, result: dict) -> None:
+        comparison(result, self.console)
+
+    def validation(self, study: dict) -> None:
+        validation(study, self.console)
 
 
 def report(card: dict, console: Console, failures: list[str] | None = None) -> None:
@@ -33,46 +59,49 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
     for warning in card.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
 
-    table = Table(title="Diagnostics  (↑ higher is better, ↓ lower is better, · descriptive; "
-                        "`genaudit explain NAME` for more)", title_justify="left")
-    for col, kw in (("group", {"style": "dim"}), ("metric (name)", {}), ("value", {"justify": "right"}),
-                    ("", {"justify": "center"}), ("what it means", {})):
-        table.add_column(col, **kw)
+    table = Table(title="Diagnostics  ↑ higher better  ↓ lower better  · descriptive", title_justify="left",
+                  caption="genaudit explain NAME (or the label): formula, paper, how to read it",
+                  caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("", justify="center", no_wrap=True)
+    table.add_column("what it means")
     last = None
     for group, metric, value in rows(card):
-        table.add_row(group if group != last else "", f"{metric.label} [dim]({metric.name})[/]", fmt(value),
-                      metric.arrow, metric.meaning)
-        last = group
+        if group != last:
+            table.add_row(f"[bold]{group}[/]", "", "", "")
+            last = group
+        table.add_row(f" {metric.label}", fmt(value), metric.arrow, metric.short)
     console.print(table)
 
     diag = card["diagnostics"]
     abl, noise = diag["ablation"]["curve"], diag["noise"]["curve"]
     ordered = diag["selectivity"]["ordered_ablation"]["most_selective_first"]["curve"]["accuracy"]
     curves = Table.grid(padding=(0, 2))
-    curves.add_row("[bold]ablation[/], random order, 0→100% units", f"[cyan]{sparkline(abl['accuracy'])}[/]",
+    curves.add_row("[bold]ablation[/] 0→100%", f"[cyan]{sparkline(abl['accuracy'])}[/]",
                    " ".join(f"{a:.2f}" for a in abl["accuracy"][::5]))
-    curves.add_row("[bold]ablation[/], most selective first", f"[cyan]{sparkline(ordered)}[/]",
-                   " ".join(f"{a:.2f}" for a in ordered[::5]))
-    curves.add_row(f"[bold]noise[/] 0→{noise['scale'][-1]:g}σ per unit", f"[cyan]{sparkline(noise['accuracy'])}[/]",
-                   " ".join(f"{a:.2f}" for a in noise["accuracy"][::2]))
+    curves.add_row("  selective first", f"[cyan]{sparkline(ordered)}[/]", " ".join(f"{a:.2f}" for a in ordered[::5]))
+    curves.add_row(f"[bold]noise[/] 0→{noise['scale'][-1]:g}σ", f"[cyan]{sparkline(noise['accuracy'])}[/]",
+                   " ".join(f"{a:.2f}" for a in noise["accuracy"][::2][:5]))
     hist = diag["selectivity"]["histogram"]["counts"]
     peak = max(hist) or 1
-    curves.add_row("[bold]selectivity[/] histogram 0→1", f"[cyan]{sparkline([h / peak for h in hist])}[/]",
+    curves.add_row("[bold]selectivity[/] 0→1", f"[cyan]{sparkline([h / peak for h in hist])}[/]",
                    f"median {diag['selectivity']['median']:.2f}"
                    + (" [dim](units shifted ≥0)[/]" if diag["selectivity"]["shifted_nonnegative"] else ""))
     console.print(Panel(curves, title="Curves (higher and flatter = more robust)", expand=False))
 
     if "layers" in card:
-        layers = Table(title=f"Per layer  (NSR: regularize [bold]{card['regularize_layer']['name']}[/], "
-                             "the largest aggregated intra-class variance)", title_justify="left")
-        layers.add_column("layer")
-        layers.add_column("op", style="dim")
-        for _, header in LAYER_COLUMNS:
-            layers.add_column(header, justify="right")
+        # 80 columns hold the headline metrics and the Σ that picks the layer; the JSON, Markdown and HTML have all
+        columns = [(k, h) for k, h in layer_columns()
+                   if k in ("units", "intra_class_variance_sum") or k in {m.column for m in HEADLINE}]
+        layers = Table(title=f"Per layer (★ audited). NSR: regularize {card['regularize_layer']['name']}, the "
+                             "largest Σ intra-class variance", title_justify="left", box=box.SIMPLE_HEAD)
+        layers.add_column("layer", no_wrap=True)
+        for _, header in columns:
+            layers.add_column(header, justify="right", min_width=7)
         for row in card["layers"]:
             mark = " ★" if row["name"] == card["layer"]["name"] else ""
-            layers.add_row(row["name"] + mark, row["op"],
-                           *[str(row[k]) if k == "units" else fmt(row[k]) for k, _ in LAYER_COLUMNS])
+            layers.add_row(row["name"] + mark, *[str(row[k]) if k == "units" else fmt(row[k]) for k, _ in columns])
         console.print(layers)
     for line in failures or []:
         console.print(f"[bold red]FAIL[/] {line}")
@@ -81,22 +110,20 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
 def comparison(result: dict, console: Console) -> None:
     """Table (one row per model, best highlighted), trend chart, ranking, early stopping and selection."""
     metric = result["rank_by"]
-    headline = [("ablation", "ablation.auc"), ("noise", "noise.auc"), ("consistency", "consistency.value"),
-                ("steadiness", "steadiness.ratio"), ("nodes", "nodes.accuracy")]
+    ranked = BY_NAME[metric["metric"]]
+    headline = [m for m in HEADLINE if m.name != ranked.name]
     table = Table(title=f"Comparison on {result['data']['spec']} ({result['data']['samples']} samples); "
-                        f"ranked by {metric['metric']} ({metric['better']} is better)", title_justify="left")
-    for col in ("#", "model", "rank", "train acc", *[name for name, _ in headline], "CKA prev", "CKA final"):
-        if col == "model":
-            table.add_column(col, overflow="fold")
-        else:
-            table.add_column(col, justify="right", no_wrap=True)
+                        f"ranked by {metric['metric']} ({metric['better']} is better)", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("model", overflow="fold", min_width=10)
+    for header in ("rank", f"{ranked.tag or ranked.name} {ranked.arrow}", "train acc",
+                   *[f"{m.tag} {m.arrow}" for m in headline]):
+        table.add_column(header, justify="right", min_width=5)
     for i, (row, card) in enumerate(zip(result["models"], result["scorecards"])):
         style = "bold green" if row["model"] == result["selected"] else None
-        drift = row["drift"]
-        table.add_row(str(i + 1), Path(row["model"]).name, str(row["rank"] or "—"), fmt(row["clean_accuracy"]),
-                      *[fmt(lookup(card, path)) for _, path in headline],
-                      fmt(drift["previous"]["cka"]) if drift["previous"] else "—", fmt(drift["final"]["cka"]),
-                      style=style)
+        table.add_row(str(i + 1), Path(row["model"]).name, str(row["rank"] or "—"), fmt(row["value"]),
+                      fmt(row["clean_accuracy"]), *[fmt(lookup(card, m.path)) for m in headline], style=style)
     console.print(table)
     values = [row["value"] for row in result["models"]]
     known = [v for v in values if v is not None]
@@ -111,3 +138,15 @@ def comparison(result: dict, console: Console) -> None:
     for card in result["scorecards"]:
         for warning in card.get("warnings", []):
             console.print(f"[bold yellow]warning[/] ({Path(card['model']['path']).name}): {warning}", highlight=False)
+
+
+def validation(study: dict, console: Console) -> None:
+    """Per metric: how well it ranks the models by holdout accuracy, best first."""
+    table = Table(title=f"{len(study['models'])} models: rank correlation with holdout accuracy "
+                        "(oriented τ: + = the metric ranks models correctly)", title_justify="left")
+    for col in ("metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs", "runs"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for name, c in ranked_correlations(study):
+        table.add_row(name, c["better"] or "·", signed(c["oriented_kendall"]), signed(c["kendall"]),
+                      signed(c["spearman"]), signed(c["within_run_kendall_mean"]), str(c["runs"]))
+    console.print(table)

@@ -1,0 +1,98 @@
+"""The diagnostic registry's vocabulary: what a reported number is (`Metric`), what a diagnostic is
+(`Diagnostic`: where its result goes, what it needs, how it runs), and how the pipeline runs a list of them.
+
+Each diagnostic module declares its `Diagnostic` beside its pure function, the way torchmetrics declares
+`higher_is_better` on the metric itself; `genaudit.diagnostics.REGISTRY` lists them in report order. The
+pipeline, the scorecard's shape, `explain`, the thresholds and every renderer read these declarations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+GROUPS = ["estimate", "score", "accuracy", "robustness", "class structure", "magnitude", "input-space"]
+KINDS = {
+    "layer": "a function of the feature layer's values and the reference classes (no head): also per layer",
+    "head": "runs the head on modified cached features (no trunk pass)",
+    "input": "reruns the whole model on a bounded subsample (opt-in, --probes)",
+    "pair": "compares two checkpoints' features on the same samples (compare)",
+}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number: where it is in the scorecard and how to read it."""
+
+    name: str           # for `genaudit explain NAME`, --fail-under and --rank-by
+    path: str           # dotted path in the scorecard (under `diagnostics` for diagnostics)
+    label: str          # what the report calls it
+    group: str          # one of GROUPS
+    better: str         # "higher", "lower" or "" (descriptive)
+    short: str          # the report's meaning column (fits 80 columns)
+    meaning: str        # one full line
+    formula: str
+    source: str
+    reading: str        # how to read it
+    column: str | None = None   # its key in a per-layer table row (layer-wise metrics only)
+    tag: str = ""               # a column header for compact tables
+    headline: bool = False      # one of the few shown in compare's table and trends
+
+    @property
+    def arrow(self) -> str:
+        return {"higher": "↑", "lower": "↓"}.get(self.better, "·")
+
+
+@dataclass
+class Context:
+    """What a diagnostic may read: the cached features (`fs`), the options, and, for head and input-space
+    diagnostics, the cut model, the data and its input layout; `results` holds what earlier diagnostics in the
+    registry found, by key; `cache` lets diagnostics of one family share an intermediate (e.g. a subsample)."""
+
+    fs: Any
+    opts: Any
+    cut: Any = None
+    dataset: Any = None
+    layout: str = "nchw"
+    results: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+
+    @property
+    def head(self):
+        return self.cut.head
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A diagnostic: its result (a dict) goes to `diagnostics.<key>` (a dotted key nests it inside an earlier
+    diagnostic's block); `compute(context)` returns it, or None when it does not apply (e.g. augmentation on
+    vectors). `enabled(options)` says whether the audit runs it at all."""
+
+    key: str
+    kind: str
+    compute: Callable[[Context], dict | None]
+    metrics: tuple[Metric, ...] = ()
+    enabled: Callable[[Any], bool] = lambda opts: True
+
+    @property
+    def top(self) -> str:
+        """The top-level scorecard key its result lives under."""
+        return self.key.split(".")[0]
+
+
+def run(diagnostics: list[Diagnostic], context: Context) -> dict:
+    """Run `diagnostics` in order on `context` and nest their results by key: the `diagnostics` block."""
+    out: dict = {}
+    for d in diagnostics:
+        if not d.enabled(context.opts):
+            continue
+        value = d.compute(context)
+        if value is None:
+            continue
+        context.results[d.key] = value
+        *parents, last = d.key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out

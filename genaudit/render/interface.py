@@ -1,0 +1,36 @@
+"""The renderer interface: one class per output format, each able to render the three documents genaudit
+produces (a scorecard, a comparison, a validation study). Renderers read only those documents."""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from typing import TextIO
+
+
+class Renderer(ABC):
+    """A format. Each method writes one document to `stream`; `text` renders into a string instead."""
+
+    name: str = ""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+
+    @abstractmethod
+    def report(self, card: dict, failures: list[str] | None = None) -> None:
+        """One model's scorecard, with the CI checks that failed (if any)."""
+
+    @abstractmethod
+    def comparison(self, result: dict) -> None:
+        """A compared series of models (genaudit compare / watch)."""
+
+    @abstractmethod
+    def validation(self, study: dict) -> None:
+        """A validation study (genaudit validate)."""
+
+    @classmethod
+    def text(cls, method: str, *args) -> str:
+        """What `method` would write, as a string (e.g. for `--html PATH`)."""
+        buffer = io.StringIO()
+        getattr(cls(buffer), method)(*args)
+        return buffer.getvalue()

@@ -1,0 +1,80 @@
+"""One options object: the Python API, every command and the config file share the same options and names."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import fields
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import genaudit
+from genaudit.cli import app
+from genaudit.config import default_map
+from genaudit.options import AuditOptions, DataOptions, build, cli_fields
+
+runner = CliRunner()
+COMMANDS = ("score", "compare", "watch", "validate")
+
+
+def _flags(command: str) -> set[str]:
+    import typer.main
+
+    click_command = typer.main.get_command(app).commands[command]
+    return {flag for param in click_command.params for flag in (*param.opts, *param.secondary_opts)}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_every_shared_option(command):
+    flags = _flags(command)
+    for cls in (DataOptions, AuditOptions):
+        for f in cli_fields(cls):
+            expected = f.metadata["flags"][0].split("/")[0] if f.metadata["flags"] else "--" + f.name.replace("_", "-")
+            assert expected in flags, f"{command} lacks {expected}"
+    assert {"--data", "--format"} <= flags
+
+
+@pytest.mark.parametrize("function", ["audit", "compare", "validate"])
+def test_python_api_takes_the_command_line_names_as_keywords(function):
+    parameters = inspect.signature(getattr(genaudit, function)).parameters
+    for cls in (DataOptions, AuditOptions):
+        for f in fields(cls):
+            assert parameters[f.name].kind is inspect.Parameter.KEYWORD_ONLY
+            assert parameters[f.name].default == f.default
+    assert "labels" in parameters and "probes" in parameters and "use_labels" not in parameters
+
+
+def test_unknown_keyword_names_the_known_ones():
+    with pytest.raises(TypeError, match="use_labels.*known: .*labels"):
+        build({"use_labels": False}, DataOptions, AuditOptions)
+
+
+def test_config_reaches_validate_and_watch(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[tool.genaudit]\nsamples = 123\nlayer = "fc1"\nprobes = 7\n')
+    defaults = default_map(tmp_path)
+    for command in ("validate", "watch", "score", "compare"):
+        assert defaults[command] == {"samples": 123, "layer": "fc1", "probes": 7}
+
+
+def test_data_as_arrays_gives_the_same_audit_as_the_file(trained_mlp, tiny_data):
+    archive = np.load(tiny_data)
+    from_file = genaudit.audit(trained_mlp["onnx"], str(tiny_data), samples=120, labels=False)
+    from_tuple = genaudit.audit(trained_mlp["onnx"], (archive["x"], archive["y"]), samples=120, labels=False)
+    from_dict = genaudit.audit(trained_mlp["onnx"], {"x": archive["x"]}, samples=120)
+    assert from_tuple["diagnostics"] == from_file["diagnostics"]
+    assert from_tuple["data"]["spec"] == "arrays" and from_dict["label_mode"] == "predictions"
+
+
+def test_validate_takes_split_layer_and_format(trained_mlp, tiny_data):
+    layer = genaudit.audit(trained_mlp["onnx"], str(tiny_data), samples=80)["layer"]["name"]
+    models = [str(trained_mlp[kind]) for kind in ("onnx", "script", "trace")]
+    common = [*models, "--data", str(tiny_data), "--holdout", str(tiny_data), "--samples", "80", "--split", "train",
+              "--layer", layer]
+    result = runner.invoke(app, ["validate", *common, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    study = json.loads(result.output)
+    assert len(study["models"]) == 3 and study["data"]["samples"] == 80
+    markdown = runner.invoke(app, ["validate", *common, "--format", "markdown"])
+    assert markdown.exit_code == 0 and "| metric | better | oriented τ |" in markdown.output

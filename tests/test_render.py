@@ -1,0 +1,101 @@
+"""Renderers, tested directly on stored documents (the golden scorecards and comparison) and a small study."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from genaudit.metrics import METRICS
+from genaudit.render import FORMATS, renderer, renderer_class, rows
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+CARD = json.loads((GOLDEN / "score_mlp_clean_labels.json").read_text())
+CARD["genaudit_version"] = "test"
+LAYERED = json.loads((GOLDEN / "score_cnn_layers_probes.json").read_text()) | {"genaudit_version": "test"}
+COMPARISON = json.loads((GOLDEN / "compare_clean_random.json").read_text())
+STUDY = {
+    "models": [{"model": f"{name}.onnx", "run": "r", "holdout_accuracy": acc,
+                "metrics": {"ablation": abl, "steadiness": st}}
+               for name, acc, abl, st in (("a", 0.9, 0.8, 0.3), ("b", 0.7, 0.6, 0.5), ("c", 0.8, 0.5, 0.4))],
+    "data": {"spec": "sample"}, "holdout": {"spec": "holdout.npz"},
+    "correlations": {
+        "ablation": {"path": "ablation.auc", "better": "higher", "kendall": 0.5, "spearman": 0.6, "n": 3,
+                     "within_run_kendall_mean": None, "runs": 0, "oriented_kendall": 0.5},
+        "steadiness": {"path": "steadiness.ratio", "better": "lower", "kendall": -0.9, "spearman": -0.95, "n": 3,
+                       "within_run_kendall_mean": -1.0, "runs": 1, "oriented_kendall": 0.9},
+    },
+}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _render(fmt: str, method: str, *document) -> str:
+    stream = io.StringIO()
+    getattr(renderer(fmt, stream), method)(*document)
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("method,document", [("report", (CARD, [])), ("comparison", (COMPARISON,)),
+                                             ("validation", (STUDY,))])
+def test_every_format_renders_every_document(fmt, method, document):
+    text = _render(fmt, method, *document)
+    assert text.strip()
+    assert renderer_class(fmt).text(method, *document) == text
+
+
+def test_terminal_report_fits_80_columns_and_shows_every_present_metric(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = ANSI.sub("", _render("table", "report", LAYERED, ["score = 0.1 is below the required 0.5"]))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    flat = " ".join(text.split())
+    for _, metric, _ in rows(LAYERED):
+        assert metric.label in flat and metric.short in flat, metric.name
+    for layer in LAYERED["layers"]:
+        assert layer["name"] in text  # full layer names, never cut
+    assert "FAIL score = 0.1" in flat and "regularize" in flat
+
+
+def test_terminal_comparison_shows_the_ranking_value_and_the_selection(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    text = ANSI.sub("", _render("table", "comparison", COMPARISON))
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "score ↑" in text
+    for row in COMPARISON["models"]:
+        assert f"{row['value']:.3f}" in text
+    assert f"selected (best score): {COMPARISON['selected']}" in " ".join(text.split())
+
+
+def test_terminal_validation_orders_metrics_by_oriented_tau():
+    text = _render("table", "validation", STUDY)
+    assert text.index("steadiness") < text.index("ablation") and "+0.900" in text
+
+
+def test_markdown_report_has_one_row_per_present_metric_and_the_failures():
+    text = _render("markdown", "report", CARD, ["ablation.auc = 0.5 is below the required 0.9"])
+    table_rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(table_rows) == 1 + len(rows(CARD))  # header + metrics
+    assert "- ❌ ablation.auc = 0.5" in text and "**verdict**" in text
+
+
+def test_markdown_comparison_bolds_the_selected_model():
+    text = _render("markdown", "comparison", COMPARISON)
+    assert f"**`{COMPARISON['selected']}`**" in text and f"- **selected**: `{COMPARISON['selected']}`" in text
+
+
+def test_markdown_validation_table():
+    text = _render("markdown", "validation", STUDY)
+    assert "| steadiness | lower | +0.900 | -0.900 | -0.950 | -1.000 | 1 |" in text
+
+
+def test_json_renders_the_document_itself():
+    assert json.loads(_render("json", "report", CARD)) == CARD
+    assert json.loads(_render("json", "validation", STUDY)) == STUDY
+
+
+def test_every_metric_declares_a_short_meaning_that_fits_the_report():
+    for metric in METRICS:
+        assert metric.short and len(metric.short) <= 40, metric.name
