@@ -285,18 +285,18 @@ def layers(
     """List the layers where the model can be cut, with shapes; the default feature layer is marked."""
     from rich.table import Table
 
+    from genaudit.files import model_cache_dir
     from genaudit.models import identify, open_model
     from genaudit.options import numbers
-    from genaudit.files import model_cache_dir
 
     file = identify(model)
-    splitter = open_model(file, numbers(input_shape, "--input-shape", int), model_cache_dir(), output=output)
-    outputs = (f"; output '{splitter.output_name}' ({splitter.output_index} of {len(splitter.output_names)}: "
-               "--output to choose)" if len(splitter.output_names) > 1 else "")
-    table = Table(title=f"{model} ({file.format}); input {list(splitter.input_shape)}{outputs}")
+    graph = open_model(file, numbers(input_shape, "--input-shape", int), model_cache_dir(), output=output)
+    outputs = (f"; output '{graph.output_name}' ({graph.output_index} of {len(graph.output_names)}: "
+               "--output to choose)" if len(graph.output_names) > 1 else "")
+    table = Table(title=f"{model} ({file.format}); input {list(graph.input_shape)}{outputs}")
     for col in ("layer (use with --layer)", "op", "shape per sample", "units", "default"):
         table.add_column(col)
-    for lay in splitter.layers():
+    for lay in graph.layers():
         table.add_row(lay.name, lay.op, str(list(lay.shape)), str(lay.units or "?"), "★" if lay.default else "")
     out.print(table)
 

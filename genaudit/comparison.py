@@ -12,10 +12,10 @@ import os
 import re
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from genaudit.version import __version__
 from genaudit.data import Dataset
 from genaudit.diagnostics import DRIFT
 from genaudit.errors import GenauditError
@@ -23,6 +23,7 @@ from genaudit.metrics import BY_NAME, PRIMARY
 from genaudit.options import AuditOptions, DataOptions, build, signature
 from genaudit.pipeline import audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+from genaudit.version import __version__
 
 MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ts", ".pt2"}
 
@@ -78,7 +79,8 @@ def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int
 
     if jobs <= 1 or len(paths) == 1:
         return collect(map(_audit_one, work))
-    os.environ.setdefault("GENAUDIT_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    if opts.threads is None:  # the processes share the cores
+        work = [(p, dataset, replace(opts, threads=max(1, (os.cpu_count() or 1) // jobs))) for p in paths]
     # Workers ignore Ctrl-C: the parent gets it alone and stops them all (leaving the pool terminates them).
     with multiprocessing.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         return collect(pool.imap(_audit_one, work))

@@ -106,6 +106,7 @@ class AuditOptions:
     noise_max: float = internal(2.0)
     importance_units: int = internal(64)  # units whose single-unit ablation importance is measured (seeded subset)
     batch_size: int = internal(256, record="")
+    threads: Optional[int] = internal(None, record="")  # onnxruntime intra-op threads (None: one per core)
 
     def record(self) -> dict:
         """The options as the scorecard records them (`options`; layer and seed are recorded on their own)."""

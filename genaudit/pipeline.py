@@ -8,20 +8,28 @@ from typing import Any, Callable
 
 import numpy as np
 
-from genaudit.version import __version__
 from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.errors import GenauditError
-from genaudit.files import model_cache_dir
 from genaudit.features import FeatureSet, compute_features, unit_values
+from genaudit.files import model_cache_dir
+from genaudit.metrics import LAYER_METRICS
+from genaudit.models import (
+    CutModel,
+    ModelFile,
+    OnnxGraph,
+    cut_at,
+    identify,
+    input_layout,
+    open_model,
+)
 from genaudit.options import AuditOptions, DataOptions, build, signature
-from genaudit.models import ModelFile, OnnxSplitter, SplitModel, identify, input_layout, open_model, split
+from genaudit.registry import Context, run
 from genaudit.score import components as score_components
 from genaudit.score import generalization_score
-from genaudit.metrics import LAYER_METRICS
-from genaudit.registry import Context, run
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+from genaudit.version import __version__
 
 Progress = Callable[[int, int], None]
 
@@ -51,11 +59,11 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     """Audit one model on an already loaded data set (shared by `compare`)."""
     timings = {}
     start = time.perf_counter()
-    file, splitter, layout = open_for(model, dataset, opts.layout, opts.output)
-    main = splitter.resolve_layer(opts.layer)
-    listed = _layer_list(splitter, opts.layers)  # the per-layer table's rows, in graph order
+    file, graph, layout = open_for(model, dataset, opts.layout, opts.output)
+    main = graph.resolve_layer(opts.layer)
+    listed = _layer_list(graph, opts.layers)  # the per-layer table's rows, in graph order
     extra = [name for name in listed if name != main]
-    cut = split(splitter, main, extra)
+    cut = cut_at(graph, main, extra, opts.threads)
     batch = opts.batch_size if not extra else max(16, opts.batch_size // 8)  # many outputs: smaller batches
     timings["load"] = time.perf_counter() - start
 
@@ -92,7 +100,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
             values = np.concatenate(streams[name][0])
             block = layer_block(FeatureSet(values, fs.logits, fs.predictions, labels), opts)
             block["magnitude"] = {"value": float(np.mean(np.concatenate(streams[name][1])))}  # of the maps
-            rows[name] = _layer_row(name, splitter.op_of(name), values.shape[1], block)
+            rows[name] = _layer_row(name, graph.op_of(name), values.shape[1], block)
         layers_table = [rows[name] for name in listed if name in rows]
         timings["layers"] = time.perf_counter() - start
 
@@ -105,9 +113,9 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         schema_version=SCHEMA_VERSION,
         genaudit_version=__version__,
         model={"path": str(file.path), "sha256": file.sha256, "format": file.format,
-               "input_shape": list(splitter.input_shape), "input_layout": layout,
-               "output": {"name": splitter.output_name, "index": splitter.output_index,
-                          "of": len(splitter.output_names)}, "output_kind": cut.output_kind},
+               "input_shape": list(graph.input_shape), "input_layout": layout,
+               "output": {"name": graph.output_name, "index": graph.output_index,
+                          "of": len(graph.output_names)}, "output_kind": cut.output_kind},
         layer={"name": cut.layer, "op": cut.op, "shape": list(fs.features.shape[1:]), "units": fs.units,
                "default": cut.default},
         data=dataset.spec,
@@ -134,7 +142,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     return card
 
 
-def score_inputs(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
+def score_inputs(cut: CutModel, fs: FeatureSet, opts: AuditOptions) -> dict:
     """The diagnostics the generalization score reads, computed on `fs`. The score was fitted on label-free
     audits, so with labels it is computed from the label-free versions of its components (the same number
     with or without labels; the reported diagnostics still use the labels)."""
@@ -143,35 +151,35 @@ def score_inputs(cut: SplitModel, fs: FeatureSet, opts: AuditOptions) -> dict:
 
 
 def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
-             output: str | None = None) -> tuple[ModelFile, OnnxSplitter, str]:
-    """Identify and open a model for this data: (file, splitter, the input layout the data is fed in;
+             output: str | None = None) -> tuple[ModelFile, OnnxGraph, str]:
+    """Identify and open a model for this data: (file, graph, the input layout the data is fed in;
     `layout` None = detected, `output` None = chosen)."""
     file, shape = identify(model), dataset.sample_shape
-    splitter = open_model(file, shape, model_cache_dir(), layout, output)
-    sanity.check_scores(splitter)
-    return file, splitter, input_layout(splitter.input_shape, shape, layout)
+    graph = open_model(file, shape, model_cache_dir(), layout, output)
+    sanity.check_scores(graph)
+    return file, graph, input_layout(graph.input_shape, shape, layout)
 
 
 def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions()) -> float:
     """Plain accuracy of the whole model on labelled data (e.g. a holdout set), fed as `opts` says."""
     if dataset.y is None:
         raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
-    _, splitter, layout = open_for(model, dataset, opts.layout, opts.output)
-    predictions = predicted_classes(split(splitter, None), dataset.batches(opts.batch_size, layout))
+    _, graph, layout = open_for(model, dataset, opts.layout, opts.output)
+    predictions = predicted_classes(cut_at(graph, None, threads=opts.threads), dataset.batches(opts.batch_size, layout))
     return float(np.mean(predictions == dataset.y))
 
 
-def predicted_classes(cut: SplitModel, batches) -> np.ndarray:
+def predicted_classes(cut: CutModel, batches) -> np.ndarray:
     """The whole model's predicted class for every sample of the batches."""
     return np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1) for x in batches])
 
 
-def _layer_list(splitter, layers: str | None) -> list[str]:
+def _layer_list(graph, layers: str | None) -> list[str]:
     if not layers:
         return []
     if layers == "all":
-        return [layer.name for layer in splitter.layers()]
-    return [splitter.resolve_layer(name.strip()) for name in layers.split(",") if name.strip()]
+        return [layer.name for layer in graph.layers()]
+    return [graph.resolve_layer(name.strip()) for name in layers.split(",") if name.strip()]
 
 
 def _layer_row(name: str, op: str, units: int, block: dict) -> dict:
@@ -182,7 +190,7 @@ def _layer_row(name: str, op: str, units: int, block: dict) -> dict:
 PRESET_TRIAL_SAMPLES = 256
 
 
-def clean_output_warnings(cut: SplitModel, dataset: Dataset, fs: FeatureSet, layout: str,
+def clean_output_warnings(cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
                           opts: AuditOptions) -> list[str]:
     """Warnings about the clean predictions: one class for every input; labelled accuracy near chance (with
     the preprocessing presets that would fix it, tried on a few batches)."""

@@ -16,7 +16,7 @@ from genaudit.errors import GenauditError
 
 if TYPE_CHECKING:
     from genaudit.features import FeatureSet
-    from genaudit.models import OnnxSplitter
+    from genaudit.models import OnnxGraph
 
 NEAR_CHANCE = 0.1  # accuracy below chance + 10% of the way from chance to perfect counts as near chance
 
@@ -60,14 +60,14 @@ def preprocessing_advice(accuracy: float, labels: np.ndarray, try_preset: Callab
             "--channels, the labels and their class order.")
 
 
-def check_scores(splitter: OnnxSplitter) -> None:
+def check_scores(graph: OnnxGraph) -> None:
     """Refuse an output that is an embedding (L2-normalized) rather than class scores."""
-    if splitter.output_kind == "embedding":
-        others = [name for name in splitter.output_names if name != splitter.output_name]
+    if graph.output_kind == "embedding":
+        others = [name for name in graph.output_names if name != graph.output_name]
         choose = (f" The model has other outputs ({', '.join(others)}): pick its class scores with --output."
                   if others else "")
         raise GenauditError(
-            f"The model's output '{splitter.output_name}' is L2-normalized: an embedding, not one score per class. "
+            f"The model's output '{graph.output_name}' is L2-normalized: an embedding, not one score per class. "
             "genaudit audits classifiers; to audit an embedding model, attach the linear classifier it is used "
             f"with and export the two together.{choose}"
         )

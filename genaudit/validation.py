@@ -11,12 +11,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from genaudit.version import __version__
 from genaudit.comparison import expand
 from genaudit.metrics import METRICS
 from genaudit.options import AuditOptions, DataOptions, build, signature
 from genaudit.pipeline import accuracy_on, audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, lookup
+from genaudit.version import __version__
 
 
 def run_of(path: Path) -> str:

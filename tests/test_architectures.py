@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from genaudit.errors import GenauditError
-from genaudit.models import identify, open_model, split
+from genaudit.models import identify, open_model, cut_at
 
 FORMATS = ("script", "trace", "onnx", "export")
 # The default run: two small architectures in all four formats, a third without its .pt2 (torch's dynamo
@@ -143,10 +143,10 @@ def test_split_reproduces_the_eager_model(arch, fmt, tmp_path_factory):
 
     file = identify(path)
     assert file.kind == {"script": "torchscript", "trace": "torchscript"}.get(fmt, fmt)
-    splitter = open_model(file, x.shape[1:], tmp_path_factory.mktemp("cache"))
-    cut = split(splitter, None)
-    assert cut.default and splitter.is_default(cut.layer)
-    assert [lay.name for lay in splitter.layers() if lay.default] == [cut.layer]
+    graph = open_model(file, x.shape[1:], tmp_path_factory.mktemp("cache"))
+    cut = cut_at(graph, None)
+    assert cut.default and graph.is_default(cut.layer)
+    assert [lay.name for lay in graph.layers() if lay.default] == [cut.layer]
 
     features, logits = cut.trunk(x)[:2]  # batch 3: not the batch of 2 the files were exported with
     assert features.shape[1] == _classifier_width(state["model"]), (cut.layer, features.shape)
@@ -227,8 +227,8 @@ def test_classifier_head_variants(kind, closed_form, exporter, tmp_path):
     with torch.no_grad():
         reference = model(torch.from_numpy(x)).numpy()
 
-    splitter = open_model(identify(path), None, tmp_path)
-    cut = split(splitter, None)
+    graph = open_model(identify(path), None, tmp_path)
+    cut = cut_at(graph, None)
     features, outputs = cut.trunk(x)
     assert features.shape[1] == 8, (cut.layer, cut.op)  # the 8 pooled channels (the 8 x 8 x 8 map for conv1x1)
     _assert_close(outputs, reference, "model output")
@@ -255,15 +255,15 @@ def test_weights_computed_from_constants_and_identity_ops(tmp_path):
         helper.make_node("MatMul", ["dropped", "w"], ["z"]), helper.make_node("Add", ["z", "b"], ["scores"]),
         helper.make_node("Identity", ["scores"], ["logits"]),
     ]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+    proto = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 3])],
                               [numpy_helper.from_array(w_t, "w_t"), numpy_helper.from_array(bias, "b")])
     path = tmp_path / "converted.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 17)]), path)
 
-    splitter = open_model(identify(path), None, tmp_path)
-    cut = split(splitter, None)
-    assert cut.layer == "dropped" and "dropped" in [lay.name for lay in splitter.layers() if lay.default]
+    graph = open_model(identify(path), None, tmp_path)
+    cut = cut_at(graph, None)
+    assert cut.layer == "dropped" and "dropped" in [lay.name for lay in graph.layers() if lay.default]
     x = rng.normal(size=(4, 6)).astype(np.float32)
     features, logits = cut.trunk(x)
     np.testing.assert_allclose(logits, np.maximum(x, 0) @ w_t.T + bias, rtol=1e-5, atol=1e-5)

@@ -89,8 +89,8 @@ def test_layers_lists_candidates_and_marks_the_default(cnn_paths):
 def test_choosing_another_layer(cnn_paths, tiny_data):
     from genaudit.models import identify, open_model
 
-    splitter = open_model(identify(cnn_paths["onnx"]), None, None)
-    conv = next(lay.name for lay in splitter.layers() if lay.op == "Conv")
+    graph = open_model(identify(cnn_paths["onnx"]), None, None)
+    conv = next(lay.name for lay in graph.layers() if lay.op == "Conv")
     card = json.loads(run("score", cnn_paths["onnx"], "--data", tiny_data, "--layer", conv, "-f", "json").output)
     assert card["layer"]["name"] == conv and card["layer"]["units"] == 6 and not card["layer"]["default"]
     assert_user_error(run("score", cnn_paths["onnx"], "--data", tiny_data, "--layer", "nope"),

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from conftest import export_all, tiny_mlp
 from genaudit import audit
 from genaudit.errors import GenauditError
-from genaudit.models import OnnxSplitter, identify, open_model, split
+from genaudit.models import OnnxGraph, identify, open_model, cut_at
 
 
 def splitter_for(path, shape=(1, 8, 8), tmp_cache=None):
@@ -35,21 +35,21 @@ def test_all_four_formats_give_the_same_layer_and_scores(trained_mlp, tiny_data,
 
 
 def test_trunk_and_head_reproduce_the_model_at_every_layer(cnn_paths, tmp_path):
-    splitter = splitter_for(cnn_paths["onnx"], tmp_cache=tmp_path)
+    graph = splitter_for(cnn_paths["onnx"], tmp_cache=tmp_path)
     x = np.random.default_rng(0).normal(size=(5, 1, 8, 8)).astype(np.float32)
-    layers = splitter.layers()
-    assert [lay.name for lay in layers if lay.default] == [splitter.default_layer_name()]
+    layers = graph.layers()
+    assert [lay.name for lay in layers if lay.default] == [graph.default_layer_name()]
     assert len(layers) >= 4
     for lay in layers:
-        cut = split(splitter, lay.name)
+        cut = cut_at(graph, lay.name)
         features, logits = cut.trunk(x)
         assert features.shape[1:] == tuple(lay.shape)
         np.testing.assert_allclose(cut.head(features), logits, atol=1e-5)
 
 
 def test_default_layer_is_the_classifier_input(cnn_paths, tmp_path):
-    splitter = splitter_for(cnn_paths["onnx"], tmp_cache=tmp_path)
-    default = next(lay for lay in splitter.layers() if lay.default)
+    graph = splitter_for(cnn_paths["onnx"], tmp_cache=tmp_path)
+    default = next(lay for lay in graph.layers() if lay.default)
     assert default.op == "Flatten" and default.shape == (24,)  # fc's input: 6 channels x 2 x 2, flattened
 
 
@@ -88,18 +88,18 @@ def _matmul_add_model(path):
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["feat"]),
              helper.make_node("MatMul", ["feat", "w2"], ["z"]), helper.make_node("Add", ["z", "b2"], ["logits"]),
              helper.make_node("Softmax", ["logits"], ["probs"], axis=1)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+    proto = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
                               [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [1, 3])], inits)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    onnx.save(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 def test_matmul_add_classifier_and_fixed_batch_declaration(tmp_path):
     path = tmp_path / "tf_like.onnx"
     _matmul_add_model(path)
-    splitter = splitter_for(path, tmp_cache=tmp_path)
-    assert splitter.default_layer_name() == "feat"
-    assert splitter.output_kind == "probabilities"
-    cut = split(splitter, None)
+    graph = splitter_for(path, tmp_cache=tmp_path)
+    assert graph.default_layer_name() == "feat"
+    assert graph.output_kind == "probabilities"
+    cut = cut_at(graph, None)
     x = np.random.default_rng(1).normal(size=(7, 6)).astype(np.float32)
     features, probs = cut.trunk(x)  # batch 7 through a graph declared with batch 1
     np.testing.assert_allclose(cut.head_runner(features)[0], probs, atol=1e-6)
@@ -112,15 +112,15 @@ def test_a_cut_inside_a_skip_connection_is_not_offered(tmp_path):
     w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Add", ["a", "x"], ["s"]),
              helper.make_node("MatMul", ["s", "w"], ["out"])]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+    proto = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["n", 4])], [w])
     path = tmp_path / "skip.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    splitter = OnnxSplitter(onnx.load(path))
-    names = [lay.name for lay in splitter.layers()]
+    onnx.save(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 17)]), path)
+    graph = OnnxGraph(onnx.load(path))
+    names = [lay.name for lay in graph.layers()]
     assert "s" in names and "a" not in names
     with pytest.raises(GenauditError, match="skip connection"):
-        splitter.resolve_layer("a")
+        graph.resolve_layer("a")
 
 
 def test_pickled_module_and_state_dict_are_refused_without_unpickling(tmp_path, monkeypatch):

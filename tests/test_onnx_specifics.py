@@ -94,8 +94,8 @@ def test_a_keras_model_converted_by_tf2onnx(tmp_path):
     assert card["model"]["input_layout"] == "nhwc" and card["model"]["output_kind"] == "probabilities"
     assert card["layer"]["name"] == "flatten/Reshape:0" and card["layer"]["units"] == 150
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
-    splitter = open_model(identify(path), None, tmp_path)
-    w, b = splitter.affine("flatten/Reshape:0")  # MatMul + Add read as one affine head, in closed form
+    graph = open_model(identify(path), None, tmp_path)
+    w, b = graph.affine("flatten/Reshape:0")  # MatMul + Add read as one affine head, in closed form
     assert w.shape == (150, 5) and b.shape == (5,)
 
 

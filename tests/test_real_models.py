@@ -20,7 +20,7 @@ import pytest
 from genaudit import audit
 from genaudit.data import Preprocess, load_data
 from genaudit.errors import GenauditError
-from genaudit.models import identify, input_layout, open_model, split
+from genaudit.models import identify, input_layout, open_model, cut_at
 
 REAL = Path(__file__).resolve().parent / "fixtures" / "real_models"
 MNIST = Preprocess(mean=(0.1307,), std=(0.3081,))
@@ -66,9 +66,9 @@ def test_a_real_model_returning_a_tuple_is_split_at_its_feature_layer(name, mnis
 
     file = identify(REAL / name)
     assert file.kind == "torchscript"
-    splitter = open_model(file, x.shape[1:], tmp_path)
-    assert splitter.output_kind == "logits"
-    cut = split(splitter, None)
+    graph = open_model(file, x.shape[1:], tmp_path)
+    assert graph.output_kind == "logits"
+    cut = cut_at(graph, None)
     units, op = REAL_MODELS[name]
     assert cut.default and cut.op == op
 
@@ -80,11 +80,11 @@ def test_a_real_model_returning_a_tuple_is_split_at_its_feature_layer(name, mnis
     assert_same_logits(cut.affine(features), reference[0])
 
     # the activations the model also returns are ordinary layers: a cut there reproduces the logits too
-    layers = splitter.layers()
+    layers = graph.layers()
     assert [lay.name for lay in layers if lay.default] == [cut.layer]
     assert len(layers) >= 4
     for lay in layers:
-        part = split(splitter, lay.name)
+        part = cut_at(graph, lay.name)
         features, logits = part.trunk(x[:20])
         assert features.shape[1:] == tuple(lay.shape), lay
         assert_same_logits(part.head_runner(features)[0], reference[0][:20])
@@ -215,10 +215,10 @@ def test_onnx_with_input_784x1_and_batch_fixed_to_1(mnist, tmp_path):
     assert declared == [1, 784, 1]
 
     x = mnist[0][:50]
-    splitter = open_model(identify(path), None, tmp_path)
-    assert splitter.input_shape == (784, 1)
-    assert input_layout(splitter.input_shape, (1, 28, 28)) == "flat"  # flattened, then given the model's shape
-    cut = split(splitter, None)
+    graph = open_model(identify(path), None, tmp_path)
+    assert graph.input_shape == (784, 1)
+    assert input_layout(graph.input_shape, (1, 28, 28)) == "flat"  # flattened, then given the model's shape
+    cut = cut_at(graph, None)
     features, logits = cut.trunk(x.reshape(len(x), 784, 1))  # 50 samples through a batch-1 graph
     assert_same_logits(logits, torch_outputs(REAL / "final_mnist_cnn.ts", x)[0])
     assert_same_logits(cut.head_runner(features)[0], logits)
@@ -238,9 +238,9 @@ def test_onnx_with_channels_last_grayscale_input(mnist, tmp_path):
     assert "Transpose" in {n.op_type for n in onnx.load(str(path)).graph.node}
 
     x = mnist[0][:50]
-    splitter = open_model(identify(path), None, tmp_path)
-    assert splitter.input_shape == (28, 28, 1)
-    cut = split(splitter, None)
+    graph = open_model(identify(path), None, tmp_path)
+    assert graph.input_shape == (28, 28, 1)
+    cut = cut_at(graph, None)
     features, logits = cut.trunk(x.transpose(0, 2, 3, 1))
     assert_same_logits(logits, torch_outputs(REAL / "final_mnist_cnn.ts", x)[0])
     assert_same_logits(cut.head_runner(features)[0], logits)
@@ -268,9 +268,9 @@ def test_onnx_with_channels_last_rgb_input(tmp_path):
 
     model = NHWC().eval()
     path = _export_onnx(model, torch.zeros(2, 32, 32, 3), tmp_path / "rgb_nhwc.onnx")
-    splitter = open_model(identify(path), None, tmp_path)
-    assert splitter.input_shape == (32, 32, 3)
-    cut = split(splitter, None)
+    graph = open_model(identify(path), None, tmp_path)
+    assert graph.input_shape == (32, 32, 3)
+    cut = cut_at(graph, None)
     x = np.random.default_rng(0).normal(size=(6, 32, 32, 3)).astype(np.float32)
     with torch.no_grad():
         reference = model(torch.from_numpy(x)).numpy()
@@ -278,7 +278,7 @@ def test_onnx_with_channels_last_rgb_input(tmp_path):
     assert features.shape == (6, 900)
     assert_same_logits(logits, reference)
     assert_same_logits(cut.head_runner(features)[0], reference)
-    assert input_layout(splitter.input_shape, (3, 32, 32)) == "nhwc"
+    assert input_layout(graph.input_shape, (3, 32, 32)) == "nhwc"
 
 
 def test_onnx_returning_logits_and_features(mnist, tmp_path):
@@ -299,9 +299,9 @@ def test_onnx_returning_logits_and_features(mnist, tmp_path):
     reference = torch_outputs(REAL / "new_final_mnist_cnn.ts", x)[0]
     plain = float(np.mean(reference.argmax(1) == y))
     for path in (pair, four):
-        splitter = open_model(identify(path), None, tmp_path)
-        assert [o.name for o in splitter.model.graph.output][0] == "logits"
-        cut = split(splitter, None)
+        graph = open_model(identify(path), None, tmp_path)
+        assert [o.name for o in graph.model.graph.output][0] == "logits"
+        cut = cut_at(graph, None)
         features, logits = cut.trunk(x[:100])
         assert features.shape == (100, 10)
         assert_same_logits(logits, reference[:100])

@@ -9,9 +9,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from genaudit.data.sources import load_source
-from genaudit.files import data_cache_dir
 from genaudit.errors import GenauditError
-
+from genaudit.files import data_cache_dir
 
 # name -> (scale, mean, std); scale None = x/255 for uint8 data (as stored for float data)
 PRESETS: dict[str, tuple[float | None, tuple[float, ...], tuple[float, ...]]] = {

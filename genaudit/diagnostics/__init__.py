@@ -10,17 +10,32 @@ from genaudit.diagnostics.ablation import DIAGNOSTIC as ABLATION
 from genaudit.diagnostics.ablation import ablation
 from genaudit.diagnostics.consistency import DIAGNOSTIC as CONSISTENCY
 from genaudit.diagnostics.consistency import consistency
-from genaudit.diagnostics.input_space import AUGMENTATION, INPUT_NOISE, augmentation_agreement, input_noise_agreement
+from genaudit.diagnostics.input_space import (
+    AUGMENTATION,
+    INPUT_NOISE,
+    augmentation_agreement,
+    input_noise_agreement,
+)
 from genaudit.diagnostics.magnitude import DIAGNOSTIC as MAGNITUDE
 from genaudit.diagnostics.magnitude import magnitude, per_sample_magnitude
 from genaudit.diagnostics.noise import DIAGNOSTIC as NOISE
 from genaudit.diagnostics.noise import noise_robustness
-from genaudit.diagnostics.perplexity import NODES, PERPLEXITY, nodes_as_classifiers, perplexity
+from genaudit.diagnostics.perplexity import (
+    NODES,
+    PERPLEXITY,
+    nodes_as_classifiers,
+    perplexity,
+)
 from genaudit.diagnostics.selectivity import DIAGNOSTIC as SELECTIVITY
 from genaudit.diagnostics.selectivity import selectivity
 from genaudit.diagnostics.selectivity_extra import (
-    IMPORTANCE, MUTUAL_INFORMATION, ORDERED_ABLATION, importance_correlation, mi_selectivity,
-    selectivity_ordered_ablation, single_unit_importance,
+    IMPORTANCE,
+    MUTUAL_INFORMATION,
+    ORDERED_ABLATION,
+    importance_correlation,
+    mi_selectivity,
+    selectivity_ordered_ablation,
+    single_unit_importance,
 )
 from genaudit.diagnostics.similarity import DRIFT, linear_cka, svcca
 from genaudit.diagnostics.steadiness import DIAGNOSTIC as STEADINESS

@@ -1,13 +1,13 @@
-"""Model sources: a file on disk (ONNX, TorchScript, torch.export) becomes an OnnxSplitter that can be cut.
+"""Model sources: a file on disk (ONNX, TorchScript, torch.export) becomes an OnnxGraph that can be cut.
 
 Supported: `.onnx` (incl. external-data side files and fixed batch size), TorchScript (`.pt`/`.pth`/`.ts`,
 scripted or traced), torch.export archives (`.pt2`). Pickled `nn.Module` files and bare state_dicts are
 refused without being unpickled.
 
 The submodules: `torch_formats` converts TorchScript and torch.export files to ONNX; `graph` analyses the ONNX
-graph (OnnxSplitter: outputs, shapes, layers, the default feature layer, valid cuts); `affine` reads the head
-of a cut in closed form; `runtime` builds the trunk and head of a cut and runs them in onnxruntime (split,
-SplitModel); `ops` is the op vocabulary `graph` and `affine` share.
+graph (OnnxGraph: outputs, shapes, layers, the default feature layer, valid cuts); `affine` reads the head
+of a cut in closed form; `runtime` builds the trunk and head of a cut and runs them in onnxruntime (cut_at,
+CutModel); `ops` is the op vocabulary `graph` and `affine` share.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from genaudit.errors import GenauditError
-from genaudit.models.graph import Layer, OnnxSplitter
-from genaudit.models.runtime import SplitModel, same_layout, split
+from genaudit.models.graph import Layer, OnnxGraph
+from genaudit.models.runtime import CutModel, cut_at, same_layout
 
 FORMAT_NAMES = {"onnx": "onnx", "torchscript": "torchscript", "export": "torch.export"}
 
@@ -70,7 +70,11 @@ def _missing_external_data(path: Path) -> list[str]:
     import onnx
 
     try:
-        from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+        from onnx.external_data_helper import (
+            ExternalDataInfo,
+            _get_all_tensors,
+            uses_external_data,
+        )
 
         model = onnx.load(str(path), load_external_data=False)
         locations = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
@@ -101,12 +105,12 @@ def _load_onnx(path: Path):
 
 
 def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layout: str | None = None,
-               output: str | None = None) -> OnnxSplitter:
+               output: str | None = None) -> OnnxGraph:
     """Open a model for splitting, its class scores taken from `output` (a name or index; None: chosen).
     `data_shape` (per sample, C,H,W or D) is needed for TorchScript, which records none: the model is traced
     with the data in `layout`, or in the first layout it accepts."""
     if file.kind == "onnx":
-        return OnnxSplitter(_load_onnx(file.path), output)
+        return OnnxGraph(_load_onnx(file.path), output)
     import onnx
 
     from genaudit.models import torch_formats
@@ -125,7 +129,7 @@ def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layou
             "`score`, --data: the shape is taken from the data)."
         )
     data = torch_formats.to_onnx(file.path, file.kind, candidates, file.sha256, cache_dir)
-    return OnnxSplitter(onnx.load_from_string(data), output)
+    return OnnxGraph(onnx.load_from_string(data), output)
 
 
 LAYOUTS = ("nchw", "nhwc", "flat")
@@ -179,5 +183,5 @@ def input_layout(model_shape: tuple, data_shape: tuple, requested: str | None = 
     )
 
 
-__all__ = ["LAYOUTS", "Layer", "ModelFile", "OnnxSplitter", "SplitModel", "identify", "input_layout", "open_model",
-           "split"]
+__all__ = ["LAYOUTS", "Layer", "ModelFile", "OnnxGraph", "CutModel", "identify", "input_layout", "open_model",
+           "cut_at"]

@@ -13,12 +13,12 @@ import onnx
 from genaudit.models.ops import ARGMAX_SAFE, CONSTANT_OPERAND, OUTPUT_KINDS, attr
 
 if TYPE_CHECKING:
-    from genaudit.models.graph import OnnxSplitter
+    from genaudit.models.graph import OnnxGraph
 
 Affine = tuple[np.ndarray, np.ndarray]  # (W, b): scores = flatten(features) @ W + b
 
 
-def affine_head(graph: OnnxSplitter, layer: str) -> Affine | None:
+def affine_head(graph: OnnxGraph, layer: str) -> Affine | None:
     """(W, b) such that argmax(output) = argmax(flatten(layer) @ W + b), when the head is one Gemm or MatMul
     with constant weights, then only constant biases and scales (Add/Sub/Mul/Div by a constant scalar or
     per-class vector, folded into W and b exactly) and ops that keep each row's argmax; else None."""
@@ -49,7 +49,7 @@ def affine_head(graph: OnnxSplitter, layer: str) -> Affine | None:
     return wb
 
 
-def _classifier(graph: OnnxSplitter, node: onnx.NodeProto, layer: str) -> Affine | None:
+def _classifier(graph: OnnxGraph, node: onnx.NodeProto, layer: str) -> Affine | None:
     """(W, b) of the Gemm or MatMul `node`, whose first operand is the layer (or an alias of it), when its
     weights and bias are constant and it computes flatten(layer) @ W + b; else None."""
     op = node.op_type
@@ -75,7 +75,7 @@ def _classifier(graph: OnnxSplitter, node: onnx.NodeProto, layer: str) -> Affine
     return w, b
 
 
-def _fold(graph: OnnxSplitter, node: onnx.NodeProto, current: str, w: np.ndarray, b: np.ndarray) -> Affine | None:
+def _fold(graph: OnnxGraph, node: onnx.NodeProto, current: str, w: np.ndarray, b: np.ndarray) -> Affine | None:
     """(W, b) with the Add/Sub/Mul/Div by a constant that `node` applies to `current` (the scores so far) folded
     in exactly; None when the constant is not one value or one value per class, or divides by the scores."""
     other = next(i for i in node.input if i and i != current)

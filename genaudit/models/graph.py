@@ -18,8 +18,15 @@ from onnx import helper
 from genaudit.errors import GenauditError
 from genaudit.models.affine import Affine, affine_head
 from genaudit.models.ops import (
-    AFTER_CLASSIFIER, CONSTANT_OPERAND, FLOAT_TYPES, NOT_A_LAYER, ONLY_IF_FLOAT, OUTPUT_KINDS, PASS_THROUGH,
-    RANDOM_OPS, attr,
+    AFTER_CLASSIFIER,
+    CONSTANT_OPERAND,
+    FLOAT_TYPES,
+    NOT_A_LAYER,
+    ONLY_IF_FLOAT,
+    OUTPUT_KINDS,
+    PASS_THROUGH,
+    RANDOM_OPS,
+    attr,
 )
 
 
@@ -50,7 +57,7 @@ def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-class OnnxSplitter:
+class OnnxGraph:
     """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, where it can be cut,
     and (through `affine`) its head in closed form. runtime.py builds and runs the two parts of a cut."""
 
@@ -304,7 +311,7 @@ class OnnxSplitter:
 
     def resolve_layer(self, name: str | None) -> str:
         """The tensor to cut at: the default feature layer, or a tensor/node name that is a clean cut. Resolve
-        once and pass the result on: `split` takes it as it is."""
+        once and pass the result on: `cut_at` takes it as it is."""
         if name is None:
             return self.default_layer_name()
         node = next((n for n in self.model.graph.node if n.name == name), None)

@@ -5,7 +5,6 @@ reads), and run on batches."""
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -14,9 +13,7 @@ from onnx import TensorProto, helper
 
 from genaudit.errors import GenauditError
 from genaudit.heads import AffineHead, Head
-from genaudit.models.graph import OnnxSplitter
-
-THREADS_VARIABLE = "GENAUDIT_THREADS"  # fallback for `threads`, set by `compare --jobs N` (to be removed)
+from genaudit.models.graph import OnnxGraph
 
 
 def same_layout(model_shape: tuple, data_shape: tuple) -> bool:
@@ -37,13 +34,11 @@ class Runner:
 
     def __init__(self, model: bytes, what: str, threads: int | None = None) -> None:
         """Open the serialized `model` (`what` names it in errors) with `threads` intra-op threads (None:
-        $GENAUDIT_THREADS when set, else onnxruntime's default)."""
+        onnxruntime's default, one per core)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
-        if threads is None and os.environ.get(THREADS_VARIABLE):
-            threads = int(os.environ[THREADS_VARIABLE])
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
@@ -84,7 +79,7 @@ class Runner:
 
 
 @dataclass
-class SplitModel:
+class CutModel:
     """A classifier cut at one layer. `trunk(x)` gives (features, outputs); `head(features)` gives outputs."""
 
     layer: str          # tensor name of the cut
@@ -109,7 +104,7 @@ class SplitModel:
         return self.affine if self.affine is not None else (lambda features: self.head_runner(features)[0])
 
 
-def trunk_model(graph: OnnxSplitter, layer: str, extra: Sequence[str] = ()) -> bytes:
+def trunk_model(graph: OnnxGraph, layer: str, extra: Sequence[str] = ()) -> bytes:
     """The whole model with outputs [layer, model output, *extra], serialized: one pass gives features, outputs
     and any other layers. (The graph's outputs are swapped for the serialization only.)"""
     outputs = graph.model.graph.output
@@ -124,7 +119,7 @@ def trunk_model(graph: OnnxSplitter, layer: str, extra: Sequence[str] = ()) -> b
         outputs.extend(saved)
 
 
-def head_model(graph: OnnxSplitter, layer: str) -> bytes:
+def head_model(graph: OnnxGraph, layer: str) -> bytes:
     """The part of the graph from the layer's tensor to the output, serialized."""
     nodes = graph.head_nodes(layer)
     used = {i for n in nodes for i in n.input}
@@ -139,19 +134,19 @@ def head_model(graph: OnnxSplitter, layer: str) -> bytes:
     return model.SerializeToString()
 
 
-def split(splitter: OnnxSplitter, layer: str | None, extra: Sequence[str] = (),
-          threads: int | None = None) -> SplitModel:
+def cut_at(graph: OnnxGraph, layer: str | None, extra: Sequence[str] = (),
+          threads: int | None = None) -> CutModel:
     """Cut the model at `layer` and open both parts in onnxruntime with `threads` intra-op threads each (None:
-    $GENAUDIT_THREADS when set, else onnxruntime's default); the trunk also returns the `extra` layers' tensors.
+    onnxruntime's default); the trunk also returns the `extra` layers' tensors.
     `layer` is a tensor name as `resolve_layer` gives it or `layers()` lists it (taken as it is, not resolved
     again), or None for the default feature layer."""
-    name = splitter.default_layer_name() if layer is None else layer
-    return SplitModel(
+    name = graph.default_layer_name() if layer is None else layer
+    return CutModel(
         layer=name,
-        op=splitter.op_of(name),
-        default=splitter.is_default(name),
-        output_kind=splitter.output_kind,
-        trunk_runner=Runner(trunk_model(splitter, name, extra), "trunk", threads),
-        head_runner=Runner(head_model(splitter, name), "head", threads),
-        affine=None if (wb := splitter.affine(name)) is None else AffineHead(*wb),
+        op=graph.op_of(name),
+        default=graph.is_default(name),
+        output_kind=graph.output_kind,
+        trunk_runner=Runner(trunk_model(graph, name, extra), "trunk", threads),
+        head_runner=Runner(head_model(graph, name), "head", threads),
+        affine=None if (wb := graph.affine(name)) is None else AffineHead(*wb),
     )

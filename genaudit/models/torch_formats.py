@@ -6,7 +6,6 @@ torch is imported only here, and only for these formats: auditing an ONNX file n
 from __future__ import annotations
 
 import io
-import os
 import pickletools
 import re
 import warnings
@@ -14,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 from genaudit.errors import GenauditError
+from genaudit.files import write_atomic
 
 EXPORT_HINT = (
     "Export the model to TorchScript (`torch.jit.script(model).save('model.pt')`), to ONNX "
@@ -134,9 +134,7 @@ def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_d
     finally:
         _forget_modules()
     cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, cached)
+    write_atomic(cached, data)
     return data
 
 

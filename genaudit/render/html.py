@@ -7,9 +7,9 @@ import html
 import io
 import re
 
-from genaudit.metrics import HEADLINE
 from genaudit.features import CLEAN_ACCURACY
-from genaudit.render import layer_columns, fmt, rows, verdict
+from genaudit.metrics import HEADLINE
+from genaudit.render import fmt, layer_columns, rows, verdict
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from genaudit.render import layer_columns, fmt, ranked_correlations, rows, signed, sparkline, verdict
+from genaudit.render import (
+    fmt,
+    layer_columns,
+    ranked_correlations,
+    rows,
+    signed,
+    sparkline,
+    verdict,
+)
 from genaudit.render.interface import Renderer
 
 

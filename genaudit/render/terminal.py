@@ -10,7 +10,15 @@ from rich.panel import Panel
 from rich.table import Table
 
 from genaudit.metrics import BY_NAME, HEADLINE
-from genaudit.render import layer_columns, fmt, ranked_correlations, rows, signed, sparkline, verdict
+from genaudit.render import (
+    fmt,
+    layer_columns,
+    ranked_correlations,
+    rows,
+    signed,
+    sparkline,
+    verdict,
+)
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
