@@ -16,6 +16,7 @@ from genaudit import audit
 from genaudit.cli import app
 from genaudit.errors import GenauditError
 from genaudit.models import identify, open_model
+from genaudit.models.affine import affine_head
 
 RNG = np.random.default_rng(1)
 IMAGES = RNG.integers(0, 256, size=(60, 3, 12, 12)).astype(np.uint8)
@@ -95,7 +96,7 @@ def test_a_keras_model_converted_by_tf2onnx(tmp_path):
     assert card["layer"]["name"] == "flatten/Reshape:0" and card["layer"]["units"] == 150
     assert card["clean_accuracy"] == pytest.approx(expected, abs=1e-12)
     graph = open_model(identify(path), None, tmp_path)
-    w, b = graph.affine("flatten/Reshape:0")  # MatMul + Add read as one affine head, in closed form
+    w, b = affine_head(graph, "flatten/Reshape:0")  # MatMul + Add read as one affine head, in closed form
     assert w.shape == (150, 5) and b.shape == (5,)
 
 

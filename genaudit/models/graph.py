@@ -16,7 +16,6 @@ import onnx
 from onnx import helper
 
 from genaudit.errors import GenauditError
-from genaudit.models.affine import Affine, affine_head
 from genaudit.models.ops import (
     AFTER_CLASSIFIER,
     CONSTANT_OPERAND,
@@ -59,7 +58,7 @@ def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
 
 class OnnxGraph:
     """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, where it can be cut,
-    and (through `affine`) its head in closed form. runtime.py builds and runs the two parts of a cut."""
+    (affine.py reads a cut's head in closed form). runtime.py builds and runs the two parts of a cut."""
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None) -> None:
         """Analyse `model` (made batch-free in place), its class scores taken from `output` (a name or an
@@ -326,10 +325,6 @@ class OnnxGraph:
     def op_of(self, tensor: str) -> str:
         """The op that produces `tensor` ('input' for the graph input)."""
         return self._producer[tensor].op_type if tensor in self._producer else "input"
-
-    def affine(self, layer: str) -> Affine | None:
-        """The head after a cut at `layer` in closed form, (W, b), when it is one affine map (see affine_head)."""
-        return affine_head(self, layer)
 
 
 def _choose_output(names: list[str], requested: str | None, classifies: Callable[[str], bool]) -> int:

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 
 from genaudit.errors import GenauditError
 from genaudit.heads import AffineHead, Head
+from genaudit.models.affine import affine_head
 from genaudit.models.graph import OnnxGraph
 
 
@@ -148,5 +149,5 @@ def cut_at(graph: OnnxGraph, layer: str | None, extra: Sequence[str] = (),
         output_kind=graph.output_kind,
         trunk_runner=Runner(trunk_model(graph, name, extra), "trunk", threads),
         head_runner=Runner(head_model(graph, name), "head", threads),
-        affine=None if (wb := graph.affine(name)) is None else AffineHead(*wb),
+        affine=None if (wb := affine_head(graph, name)) is None else AffineHead(*wb),
     )
