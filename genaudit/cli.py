@@ -17,6 +17,7 @@ from typing import Annotated, Callable, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from genaudit.errors import GenauditError
 
@@ -39,8 +40,11 @@ OutputOpt = Annotated[Optional[str], typer.Option("--output", help="The model ou
                                                   "by name or index (default: the one named *logit*, else the "
                                                   "first a classification layer produces).")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format on stdout.")]
-FailUnder = Annotated[List[str], typer.Option(metavar="METRIC=VALUE", help="METRIC=VALUE: exit 1 if the metric is below VALUE "
-                                              "(e.g. ablation=0.6). Repeatable.")]
+FailUnder = Annotated[List[str], typer.Option(metavar="METRIC=VALUE", help="Exit 1 if the metric is worse than VALUE: "
+                                              "below it when higher is better (ablation=0.6), above it when lower is "
+                                              "better (consistency=1.5). Repeatable.")]
+FailIf = Annotated[List[str], typer.Option(metavar="METRIC<VALUE", help="Exit 1 if the comparison holds, e.g. "
+                                           "'perplexity>0.9' or 'estimate<0.8' (any metric). Repeatable.")]
 Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here.")]
 Json = Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON document here.")]
 
@@ -106,7 +110,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except GenauditError as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except (KeyboardInterrupt, Exception):
             if not _interrupted:
@@ -151,15 +155,17 @@ def score(
     html: Html = None,
     fmt: FormatOpt = Format.table,
     fail_under: FailUnder = [],  # noqa: B006 (Typer reads the default)
+    fail_if: FailIf = [],  # noqa: B006
     fail_if_worse_than: Annotated[Optional[Path], typer.Option(help="Baseline scorecard JSON: exit 1 if the "
                                                                "primary metric drops by more than --tolerance.")] = None,
     tolerance: Annotated[float, typer.Option(help="Allowed drop against the baseline.")] = 0.01,
 ) -> None:
     """Audit one model: terminal report and JSON scorecard."""
-    from genaudit import thresholds
+    from genaudit import files, thresholds
     from genaudit.pipeline import audit
 
-    checks = [thresholds.parse(s) for s in fail_under]
+    files.check_outputs(json_path, html, (model, data, fail_if_worse_than))
+    checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
     baseline = None if fail_if_worse_than is None else thresholds.load_baseline(fail_if_worse_than)
     bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
     with bar:
@@ -190,15 +196,17 @@ def compare(
     html: Html = None,
     fmt: FormatOpt = Format.table,
     fail_under: FailUnder = [],  # noqa: B006
+    fail_if: FailIf = [],  # noqa: B006
 ) -> None:
     """Audit a series of models on the same samples: table, trend, ranking, early-stopping point, selection."""
-    from genaudit import thresholds
+    from genaudit import files, thresholds
     from genaudit.comparison import compare as run_compare
     from genaudit.metrics import PRIMARY
 
+    files.check_outputs(json_path, html, (*models, data))
     if select not in (None, "best"):
         raise GenauditError(f"--select takes 'best' (got '{select}').")
-    checks = [thresholds.parse(s) for s in fail_under]
+    checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
     bar, progress = _progress("models audited", fmt == Format.table)
     with bar:
         result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, jobs=jobs, progress=progress,
@@ -258,8 +266,10 @@ def validate(
     Spearman rho, overall and within each training run."""
     import json
 
+    from genaudit import files
     from genaudit.validation import validate as run_validate
 
+    files.check_outputs(json_path, html, (*models, data, holdout, runs))
     run_map = None
     if runs is not None:
         try:
@@ -333,6 +343,6 @@ def main() -> None:
     try:
         defaults = default_map(Path.cwd())
     except GenauditError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(2) from None
     app(default_map=defaults)

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import glob
+import math
 import multiprocessing
 import os
 import re
@@ -61,7 +62,10 @@ def expand(models: list[str | Path], order: str = "natural") -> list[Path]:
 
 def _audit_one(args: tuple) -> Scorecard:
     model, dataset, opts = args
-    return audit_dataset(model, dataset, opts)
+    try:
+        return audit_dataset(model, dataset, opts)
+    except GenauditError as exc:
+        raise GenauditError(f"{model}: {exc}") from None  # which model of the series failed
 
 
 def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int = 1,
@@ -86,12 +90,14 @@ def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int
         return collect(pool.imap(_audit_one, work))
 
 
-def early_stopping(values: list[float | None], train_accuracy: list[float | None], tolerance: float = 0.01) -> dict:
-    """Where the score peaks in an ordered series, and where memorization sets in: the first later checkpoint
-    whose score has fallen by more than `tolerance` below the peak while training accuracy kept rising."""
+def early_stopping(values: list[float | None], train_accuracy: list[float | None], tolerance: float = 0.01,
+                   name: str = "score") -> dict:
+    """Where the ranking metric (`name`, oriented: higher is better) peaks in an ordered series, and where
+    memorization sets in: the first later checkpoint whose value has fallen by more than `tolerance` below the
+    peak while training accuracy kept rising."""
     scored = [(i, v) for i, v in enumerate(values) if v is not None]
     if not scored:
-        return {"peak": None, "memorization_onset": None, "evidence": "no checkpoint has a score"}
+        return {"peak": None, "memorization_onset": None, "evidence": f"no checkpoint has a value of {name}"}
     peak = max(scored, key=lambda iv: iv[1])[0]
     onset = None
     if any(a is None for a in train_accuracy):
@@ -101,9 +107,9 @@ def early_stopping(values: list[float | None], train_accuracy: list[float | None
             if values[i] is not None and values[i] < values[peak] - tolerance and train_accuracy[i] > train_accuracy[peak]:
                 onset = i
                 break
-        evidence = ("score keeps within tolerance of its peak or training accuracy stops rising after it"
+        evidence = (f"{name} keeps within tolerance of its peak or training accuracy stops rising after it"
                     if onset is None else
-                    f"score {values[peak]:.3f} → {values[onset]:.3f} while training accuracy "
+                    f"{name} {values[peak]:.3f} → {values[onset]:.3f} while training accuracy "
                     f"{train_accuracy[peak]:.3f} → {train_accuracy[onset]:.3f}")
     return {"peak": peak, "memorization_onset": onset, "evidence": evidence}
 
@@ -128,7 +134,8 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     sign = 1 if metric.better == "higher" else -1
     keyed = [sign * v if v is not None else None for v in values]
     ranking = sorted((i for i, v in enumerate(keyed) if v is not None), key=lambda i: -keyed[i])
-    stop = early_stopping(keyed, [c["clean_accuracy"] for c in cards])
+    errors = [lookup(c, metric.path.rsplit(".", 1)[0] + ".standard_error") or 0.0 for c in cards]
+    stop = early_stopping(keyed, [c["clean_accuracy"] for c in cards], name=metric.name)
     similarity = drift(cards)
     name = lambda i: None if i is None else str(paths[i])  # noqa: E731
     rows = [{"model": str(p), "rank": ranking.index(i) + 1 if i in ranking else None, "value": values[i],
@@ -141,10 +148,25 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
         "models": rows,
         "ranking": [str(paths[i]) for i in ranking],
         "selected": name(ranking[0] if ranking else None),
+        "selection": selection(ranking, keyed, errors, name),
         "early_stopping": {"peak": name(stop["peak"]), "memorization_onset": name(stop["memorization_onset"]),
                            "evidence": stop["evidence"]},
         "scorecards": [dict(c) for c in cards],
     }
+
+
+def selection(ranking: list[int], values: list[float | None], errors: list[float], name) -> dict:
+    """Is the best model better than the rest beyond sampling error? The models whose (oriented) value is within
+    two combined standard errors of the best one's are tied with it (identical values always are)."""
+    if not ranking:
+        return {"significant": False, "tied_with": [], "why": "no model has a value"}
+    best = ranking[0]
+    tied = [i for i in ranking[1:]
+            if values[best] - values[i] <= 2 * math.hypot(errors[best], errors[i]) or values[i] == values[best]]
+    why = ("better than every other model beyond two standard errors of sampling" if not tied else
+           f"within two standard errors of sampling of {len(tied)} other model(s): the data cannot tell them apart; "
+           "prefer the earliest, or audit more samples")
+    return {"significant": not tied, "tied_with": [name(i) for i in tied], "why": why}
 
 
 def check_rank_metric(rank_by: str) -> None:

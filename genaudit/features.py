@@ -56,6 +56,22 @@ def unit_values(features: np.ndarray) -> np.ndarray:
     return f.reshape(f.shape[0], f.shape[1], -1).mean(axis=2) if f.ndim > 2 else f
 
 
+def flat_pooled(x: np.ndarray, max_dims: int) -> np.ndarray:
+    """Samples as float32 vectors of at most `max_dims` values: image-like arrays (N, C, H, W) larger than that
+    are average-pooled over square spatial blocks first (the bottom/right rows that do not fill a block are
+    dropped), so distances between samples stay meaningful and bounded in memory. Smaller arrays are only
+    flattened."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 4 and x[0].size > max_dims:
+        c, h, w = x.shape[1:]
+        f = max(2, int(np.sqrt(x[0].size / max_dims)))  # the smallest block that fits, from below
+        while c * (h // f) * (w // f) > max_dims:
+            f += 1
+        h2, w2 = h // f, w // f
+        x = x[:, :, : h2 * f, : w2 * f].reshape(len(x), c, h2, f, w2, f).mean(axis=(3, 5))
+    return x.reshape(len(x), -1)
+
+
 def compute_features(
     trunk: Callable[[np.ndarray], list[np.ndarray]],
     batches,
@@ -87,7 +103,7 @@ def compute_features(
 
 
 CLEAN_ACCURACY = Metric("clean_accuracy", "clean_accuracy", "clean accuracy", "accuracy", "higher",
-                        "training accuracy (audited samples)",
+                        "accuracy on the audited samples",
                         "fraction of the audited (training) samples classified correctly",
                         "mean(argmax ψ(F) == y)", "—",
                         "Training accuracy, not test accuracy. Near chance (1/classes) usually means wrong "

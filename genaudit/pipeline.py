@@ -11,6 +11,8 @@ import numpy as np
 from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
+from genaudit.diagnostics.neighbours import flat_space
+from genaudit.estimate import estimate
 from genaudit.errors import GenauditError
 from genaudit.features import FeatureSet, compute_features, unit_values
 from genaudit.files import model_cache_dir
@@ -59,21 +61,30 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
     """Audit one model on an already loaded data set (shared by `compare`)."""
     timings = {}
     start = time.perf_counter()
-    file, graph, layout = open_for(model, dataset, opts.layout, opts.output)
+    labels = dataset.y if opts.labels else None
+    if labels is not None:
+        sanity.check_sample_size(labels)  # before any work
+    file, graph, layout = open_for(model, dataset, opts.layout, opts.output, labels)
     main = graph.resolve_layer(opts.layer)
     listed = _layer_list(graph, opts.layers)  # the per-layer table's rows, in graph order
     extra = [name for name in listed if name != main]
-    cut = cut_at(graph, main, extra, opts.threads)
+    early = graph.early_layer()  # the neighbour vote's early space
+    outputs = extra + [early] if early not in (None, main, *extra) else extra
+    cut = cut_at(graph, main, outputs, opts.threads)
     batch = opts.batch_size if not extra else max(16, opts.batch_size // 8)  # many outputs: smaller batches
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
     streams = {name: ([], []) for name in extra}
+    early_values: list[np.ndarray] = []
 
     def reduce_extra(arrays: list[np.ndarray]) -> None:
-        for name, array in zip(extra, arrays):
-            streams[name][0].append(unit_values(array).astype(np.float32))
-            streams[name][1].append(per_sample_magnitude(array))
+        for name, array in zip(outputs, arrays):
+            if name in streams:
+                streams[name][0].append(unit_values(array).astype(np.float32))
+                streams[name][1].append(per_sample_magnitude(array))
+            if name == early:
+                early_values.append(flat_space(array))
 
     done = [0]
 
@@ -82,14 +93,16 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         if progress is not None:
             progress(done[0], len(dataset))
 
-    labels = dataset.y if opts.labels else None
     fs = compute_features(cut.trunk, dataset.batches(batch, layout), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
     timings["features"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    context = Context(fs, opts, cut, dataset, layout)
-    diagnostics = run(of_kind("layer", "head"), context)
+    spaces = {"input": np.concatenate([flat_space(x) for x in dataset.batches(batch)])}
+    if early is not None:
+        spaces["early"] = np.concatenate(early_values) if early != main else flat_space(fs.features)
+    context = Context(fs, opts, cut, dataset, layout, spaces)
+    diagnostics = run(of_kind("layer", "head", "space"), context)
     timings["diagnostics"] = time.perf_counter() - start
 
     layers_table = None
@@ -127,7 +140,8 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         clean_accuracy=fs.clean_accuracy,
         diagnostics=diagnostics,
     )
-    card["warnings"] = clean_output_warnings(cut, dataset, fs, layout, opts)
+    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts)
+    card["estimate"] = estimate(card)
     card["score"] = generalization_score(
         card if not fs.labels_used else {"diagnostics": score_inputs(cut, fs.without_labels(), opts)})
     if layers_table is not None:
@@ -150,12 +164,13 @@ def score_inputs(cut: CutModel, fs: FeatureSet, opts: AuditOptions) -> dict:
     return run([d for d in of_kind("layer", "head") if d.top in needed], Context(fs, opts, cut))
 
 
-def open_for(model: str | Path, dataset: Dataset, layout: str | None = None,
-             output: str | None = None) -> tuple[ModelFile, OnnxGraph, str]:
+def open_for(model: str | Path, dataset: Dataset, layout: str | None = None, output: str | None = None,
+             labels: np.ndarray | None = None) -> tuple[ModelFile, OnnxGraph, str]:
     """Identify and open a model for this data: (file, graph, the input layout the data is fed in;
-    `layout` None = detected, `output` None = chosen)."""
+    `layout` None = detected, `output` None = chosen, among the outputs with enough classes for `labels`)."""
     file, shape = identify(model), dataset.sample_shape
-    graph = open_model(file, shape, model_cache_dir(), layout, output)
+    classes = int(labels.max()) + 1 if labels is not None and len(labels) else None
+    graph = open_model(file, shape, model_cache_dir(), layout, output, classes)
     sanity.check_scores(graph)
     return file, graph, input_layout(graph.input_shape, shape, layout)
 
@@ -164,14 +179,21 @@ def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditO
     """Plain accuracy of the whole model on labelled data (e.g. a holdout set), fed as `opts` says."""
     if dataset.y is None:
         raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
-    _, graph, layout = open_for(model, dataset, opts.layout, opts.output)
-    predictions = predicted_classes(cut_at(graph, None, threads=opts.threads), dataset.batches(opts.batch_size, layout))
+    _, graph, layout = open_for(model, dataset, opts.layout, opts.output, dataset.y)
+    cut = cut_at(graph, None, threads=opts.threads)
+    predictions = predicted_classes(cut, dataset.batches(opts.batch_size, layout), finite=True)
     return float(np.mean(predictions == dataset.y))
 
 
-def predicted_classes(cut: CutModel, batches) -> np.ndarray:
-    """The whole model's predicted class for every sample of the batches."""
-    return np.concatenate([cut.predict(x).reshape(len(x), -1).argmax(axis=1) for x in batches])
+def predicted_classes(cut: CutModel, batches, finite: bool = False) -> np.ndarray:
+    """The whole model's predicted class for every sample of the batches (`finite`: refuse non-finite scores)."""
+    found = []
+    for x in batches:
+        scores = cut.predict(x).reshape(len(x), -1)
+        if finite:
+            sanity.check_finite_outputs(scores)
+        found.append(scores.argmax(axis=1))
+    return np.concatenate(found)
 
 
 def _layer_list(graph, layers: str | None) -> list[str]:
@@ -190,11 +212,14 @@ def _layer_row(name: str, op: str, units: int, block: dict) -> dict:
 PRESET_TRIAL_SAMPLES = 256
 
 
-def clean_output_warnings(cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
+def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
                           opts: AuditOptions) -> list[str]:
-    """Warnings about the clean predictions: one class for every input; labelled accuracy near chance (with
-    the preprocessing presets that would fix it, tried on a few batches)."""
-    found = [sanity.constant_output(fs.predictions)]
+    """Warnings about the clean predictions: one class for every input; few samples; labelled accuracy near
+    chance (naming --output when the model has other outputs, and the preprocessing presets that would fix it,
+    tried on a few batches)."""
+    found = [sanity.constant_output(fs.predictions),
+             sanity.small_sample_warning(len(fs.predictions), len(np.unique(fs.reference))),
+             sanity.output_advice(graph, fs.clean_accuracy, fs.labels)]
     if fs.labels_used:
         idx = stratified_indices(len(dataset), dataset.y, PRESET_TRIAL_SAMPLES, opts.seed)
         channels = dataset.x.shape[1] if dataset.x.ndim == 4 else None

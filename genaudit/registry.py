@@ -16,6 +16,7 @@ KINDS = {
     "layer": "a function of the feature layer's values and the reference classes (no head): also per layer",
     "head": "runs the head on modified cached features (no trunk pass)",
     "input": "reruns the whole model on a bounded subsample (opt-in, --probes)",
+    "space": "compares each audited sample with its nearest audited neighbours in a space (input, a layer)",
     "pair": "compares two checkpoints' features on the same samples (compare)",
 }
 
@@ -46,14 +47,17 @@ class Metric:
 @dataclass
 class Context:
     """What a diagnostic may read: the cached features (`fs`), the options, and, for head and input-space
-    diagnostics, the cut model, the data and its input layout; `results` holds what earlier diagnostics in the
-    registry found, by key; `cache` lets diagnostics of one family share an intermediate (e.g. a subsample)."""
+    diagnostics, the cut model, the data and its input layout; `spaces` holds the audited samples as vectors in
+    other spaces than the feature layer ("input", "early": the first activation's output); `results` holds what
+    earlier diagnostics in the registry found, by key; `cache` lets diagnostics of one family share an
+    intermediate (e.g. a subsample)."""
 
     fs: Any
     opts: Any
     cut: Any = None
     dataset: Any = None
     layout: str = "nchw"
+    spaces: dict = field(default_factory=dict)
     results: dict = field(default_factory=dict)
     cache: dict = field(default_factory=dict)
 

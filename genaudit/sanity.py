@@ -74,15 +74,95 @@ def check_scores(graph: OnnxGraph) -> None:
 
 
 def check_classifier(fs: FeatureSet, labels: np.ndarray | None) -> None:
-    """Refuse outputs that are not class scores, and labels outside the model's classes."""
+    """Refuse outputs that are not class scores or not finite, labels outside the model's classes, and too
+    few samples (see check_sample_size)."""
     if fs.logits.shape[1] < 2:
         raise GenauditError(
             f"The model outputs {fs.logits.shape[1]} value per sample; genaudit audits classifiers whose output "
             "has one score per class (at least 2). Regression and embedding models are not supported."
         )
+    check_finite_outputs(fs.logits, fs.features)
     if labels is not None and (labels.min() < 0 or labels.max() >= fs.logits.shape[1]):
         raise GenauditError(
             f"The data's labels run from {labels.min()} to {labels.max()}, but the model has "
             f"{fs.logits.shape[1]} classes (0..{fs.logits.shape[1] - 1}). Use data with the model's classes, "
-            "or --no-labels to audit against the model's own predictions."
+            "or --no-labels to audit against the model's own predictions. If the model has several outputs, the "
+            "class scores may be in another one: `genaudit layers MODEL` lists them, --output picks one."
         )
+    check_sample_size(fs.reference, labels is not None)
+
+
+def _non_finite_rows(values: np.ndarray) -> np.ndarray:
+    """Which samples (rows) hold a NaN or an infinity."""
+    return ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+
+
+def check_finite_outputs(logits: np.ndarray, features: np.ndarray | None = None) -> None:
+    """Refuse model outputs (or feature-layer values) that are NaN or infinite on (finite) data: the class
+    scores, and every diagnostic built on them, would be meaningless."""
+    for what, values in (("output (class scores)", logits), ("feature layer", features)):
+        if values is None or not len(values):
+            continue
+        bad = _non_finite_rows(np.asarray(values))
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            raise GenauditError(
+                f"The model's {what} holds NaN or infinite values for {int(bad.sum())} of {len(bad)} audited "
+                f"samples (the first is sample {first}), although the inputs are finite. The model's weights "
+                "probably hold NaN or inf (training diverged: audit an earlier checkpoint), or the inputs are far "
+                "outside the range it was trained on (check --preprocess, --scale, --mean/--std)."
+            )
+
+
+MIN_SAMPLES_PER_CLASS = 2  # on average over the classes present in the reference: below it, nothing is measured
+
+
+def check_sample_size(reference: np.ndarray, labelled: bool = True) -> None:
+    """Refuse an audit of fewer than MIN_SAMPLES_PER_CLASS samples per class on average (and so fewer than 2
+    samples): class-conditional measures (intra-class variance, consistency, neighbour votes, selectivity)
+    need at least two samples of a class. `reference` holds the class of every audited sample: its labels, or
+    (`labelled` False) the model's predicted classes."""
+    n = len(reference)
+    classes = len(np.unique(reference)) if n else 0
+    if n >= max(MIN_SAMPLES_PER_CLASS, MIN_SAMPLES_PER_CLASS * classes):
+        return
+    what = "labelled classes" if labelled else "predicted classes (--no-labels)"
+    raise GenauditError(
+        f"Too few samples to audit: {n} sample{'s' if n != 1 else ''} over {classes} {what}. genaudit needs at "
+        f"least {MIN_SAMPLES_PER_CLASS} samples per class on average (here at least "
+        f"{max(MIN_SAMPLES_PER_CLASS, MIN_SAMPLES_PER_CLASS * classes)}), and gives usable numbers from about "
+        f"{SMALL_SAMPLES} on. Use more data, or a larger --samples (default 2000)."
+    )
+
+
+SMALL_SAMPLES = 100  # fewer audited samples than this (or 5 per class on average): the report warns
+
+
+def small_sample_warning(n_samples: int, n_classes: int) -> str | None:
+    """A warning for the scorecard when the audit ran on few samples (fewer than SMALL_SAMPLES, or fewer than 5
+    per class on average): every measure is noisy and the estimate's interval is wide. None otherwise."""
+    per_class = n_samples / max(n_classes, 1)
+    if n_samples >= SMALL_SAMPLES and per_class >= 5:
+        return None
+    return (f"Only {n_samples} samples were audited ({per_class:.1f} per class on average over {n_classes} "
+            f"classes): every measure is noisy and the estimate's interval is wide. Audit at least {SMALL_SAMPLES} "
+            "samples and 5 per class (1,000 or more gives steady numbers): use more data or a larger --samples.")
+
+
+def output_advice(graph: OnnxGraph, accuracy: float | None, labels: np.ndarray | None) -> str | None:
+    """A warning when the model has several outputs and labelled clean accuracy on the audited one is near
+    chance: the class scores may be in another output. Lists every output with its size and names --output."""
+    names = graph.output_names
+    if len(names) < 2 or accuracy is None or labels is None or not near_chance(accuracy, labels):
+        return None
+    return (f"Clean accuracy {accuracy:.2f} on output '{graph.output_name}' is near chance "
+            f"({chance_level(labels):.2f}), and the model has {len(names)} outputs: "
+            f"{describe_outputs(names, graph.output_sizes(), graph.output_index)}. If the class scores are in "
+            "another output, pick it with --output NAME (or its index).")
+
+
+def describe_outputs(output_names: list[str], classes: list[int | None], chosen: int | None = None) -> str:
+    """'0: 'aux' (3 classes, audited), 1: 'logits' (10 classes)' for messages."""
+    return ", ".join(
+        f"{i}: '{name}' ({'?' if size is None else size} {'class' if size == 1 else 'classes'}"
+        f"{', audited' if i == chosen else ''})" for i, (name, size) in enumerate(zip(output_names, classes)))

@@ -20,7 +20,7 @@ from genaudit.scorecard import lookup
 MODEL = Path(__file__).resolve().parent / "score_model.json"
 
 METRIC = Metric("score", "score.value", "generalization score", "score", "higher",
-                "ranks models of one task, in [0, 1]",
+                "ranks models of one task (0–1)",
                 "predicted generalization in [0, 1], combining the diagnostics the validation study kept",
                 "sigmoid(b + Σ_k w_k z_k), z_k oriented diagnostics, w_k ≥ 0 (genaudit/score_model.json)",
                 "genaudit validation study (docs/validation.md): fitted on the MNIST zoo, evaluated on Fashion-MNIST",

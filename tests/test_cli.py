@@ -150,7 +150,7 @@ def test_input_and_output_options_reach_the_scorecard(trained_mlp, tiny_data, tm
 
 
 def test_labels_outside_the_models_classes(trained_mlp, tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.zeros((4, 1, 8, 8), np.uint8), y=np.array([0, 1, 2, 9]))
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 1, 8, 8), np.uint8), y=np.array([0, 1, 2, 9] * 2))
     assert_user_error(run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz"), "--no-labels")
     assert run("score", trained_mlp["onnx"], "--data", tmp_path / "d.npz", "--no-labels").exit_code == 0
 

@@ -63,10 +63,10 @@ def test_terminal_comparison_shows_the_ranking_value_and_the_selection(monkeypat
     monkeypatch.setenv("COLUMNS", "80")
     text = ANSI.sub("", _render("table", "comparison", COMPARISON))
     assert max(len(line) for line in text.splitlines()) <= 80
-    assert "score ↑" in text
+    assert "est. acc ↑" in " ".join(text.split())  # the column of the value it ranks by
     for row in COMPARISON["models"]:
         assert f"{row['value']:.3f}" in text
-    assert f"selected (best score): {COMPARISON['selected']}" in " ".join(text.split())
+    assert f"selected (best estimate): {COMPARISON['selected']}" in " ".join(text.split())
 
 
 def test_terminal_validation_orders_metrics_by_oriented_tau():
@@ -98,4 +98,4 @@ def test_json_renders_the_document_itself():
 
 def test_every_metric_declares_a_short_meaning_that_fits_the_report():
     for metric in METRICS:
-        assert metric.short and len(metric.short) <= 40, metric.name
+        assert metric.short and len(metric.short) <= 34, metric.name

@@ -58,13 +58,108 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def from_arrays(x: np.ndarray, y: np.ndarray | None, where: str = "the arrays") -> tuple[np.ndarray, np.ndarray | None]:
-    """Inputs x (N,H,W / N,H,W,C / N,C,H,W / N,D) and optional labels y as genaudit's raw arrays."""
-    x = np.asarray(x)
+    """Inputs x (N,H,W / N,H,W,C / N,C,H,W / N,D) and optional labels y as genaudit's raw arrays. Refused with
+    a message that names the problem: inputs that are not numbers or hold NaN/inf, labels that are not class
+    indices (fractions, negative, NaN, text, one-hot), x and y of different lengths."""
+    try:
+        x = np.asarray(x)
+    except Exception as exc:  # ragged lists, objects numpy cannot stack
+        raise GenauditError(f"{where}: x could not be read as one array ({exc}). Give x as one numeric array "
+                            "(N,H,W / N,H,W,C / N,C,H,W / N,D).") from None
+    if x.ndim == 0:
+        raise GenauditError(f"{where}: x is a single value, not an array of samples. Give x as an array "
+                            "(N,H,W / N,H,W,C / N,C,H,W / N,D).")
+    if x.ndim >= 2 and 0 in x.shape[1:]:
+        raise GenauditError(f"{where}: x has shape {x.shape}: each sample holds no values. Give x as "
+                            "N,H,W / N,H,W,C / N,C,H,W / N,D with non-empty samples.")
+    x = check_inputs(x, where)
     if y is not None:
-        y = np.asarray(y)
+        y = class_indices(y, where)
         if len(y) != len(x):
             raise GenauditError(f"{where}: x has {len(x)} samples but y has {len(y)}; they must match.")
-    return to_nchw(x), (None if y is None else y.astype(np.int64))
+    return to_nchw(x), y
+
+
+def _first_rows(bad: np.ndarray) -> str:
+    """'k sample(s) (the first at index i)' for a boolean mask over samples."""
+    where = np.flatnonzero(bad)
+    return f"{len(where)} sample{'s' if len(where) != 1 else ''} (the first at index {int(where[0])})"
+
+
+def check_inputs(x: np.ndarray, where: str = "the arrays") -> np.ndarray:
+    """x itself when it holds real numbers that are all finite (also as float32, what models are fed); else a
+    GenauditError naming how many samples hold non-finite values and the first one."""
+    if x.dtype == bool:
+        x = x.astype(np.uint8)
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        kind = "complex numbers" if np.issubdtype(x.dtype, np.complexfloating) else f"values of type {x.dtype}"
+        raise GenauditError(f"{where}: x holds {kind}, not real-valued pixels or features. Save the inputs as a "
+                            "numeric array (uint8 images or floats).")
+    if np.issubdtype(x.dtype, np.floating) and len(x):
+        bad = np.zeros(len(x), bool)
+        for start in range(0, len(x), 4096):  # in blocks: bounded extra memory for large arrays
+            with np.errstate(over="ignore"):  # float64 beyond float32's range: counted as non-finite
+                block = np.asarray(x[start : start + 4096], np.float32).reshape(min(4096, len(x) - start), -1)
+            bad[start : start + len(block)] = ~np.isfinite(block).all(axis=1)
+        if bad.any():
+            raise GenauditError(
+                f"{where}: x holds non-finite values (NaN or inf, or numbers too large for float32) in "
+                f"{_first_rows(bad)} of {len(x)}. The diagnostics cannot be computed on them. Drop or repair those "
+                "samples before saving: keep the samples (and labels) where "
+                "`np.isfinite(x).reshape(len(x), -1).all(axis=1)` is true, or replace the values with np.nan_to_num."
+            )
+    return x
+
+
+LABEL_LIMIT = 2**31  # a class index larger than this is not one (and would not fit what bincount allocates)
+
+
+def class_indices(y, where: str = "the arrays") -> np.ndarray:
+    """Labels as int64 class indices; a GenauditError saying what was found when they are not whole numbers
+    from 0 up (integral floats such as 3.0 are accepted; an (N, 1) column is taken as a vector)."""
+    try:
+        y = np.asarray(y)
+    except Exception as exc:
+        raise GenauditError(f"{where}: y could not be read as one array of labels ({exc}).") from None
+    fix = "Save y as one integer class index per sample (0, 1, ..., classes-1), or leave y out to audit without labels."
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        hint = (" It looks like one-hot or per-class scores: save y.argmax(axis=1)." if y.ndim == 2 else "")
+        raise GenauditError(f"{where}: y has shape {y.shape}; labels must be one class index per sample.{hint} {fix}")
+    if y.dtype == bool:
+        return y.astype(np.int64)
+    if y.dtype == object:
+        try:
+            y = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise GenauditError(f"{where}: y holds values that are not numbers (e.g. '{y[0]}'). {fix}") from None
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.floating)):
+        kind = "text" if y.dtype.kind in "US" else f"{y.dtype}"
+        example = f" (e.g. '{y[0]}')" if len(y) else ""
+        raise GenauditError(f"{where}: y holds {kind} values{example}, not class indices. Map the class names to "
+                            f"indices 0, 1, ... first. {fix}")
+    if len(y) == 0:
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        finite = np.isfinite(y)
+        if not finite.all():
+            raise GenauditError(f"{where}: y holds NaN or inf labels in {_first_rows(~finite)}. Drop the unlabelled "
+                                f"samples. {fix}")
+        fractional = y != np.round(y)
+        if fractional.any():
+            i = int(np.flatnonzero(fractional)[0])
+            raise GenauditError(f"{where}: y holds labels that are not whole numbers in {_first_rows(fractional)}: "
+                                f"{y[i]:g}. Labels must be class indices, not scores or regression targets. {fix}")
+    negative = y < 0
+    if negative.any():
+        i = int(np.flatnonzero(negative)[0])
+        raise GenauditError(f"{where}: y holds negative labels in {_first_rows(negative)}: {y[i]:g}. Labels must be "
+                            f"class indices from 0 up; if -1 marks unlabelled samples, drop them. {fix}")
+    if y.max() >= LABEL_LIMIT:
+        i = int(np.argmax(y))
+        raise GenauditError(f"{where}: y holds a label of {int(y[i])} (index {i}), far beyond any class count. {fix}")
+    return y.astype(np.int64)
 
 
 class FolderImages:

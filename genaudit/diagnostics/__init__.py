@@ -18,6 +18,10 @@ from genaudit.diagnostics.input_space import (
 )
 from genaudit.diagnostics.magnitude import DIAGNOSTIC as MAGNITUDE
 from genaudit.diagnostics.magnitude import magnitude, per_sample_magnitude
+from genaudit.diagnostics.margins import DIAGNOSTIC as MARGINS
+from genaudit.diagnostics.neighbours import EARLY as NEIGHBOURS_EARLY
+from genaudit.diagnostics.neighbours import FEATURES as NEIGHBOURS_FEATURES
+from genaudit.diagnostics.neighbours import INPUT as NEIGHBOURS_INPUT
 from genaudit.diagnostics.noise import DIAGNOSTIC as NOISE
 from genaudit.diagnostics.noise import noise_robustness
 from genaudit.diagnostics.perplexity import (
@@ -42,8 +46,8 @@ from genaudit.diagnostics.steadiness import DIAGNOSTIC as STEADINESS
 from genaudit.diagnostics.steadiness import steadiness
 
 REGISTRY = [
-    ABLATION, NOISE, SELECTIVITY, MUTUAL_INFORMATION, ORDERED_ABLATION, IMPORTANCE, STEADINESS, CONSISTENCY,
-    MAGNITUDE, PERPLEXITY, NODES, INPUT_NOISE, AUGMENTATION,
+    NEIGHBOURS_INPUT, NEIGHBOURS_EARLY, NEIGHBOURS_FEATURES, ABLATION, NOISE, SELECTIVITY, MUTUAL_INFORMATION, ORDERED_ABLATION, IMPORTANCE, STEADINESS, CONSISTENCY,
+    MAGNITUDE, PERPLEXITY, NODES, MARGINS, INPUT_NOISE, AUGMENTATION,
 ]
 PAIRS = [DRIFT]
 

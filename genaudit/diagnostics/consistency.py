@@ -42,7 +42,7 @@ def consistency(fs: FeatureSet) -> dict:
 DIAGNOSTIC = Diagnostic(
     "consistency", "layer", lambda c: consistency(c.fs),
     (Metric("consistency", "consistency.value", "consistency C", "class structure", "lower",
-            "class spread / distance to rival class",
+            "class spread / rival distance",
             "Davies–Bouldin index of the class clusters: spread relative to distance to the nearest rival class",
             "C = (1/J) Σ_i max_{j≠i} (S_i + S_j)/M_ij", "NSR lemma (Mao et al.); Natekar & Sharma (PGDL 2020)",
             "Lower = classes tight relative to their separation. NSR drives it towards 0.",

@@ -90,7 +90,7 @@ AUGMENTATION = Diagnostic(
     "input.augmentation", "input",
     lambda c: augmentation_agreement(*probe_set(c)) if probe_set(c)[1].ndim == 4 else None,
     (Metric("augmentation", "input.augmentation.mean", "augmentation agreement", "input-space", "higher",
-            "predictions kept under shifts/rotations",
+            "kept under shifts and rotations",
             "share of predictions unchanged by 2-pixel shifts and ±10° rotations",
             "mean over augmentations of mean(pred(aug(x)) == pred(x))",
             "Natekar & Sharma (PGDL 2020): augmentation-based margins",

@@ -46,5 +46,5 @@ DIAGNOSTIC = Diagnostic(
             "AUC = (1/s_max) ∫₀^s_max acc(s)/acc(0) ds, unit j perturbed by N(0, (s σ_j)²)",
             "Morcos et al. 2018",
             "Robustness to perturbing all units in random directions; lower for memorizing networks.",
-            tag="noise", headline=True),),
+            tag="noise"),),
 )

@@ -94,7 +94,7 @@ def nodes_as_classifiers(fs: FeatureSet) -> dict:
 PERPLEXITY = Diagnostic(
     "perplexity", "layer", lambda c: perplexity(c.fs),
     (Metric("perplexity", "perplexity.value", "layer perplexity / N_c", "class structure", "",
-            "distinct on/off codes per class sample",
+            "distinct on/off codes per sample",
             "effective number of on/off activation patterns per class, relative to the class size",
             "mean_c e^{H(c)}/N_c, H(c) the entropy of class c's binary activation patterns",
             "Davel et al. 2020, 'DNNs as layers of cooperating classifiers'",

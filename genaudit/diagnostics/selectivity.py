@@ -52,7 +52,7 @@ def selectivity(fs: FeatureSet, bins: int = 10) -> dict:
 DIAGNOSTIC = Diagnostic(
     "selectivity", "layer", lambda c: selectivity(c.fs),
     (Metric("selectivity", "selectivity.mean", "class selectivity", "class structure", "",
-            "0 = all classes alike, 1 = one class",
+            "0 = all classes alike, 1 = one",
             "mean class selectivity index: 0 = unit responds to all classes alike, 1 = to one class only",
             "SI = (μ_max − μ_−max)/(μ_max + μ_−max) over class-conditional mean activations",
             "Morcos et al. 2018",

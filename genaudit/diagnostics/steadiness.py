@@ -45,13 +45,13 @@ def steadiness(fs: FeatureSet) -> dict:
 DIAGNOSTIC = Diagnostic(
     "steadiness", "layer", lambda c: steadiness(c.fs),
     (Metric("steadiness", "steadiness.ratio", "intra-class variance ratio", "class structure", "lower",
-            "within-class share of unit variance",
+            "within-class share of variance",
             "share of the units' variance that is within-class (Σ intra-class var / Σ total var)",
             "Σ_n Σ_c α_c Var(F_n | c) / Σ_n Var(F_n)", "Mao et al., Neuron Steadiness Regularization",
             "Lower = units respond steadily within a class; NSR lowers it and improves generalization.",
             column="intra_class_variance_ratio", tag="intra/total", headline=True),
      Metric("steadiness_sum", "steadiness.sum", "Σ intra-class variance", "class structure", "",
-            "within-class variance, Σ over units",
+            "within-class variance, Σ units",
             "aggregated intra-class variance of the layer (Σ over units; scale-dependent)",
             "Σ_n Σ_c α_c Var(F_n | c)", "Mao et al., Neuron Steadiness Regularization",
             "Scale-dependent: compare layers of one model. The layer where it is largest is where NSR would "

@@ -44,16 +44,28 @@ def identify(path: str | Path) -> ModelFile:
     if not path.is_file():
         raise GenauditError(f"Model file {path} does not exist. Check the path (and that it is a file, not a folder).")
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        head = fh.read(2)
-        fh.seek(0)
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(2)
+            fh.seek(0)
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise GenauditError(f"Model file {path} cannot be read: {exc.strerror or exc}. Check its "
+                            "permissions.") from None
+    if not head:
+        raise GenauditError(f"Model file {path} is empty (0 bytes): probably an interrupted copy or export. Copy or "
+                            "export it again.")
     sha = digest.hexdigest()
     if zipfile.is_zipfile(path):
         from genaudit.models import torch_formats
 
-        kind = torch_formats.zip_kind(path)
+        try:
+            kind = torch_formats.zip_kind(path)
+        except GenauditError:
+            raise
+        except Exception as exc:  # a damaged archive: bad central directory, CRC, truncated member
+            raise unreadable(path, exc) from None
         if kind in ("pickle", "state_dict"):
             raise torch_formats.refuse(kind, path)
         return ModelFile(path, sha, kind)
@@ -83,6 +95,16 @@ def _missing_external_data(path: Path) -> list[str]:
     return sorted(loc for loc in locations if not (path.parent / loc).is_file())
 
 
+def _check_names(graph) -> None:
+    """Raise ValueError when a tensor or op name is not valid UTF-8 text (the protobuf parser hands such names
+    over as bytes): the mark of a damaged file."""
+    names = [name for node in graph.node for name in (*node.input, *node.output, node.op_type, node.name)]
+    names += [t.name for t in (*graph.input, *graph.output, *graph.initializer, *graph.value_info)]
+    bad = next((name for name in names if not isinstance(name, str)), None)
+    if bad is not None:
+        raise ValueError(f"a name in the graph is not valid UTF-8 text ({bad[:40]!r})")
+
+
 def _load_onnx(path: Path):
     import onnx
 
@@ -90,6 +112,7 @@ def _load_onnx(path: Path):
         model = onnx.load(str(path))  # external-data weights are read from beside the file
         if not model.graph.node or not model.graph.output:
             raise ValueError("no graph in it")
+        _check_names(model.graph)
     except Exception as exc:
         if missing := _missing_external_data(path):
             raise GenauditError(
@@ -105,12 +128,35 @@ def _load_onnx(path: Path):
 
 
 def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layout: str | None = None,
-               output: str | None = None) -> OnnxGraph:
-    """Open a model for splitting, its class scores taken from `output` (a name or index; None: chosen).
+               output: str | None = None, classes: int | None = None) -> OnnxGraph:
+    """Open a model for splitting, its class scores taken from `output` (a name or index; None: chosen, among
+    the outputs with at least `classes` values when given: pass the labels' largest value + 1).
     `data_shape` (per sample, C,H,W or D) is needed for TorchScript, which records none: the model is traced
-    with the data in `layout`, or in the first layout it accepts."""
+    with the data in `layout`, or in the first layout it accepts.
+
+    Whatever goes wrong reading a damaged file becomes a GenauditError that names the file."""
+    try:
+        return _open_model(file, data_shape, cache_dir, layout, output, classes)
+    except GenauditError:
+        raise
+    except Exception as exc:  # a damaged file can make any parser fail anyhow (MemoryError, RecursionError ...)
+        raise unreadable(file.path, exc) from None
+
+
+def unreadable(path: Path, exc: BaseException) -> GenauditError:
+    """The error for a model file that could not be read (truncated, damaged, or not a model)."""
+    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    return GenauditError(
+        f"{path} could not be read as a model ({type(exc).__name__}: {detail}). The file is probably truncated or "
+        "damaged (copy or export it again), or is not a model: genaudit reads .onnx, TorchScript (.pt/.pth/.ts) "
+        "and torch.export (.pt2) files."
+    )
+
+
+def _open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layout: str | None,
+                output: str | None, classes: int | None) -> OnnxGraph:
     if file.kind == "onnx":
-        return OnnxGraph(_load_onnx(file.path), output)
+        return OnnxGraph(_load_onnx(file.path), output, classes)
     import onnx
 
     from genaudit.models import torch_formats
@@ -129,7 +175,7 @@ def open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layou
             "`score`, --data: the shape is taken from the data)."
         )
     data = torch_formats.to_onnx(file.path, file.kind, candidates, file.sha256, cache_dir)
-    return OnnxGraph(onnx.load_from_string(data), output)
+    return OnnxGraph(onnx.load_from_string(data), output, classes)
 
 
 LAYOUTS = ("nchw", "nhwc", "flat")

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from genaudit.models.ops import ARGMAX_SAFE, CONSTANT_OPERAND, OUTPUT_KINDS, attr
+from genaudit.models.ops import (
+    ARGMAX_SAFE,
+    CONSTANT_OPERAND,
+    MONOTONE,
+    OUTPUT_KINDS,
+    POSITIVE,
+    attr,
+)
 
 if TYPE_CHECKING:
     from genaudit.models.graph import OnnxGraph
@@ -21,9 +28,11 @@ Affine = tuple[np.ndarray, np.ndarray]  # (W, b): scores = flatten(features) @ W
 def affine_head(graph: OnnxGraph, layer: str) -> Affine | None:
     """(W, b) such that argmax(output) = argmax(flatten(layer) @ W + b), when the head is one Gemm or MatMul
     with constant weights, then only constant biases and scales (Add/Sub/Mul/Div by a constant scalar or
-    per-class vector, folded into W and b exactly) and ops that keep each row's argmax; else None."""
+    per-class vector, folded into W and b exactly) and ops that keep each row's argmax (softmax, sigmoid, Exp,
+    Log of positive scores, a constant shift or positive rescaling after them); else None."""
     nodes = [n for n in graph.head_nodes(layer) if not all(o in graph.constants for o in n.output if o)]
     current, wb, argmax_only = layer, None, False
+    positive = False  # whether the scores so far are positive (after Softmax, Sigmoid, Exp): Log keeps their order
     for node in nodes:
         op = node.op_type
         if [i for i in node.input if i and i not in graph.constants] != [current]:
@@ -39,8 +48,16 @@ def affine_head(graph: OnnxGraph, layer: str) -> Affine | None:
             wb = _fold(graph, node, current, *wb)
             if wb is None:
                 return None
+        elif op in CONSTANT_OPERAND:  # after a non-linear map: only a shift or a positive rescaling keeps argmax
+            c = graph._scalar_operand(node)
+            if c is None:
+                return None
+            positive = positive and (op in ("Mul", "Div") or (op == "Add" and c >= 0))
+        elif op in MONOTONE and (op == "Exp" or positive):
+            argmax_only, positive = True, op == "Exp"
         elif op in ARGMAX_SAFE and attr(node, "axis", 1) in (1, -1):
             argmax_only = argmax_only or op in OUTPUT_KINDS
+            positive = op in POSITIVE or (positive and op not in OUTPUT_KINDS)
         else:
             return None
         current = node.output[0]

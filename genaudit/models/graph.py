@@ -17,9 +17,11 @@ from onnx import helper
 
 from genaudit.errors import GenauditError
 from genaudit.models.ops import (
+    ACTIVATIONS,
     AFTER_CLASSIFIER,
     CONSTANT_OPERAND,
     FLOAT_TYPES,
+    MONOTONE,
     NOT_A_LAYER,
     ONLY_IF_FLOAT,
     OUTPUT_KINDS,
@@ -60,9 +62,10 @@ class OnnxGraph:
     """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, where it can be cut,
     (affine.py reads a cut's head in closed form). runtime.py builds and runs the two parts of a cut."""
 
-    def __init__(self, model: onnx.ModelProto, output: str | None = None) -> None:
+    def __init__(self, model: onnx.ModelProto, output: str | None = None, classes: int | None = None) -> None:
         """Analyse `model` (made batch-free in place), its class scores taken from `output` (a name or an
-        index; None: chosen, see _choose_output)."""
+        index; None: chosen, see _choose_output, among the outputs with at least `classes` values per sample
+        when that is given, e.g. the data's largest label + 1, and some output has that many)."""
         self.model = _batch_free(model)
         graph = self.model.graph
         self._init_names = {t.name for t in graph.initializer}
@@ -79,8 +82,14 @@ class OnnxGraph:
         self.constants = _constant_tensors(graph, self._init_names)  # tensors that do not depend on the input
         self._constant_values: dict[str, np.ndarray | None] = {}
         self.output_names = [o.name for o in graph.output]
-        self.output_index = _choose_output(self.output_names, output,
-                                           lambda name: self._classifier_input(name) is not None)
+        eligible = self.output_names
+        if output is None and classes is not None and len(self.output_names) > 1:
+            sizes = self.output_sizes()
+            enough = [name for name, size in zip(self.output_names, sizes) if size is None or size >= classes]
+            eligible = enough or eligible  # none has enough classes: chosen as usual, the labels are refused later
+        index = _choose_output(eligible, output, lambda name: self._classifier_input(name) is not None,
+                               self.output_names)
+        self.output_index = self.output_names.index(eligible[index]) if output is None else index
         self.output_name = self.output_names[self.output_index]
 
     @functools.cached_property
@@ -119,6 +128,19 @@ class OnnxGraph:
         """Whether shapes were inferred already (inference is too slow on big models to run for every cut)."""
         return "_inferred" in self.__dict__
 
+    def output_sizes(self) -> list[int | None]:
+        """Values per sample of each output (its number of classes, for class scores), from the declared shapes,
+        else inferred ones; None when unknown."""
+        sizes = []
+        for out in self.model.graph.output:
+            t = out.type.tensor_type
+            dims = ([d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+                    if t.HasField("shape") else [])
+            if len(dims) < 2 or None in dims[1:]:
+                dims = list(self.inferred_shape(out.name) or [])
+            sizes.append(int(np.prod(dims[1:])) if len(dims) >= 2 and None not in dims[1:] else None)
+        return sizes
+
     # ---- graph queries -------------------------------------------------------------------------------------
     @property
     def input_shape(self) -> tuple:
@@ -130,17 +152,43 @@ class OnnxGraph:
     def output_kind(self) -> str:
         """'logits', 'probabilities', 'log-probabilities', 'sigmoid scores', or 'embedding' (an L2-normalized
         output: not class scores), from the op that produces the output."""
-        name = self.output_name
+        name, after = self.output_name, []  # Log/Exp met on the way back from the output
         while name in self._producer:
             node = self._producer[name]
             if node.op_type in OUTPUT_KINDS:
-                return OUTPUT_KINDS[node.op_type]
+                kind = OUTPUT_KINDS[node.op_type]
+                for op in reversed(after):  # Softmax -> Log: log-probabilities; LogSoftmax -> Exp: probabilities
+                    kind = {("Log", "probabilities"): "log-probabilities",
+                            ("Exp", "log-probabilities"): "probabilities"}.get((op, kind), kind)
+                return kind
             if node.op_type == "LpNormalization" or (node.op_type == "Div" and self._is_norm(node.input[1])):
                 return "embedding"
-            if node.op_type not in PASS_THROUGH:
+            if node.op_type in MONOTONE:
+                after.append(node.op_type)
+            elif node.op_type in CONSTANT_OPERAND and self._scalar_operand(node) is not None:
+                pass  # a constant shift or positive rescaling (x * 100, x / T) keeps what the scores are
+            elif node.op_type not in PASS_THROUGH:
                 return "logits"
-            name = node.input[0]
+            name = next((i for i in node.input if i and i not in self.constants), "")
         return "logits"
+
+    def _scalar_operand(self, node: onnx.NodeProto) -> float | None:
+        """The constant of an Add/Sub/Mul/Div of the scores by one constant value that keeps the order of the
+        scores in each row (x + c, x - c, x * c or x / c with c > 0), else None."""
+        data = [i for i in node.input if i and i not in self.constants]
+        others = [i for i in node.input if i and i in self.constants]
+        if len(data) != 1 or len(others) != 1:
+            return None
+        value = self.constant_value(others[0])
+        if value is None or np.size(value) != 1:
+            return None
+        c = float(np.asarray(value).reshape(-1)[0])
+        first = node.input[0] == data[0]
+        if node.op_type == "Add" or (node.op_type == "Sub" and first):
+            return c
+        if node.op_type in ("Mul", "Div") and c > 0 and (first or node.op_type == "Mul"):
+            return c
+        return None
 
     def _is_norm(self, name: str) -> bool:
         """Whether a tensor is a vector norm (ReduceL2, or Sqrt of a sum of squares), possibly clamped or
@@ -183,7 +231,7 @@ class OnnxGraph:
             seen.add(name)
             node = self._producer[name]
             op = node.op_type
-            if op in PASS_THROUGH or op in AFTER_CLASSIFIER:
+            if op in PASS_THROUGH or op in AFTER_CLASSIFIER or op in MONOTONE:
                 name = node.input[0]
             elif op in CONSTANT_OPERAND:
                 data = [i for i in node.input if i and i not in self.constants]
@@ -295,6 +343,13 @@ class OnnxGraph:
                 found.append(Layer(out, node.op_type, tuple(shape[1:]) if shape else (), out == default))
         return found
 
+    def early_layer(self) -> str | None:
+        """The first non-linear representation: the first activation's output among the layers, else the first
+        layer (None when there is none). It may be the feature layer itself (a one-hidden-layer MLP)."""
+        layers = self.layers()
+        first = next((lay for lay in layers if lay.op in ACTIVATIONS), layers[0] if layers else None)
+        return None if first is None else first.name
+
     def _is_candidate(self, node: onnx.NodeProto, out: str) -> bool:
         """Whether `out` is offered as a layer: a float tensor of rank >= 2, not plumbing, that is a clean cut."""
         if node.op_type in NOT_A_LAYER or not out or out == self.output_name or out in self.constants:
@@ -327,15 +382,18 @@ class OnnxGraph:
         return self._producer[tensor].op_type if tensor in self._producer else "input"
 
 
-def _choose_output(names: list[str], requested: str | None, classifies: Callable[[str], bool]) -> int:
-    """Index of the output that holds the class scores: `requested` (a name or an index), else the only output
-    whose name says 'logit', else the first that a classification layer produces (`classifies`), else the
-    first."""
+def _choose_output(names: list[str], requested: str | None, classifies: Callable[[str], bool],
+                   every: list[str] | None = None) -> int:
+    """Index of the output that holds the class scores: `requested` (a name or an index, among `every` output:
+    default `names`), else, among `names`, the only output whose name says 'logit', else the first that a
+    classification layer produces (`classifies`), else the first."""
     if requested is None:
         logits = [i for i, name in enumerate(names) if "logit" in name.lower()]
         if len(logits) == 1:
             return logits[0]
-        return next((i for i, name in enumerate(names) if len(names) > 1 and classifies(name)), 0)
+        several = len(every or names) > 1
+        return next((i for i, name in enumerate(names) if several and classifies(name)), 0)
+    names = every or names
     if requested in names:
         return names.index(requested)
     if requested.lstrip("-").isdigit() and -len(names) <= int(requested) < len(names):

@@ -21,6 +21,11 @@ AFTER_CLASSIFIER = {
 }
 # Elementwise ops with one constant operand (bias, scale, temperature) after the classifier: walked back over.
 CONSTANT_OPERAND = {"Add", "Sub", "Mul", "Div"}
+# Increasing elementwise maps some heads end with (Softmax -> Log: log-probabilities; LogSoftmax -> Exp:
+# probabilities): they keep each row's argmax, so they are walked back over too.
+MONOTONE = {"Log", "Exp"}
+# Ops whose outputs are positive: a Log after them is defined everywhere (and increasing).
+POSITIVE = {"Softmax", "Sigmoid", "Exp"}
 # Ops whose output is never offered as a layer: constants, shape plumbing, and aliases of their input.
 NOT_A_LAYER = {
     "Constant", "Shape", "Size", "ConstantOfShape", "Range", "Equal", "Identity", "Dropout", "Softmax",
@@ -43,3 +48,7 @@ def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
         if a.name == name:
             return helper.get_attribute_value(a)
     return default
+# Element-wise non-linearities: the first one's output is a model's first non-linear representation.
+ACTIVATIONS = {"Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Sigmoid", "Tanh", "HardSigmoid",
+               "HardSwish", "Softplus", "Mish", "Clip"}
+

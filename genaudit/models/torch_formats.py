@@ -5,7 +5,9 @@ torch is imported only here, and only for these formats: auditing an ONNX file n
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import pickletools
 import re
 import warnings
@@ -33,7 +35,15 @@ def zip_kind(path: Path) -> str:
         data_pkl = next((n for n in names if n.endswith("data.pkl")), None)
         if data_pkl is None:
             raise GenauditError(f"{path} is a zip archive but not a PyTorch model file. {EXPORT_HINT}")
-        return "pickle" if _pickle_has_module(archive.read(data_pkl)) else "state_dict"
+        try:
+            has_module = _pickle_has_module(archive.read(data_pkl))
+        except Exception as exc:  # not a pickle stream: garbage, truncated, a failed CRC
+            raise GenauditError(
+                f"{path} is a zip archive like those torch.save writes, but its {data_pkl} is damaged "
+                f"({' '.join(str(exc).split())[:120] or type(exc).__name__}): the file is corrupt or truncated, or "
+                f"was not written by PyTorch. Copy or save it again. {EXPORT_HINT}"
+            ) from None
+        return "pickle" if has_module else "state_dict"
 
 
 def _pickle_has_module(payload: bytes) -> bool:
@@ -82,17 +92,59 @@ def _forget_modules() -> None:
     _LOADED.clear()
 
 
+class _Records(logging.Handler):
+    """Keeps the log records torch emits, instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def cause(self) -> BaseException | None:
+        """The last exception torch logged (e.g. why an archive could not be deserialized), if any."""
+        return next((r.exc_info[1] for r in reversed(self.records) if r.exc_info and r.exc_info[1]), None)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No Python warnings, and torch's log records kept instead of printed, while torch reads or converts a
+    file: torch.export logs the traceback of a failed deserialization as a warning, which genaudit reports as
+    one message instead. Yields the records (a _Records)."""
+    capture = _Records()
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "torch" or name.startswith("torch.")]
+    saved = [(logger, logger.handlers[:]) for logger in loggers if logger.handlers]
+    for logger, _ in saved:
+        logger.handlers[:] = [capture]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield capture
+    finally:
+        for logger, handlers in saved:
+            logger.handlers[:] = handlers
+
+
 def _load_module_uncached(path: Path, kind: str):
     import torch
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet() as logged:
         try:
             if kind == "torchscript":
                 return torch.jit.load(str(path), map_location="cpu").eval()
             return torch.export.load(str(path))
         except Exception as exc:
-            raise GenauditError(f"{path} could not be loaded as {kind}: {str(exc).splitlines()[0][:300]}") from None
+            name = "TorchScript" if kind == "torchscript" else "torch.export"
+            root = logged.cause() or exc  # torch logs the actual problem, then raises "check the warnings above"
+            for _ in range(5):
+                root = root.__cause__ or root.__context__ or root
+            detail = " ".join(str(root).split()).split(". ")[0][:300] or type(root).__name__
+            raise GenauditError(
+                f"{path} could not be loaded as a {name} file ({detail}). If it was truncated or damaged in "
+                f"transfer, copy it again; otherwise re-export it with this torch version. {EXPORT_HINT}"
+            ) from None
 
 
 def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
@@ -103,8 +155,7 @@ def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
     errors = []
     for shape in candidates:
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with torch.no_grad(), _quiet():
                 run(_example(shape))
             return shape
         except Exception as exc:
@@ -143,8 +194,7 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
 
     input_shape = probe_input_shape(path, kind, candidates)
     module = _load_module(path, kind)
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with _quiet(), torch.no_grad():
         try:
             names = output_names(_runnable(module, kind)(_example(input_shape)))
             if kind == "torchscript":

@@ -14,7 +14,9 @@ SPARK = "▁▂▃▄▅▆▇█"
 
 def sparkline(values: list[float], lo: float = 0.0, hi: float = 1.0) -> str:
     """A one-line chart of values in [lo, hi]."""
-    span = (hi - lo) or 1.0
+    if hi == lo:  # no differences to draw: a flat line, not a trend
+        return "".join(" " if v is None else SPARK[len(SPARK) // 2] for v in values)
+    span = hi - lo
     out = []
     for v in values:
         if v is None:
@@ -41,24 +43,27 @@ def ranked_correlations(study: dict) -> list[tuple[str, dict]]:
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
     """(group, metric, value) for every metric present in the scorecard, grouped in report order."""
     present = [(m.group, m, lookup(card, m.path)) for m in METRICS]
-    present = [r for r in present if r[2] is not None or r[1].name in ("clean_accuracy", "importance_rho")]
+    present = [r for r in present if r[2] is not None or r[1].name in ("estimate", "clean_accuracy", "importance_rho")]
     return sorted(present, key=lambda r: GROUPS.index(r[0]))
 
 
 def verdict(card: dict) -> str:
-    """A plain reading of the headline numbers. Not a calibrated prediction: no threshold is claimed."""
+    """A plain reading of the headline numbers, led by the estimate of held-out accuracy and its interval."""
     if card.get("warnings"):
         return ("the clean predictions look wrong (see the warnings): every number below means little until "
                 "that is fixed.")
+    estimate = card.get("estimate") or {}
+    score = (card.get("score") or {}).get("value")
+    parts = []
+    if estimate.get("accuracy") is not None:
+        lo, hi = estimate["interval"]
+        parts.append(f"expected held-out accuracy {estimate['accuracy']:.2f} (90%: {lo:.2f}–{hi:.2f})")
+    if score is not None:
+        parts.append(f"generalization score {score:.3f} (ranks models of one task; higher is better)")
     abl = card["diagnostics"]["ablation"]
     if abl["auc"] is None:
-        return "undefined: the model gets no sample right, so robustness cannot be measured"
-    curve = abl["curve"]
-    half = curve["accuracy"][len(curve["accuracy"]) // 2] / curve["accuracy"][0]
-    score = (card.get("score") or {}).get("value")
-    lead = "" if score is None else f"generalization score {score:.3f} (0–1, higher = generalizes better); "
-    return (f"{lead}keeps {half:.0%} of its accuracy with {curve['fraction'][len(curve['fraction']) // 2]:.0%} "
-            "of the feature units ablated. Compare models of one task rather than reading one number alone.")
+        parts.append("the model gets no sample right, so robustness is undefined")
+    return "; ".join(parts) + "." if parts else "undefined: no estimate or score could be computed."
 
 
 def layer_columns() -> list[tuple[str, str]]:

@@ -63,7 +63,10 @@ def comparison(result: dict) -> str:
         lines.append(f"| {i + 1} | {name} | {row['rank'] or '—'} | {fmt(row['value'])} | "
                      f"{fmt(row['clean_accuracy'])} | {fmt(prev['cka']) if prev else '—'} |")
     stop = result["early_stopping"]
-    lines += ["", f"- **selected**: `{result['selected']}`", f"- **peak**: `{stop['peak']}`",
+    tie = result.get("selection", {})
+    lines += ["", f"- **selected**: `{result['selected']}`"
+              + ("" if tie.get("significant", True) else f" (not a clear winner: {tie['why']})"),
+              f"- **peak**: `{stop['peak']}`",
               f"- **memorization sets in**: {stop['memorization_onset'] or 'not detected'} ({stop['evidence']})"]
     lines += [f"- **warning** (`{card['model']['path']}`): {w}" for card in result["scorecards"]
               for w in card.get("warnings", [])]

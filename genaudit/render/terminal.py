@@ -69,7 +69,7 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
 
     table = Table(title="Diagnostics  ↑ higher better  ↓ lower better  · descriptive", title_justify="left",
                   caption="genaudit explain NAME (or the label): formula, paper, how to read it",
-                  caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+                  caption_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     table.add_column("", justify="center", no_wrap=True)
@@ -143,6 +143,8 @@ def comparison(result: dict, console: Console) -> None:
     console.print(f"[bold]peak[/]: {stop['peak']}   [bold]memorization sets in[/]: "
                   f"{stop['memorization_onset'] or 'not detected'}   [dim]({stop['evidence']})[/]")
     console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{result['selected']}[/]")
+    if not result.get("selection", {}).get("significant", True):
+        console.print(f"[yellow]not a clear winner[/]: {result['selection']['why']}", highlight=False)
     for card in result["scorecards"]:
         for warning in card.get("warnings", []):
             console.print(f"[bold yellow]warning[/] ({Path(card['model']['path']).name}): {warning}", highlight=False)

@@ -1,0 +1,220 @@
+"""Neighbour-vote agreement: a pseudo held-out reference built from the training data itself.
+
+For every audited sample n, the k nearest *other* audited samples (leave-one-out; Euclidean distance in a
+space `x`, e.g. the raw preprocessed inputs or a layer's features) vote with their `reference` labels (the given
+training labels, or the model's own predictions when there are none). The vote is a k-NN classifier that never
+saw sample n, so it is an out-of-sample guess of n's class. The measure is the fraction of samples whose
+`predictions` (the model's clean predictions) equal the vote.
+
+Why it predicts held-out accuracy: a model that memorized wrong training labels contradicts its neighbours' vote
+on exactly those samples, and a model that underfits disagrees with it too; a model that learned the structure the
+neighbours share agrees with it. It is a reference as good as k-NN is in that space: strong on MNIST-like pixels,
+weak where pixel distance means little (natural images), which is why the model's own feature space is offered as
+well.
+
+Definition (exact, deterministic):
+
+- distance: squared Euclidean ||a||^2 + ||b||^2 - 2 a.b in float64 (clipped at 0) on x flattened to N x D;
+- neighbours of n: the k samples m != n with the smallest distance; equal distances are broken by the smaller
+  sample index (so exact duplicates of n are neighbours, n itself never is); k is capped at N - 1;
+- vote: the class with the most neighbours; a tie between classes goes to the tied class whose nearest
+  neighbour is closest, and if that is also equal, to the smallest class index;
+- value = mean_n [predictions_n == vote_n].
+
+Rows are processed in chunks of about `max_block` distance entries (4 million by default: 32 MB of float64
+distances plus the same order again in temporaries, about 130 MB peak whatever N), so memory is O(chunk x N),
+never N x N; N = 10,000 runs in chunks of 400 rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
+
+
+def _chunk_rows(n: int, max_block: int) -> int:
+    return int(max(1, min(n, max_block // max(n, 1))))
+
+
+def nearest_neighbours(x: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """The k leave-one-out nearest neighbours of each of the N samples of `x` (N x ...): (indices N x k, squared
+    distances N x k), each row ordered by (distance, index) as defined in the module docstring. k is capped at
+    N - 1. The neighbours depend on `x` only, so they can be computed once and voted with several references."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    n = len(x)
+    if n < 2:
+        raise ValueError("the neighbour vote needs at least 2 samples")
+    if k < 1:
+        raise ValueError(f"k must be at least 1 (got {k})")
+    k = min(int(k), n - 1)
+    sq = np.einsum("ij,ij->i", x, x)
+    indices = np.empty((n, k), np.int64)
+    distances = np.empty((n, k), np.float64)
+    rows = _chunk_rows(n, max_block)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        m = stop - start
+        d = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+        np.maximum(d, 0.0, out=d)
+        d[np.arange(m), np.arange(start, stop)] = np.inf  # leave one out
+        kth = np.partition(d, k - 1, axis=1)[:, k - 1]
+        less = d < kth[:, None]
+        equal = d == kth[:, None]
+        room = k - less.sum(axis=1)  # how many of the samples at exactly the k-th distance still fit
+        chosen = less | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= room[:, None]))  # lower index first
+        cols = np.nonzero(chosen)[1].reshape(m, k)  # exactly k per row, in index order
+        dist = np.take_along_axis(d, cols, axis=1)
+        order = np.argsort(dist, axis=1, kind="stable")  # by distance; equal distances keep index order
+        indices[start:stop] = np.take_along_axis(cols, order, axis=1)
+        distances[start:stop] = np.take_along_axis(dist, order, axis=1)
+    return indices, distances
+
+
+def vote_of(indices: np.ndarray, distances: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The majority vote of `reference` over precomputed neighbours (from `nearest_neighbours`): ties between
+    classes go to the tied class whose nearest neighbour is closest, then to the smallest class index."""
+    reference = np.asarray(reference).reshape(-1)
+    if len(reference) != len(indices):
+        raise ValueError(f"the neighbours are of {len(indices)} samples but reference has {len(reference)}")
+    classes, ref_idx = np.unique(reference, return_inverse=True)
+    labels = ref_idx[indices]  # N x k class positions of the neighbours
+    c = len(classes)
+    counts = np.zeros((len(indices), c), np.int64)
+    np.add.at(counts, (np.repeat(np.arange(len(indices)), labels.shape[1]), labels.ravel()), 1)
+    best = counts.max(axis=1, keepdims=True)
+    tied = counts == best
+    winner = counts.argmax(axis=1)
+    ambiguous = np.flatnonzero(tied.sum(axis=1) > 1)
+    if len(ambiguous):
+        sub_l, sub_d = labels[ambiguous], distances[ambiguous]
+        nearest = np.stack([np.where(sub_l == j, sub_d, np.inf).min(axis=1) for j in range(c)], axis=1)
+        nearest[~tied[ambiguous]] = np.inf
+        winner[ambiguous] = nearest.argmin(axis=1)  # argmin: smallest class index among equal distances
+    return classes[winner]
+
+
+def neighbour_vote(x: np.ndarray, reference: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_BLOCK) -> np.ndarray:
+    """Leave-one-out k-NN majority vote of `reference` for each of the N samples of `x` (N x ...), as defined in
+    the module docstring. Returns an array of N classes (values taken from `reference`)."""
+    reference = np.asarray(reference).reshape(-1)
+    if len(reference) != len(x):
+        raise ValueError(f"x has {len(x)} samples but reference has {len(reference)}")
+    return vote_of(*nearest_neighbours(x, k, max_block=max_block), reference)
+
+
+def neighbour_agreement(x: np.ndarray | None, reference: np.ndarray, predictions: np.ndarray, k: int = 10, *,
+                        space: str = "input", max_block: int = DEFAULT_BLOCK,
+                        neighbours: tuple[np.ndarray, np.ndarray] | None = None) -> dict:
+    """Fraction of samples whose `predictions` equal the leave-one-out k-NN vote of `reference` in `x`.
+
+    x: N x ... (flattened to N x D); reference: N labels (given labels, or the model's predictions when the
+    data has no labels: then the measure is label-free self-consistency); predictions: N predicted classes.
+
+    Returns
+      value: mean [predictions == vote] (the vote of the k nearest);
+      reference_agreement: mean [reference == vote], model-free: how often a sample's own label agrees with its
+        neighbours (1 - it is the share of samples their neighbours outvote; low with noisy labels);
+      vote_consistency: model-free reliability of the vote itself: the fraction of samples on which two
+        *disjoint* votes agree, that of the neighbours at odd ranks 1, 3, ..., 2k-1 and that of the neighbours
+        at even ranks 2, 4, ..., 2k (each k neighbours, same tie rules). If the two votes erred independently
+        with accuracy v over C classes, consistency = v^2 + (1 - v)^2 / (C - 1): near 1 for a trustworthy
+        reference, near 1/C when the neighbours' labels are no better than chance (heavy label noise, or a
+        space where distance means little). Needs 2k neighbours (capped at N - 1: with fewer, the two halves
+        are the odd and even ranks of what there is; None when N < 3);
+      k (as used, <= N - 1), space (echoed), samples.
+
+    `neighbours`: (indices, distances) from `nearest_neighbours(x, K)`, to vote several references (or several
+    k: the first k columns of a row ordered by (distance, index) are exactly its k nearest) without recomputing
+    distances; `x` is then not used (may be None). K >= 2k gives vote_consistency at k, else at K // 2.
+    """
+    predictions = np.asarray(predictions).reshape(-1)
+    reference = np.asarray(reference).reshape(-1)
+    if len(predictions) != len(reference):
+        raise ValueError(f"predictions has {len(predictions)} samples but reference has {len(reference)}")
+    if neighbours is None:
+        neighbours = nearest_neighbours(x, 2 * k, max_block=max_block)
+    indices, distances = neighbours
+    if len(indices) != len(reference):
+        raise ValueError(f"the neighbours are of {len(indices)} samples but reference has {len(reference)}")
+    if k > indices.shape[1] and indices.shape[1] < len(indices) - 1:
+        raise ValueError(f"k = {k} but only {indices.shape[1]} neighbours were given")
+    k_used = min(int(k), indices.shape[1])
+    vote = vote_of(indices[:, :k_used], distances[:, :k_used], reference)
+    half = min(k_used, indices.shape[1] // 2)
+    consistency = None
+    if half >= 1:
+        odd = vote_of(indices[:, 0 : 2 * half : 2], distances[:, 0 : 2 * half : 2], reference)
+        even = vote_of(indices[:, 1 : 2 * half : 2], distances[:, 1 : 2 * half : 2], reference)
+        consistency = float(np.mean(odd == even))
+    return {
+        "value": float(np.mean(predictions == vote)),
+        "k": k_used,
+        "space": space,
+        "samples": int(len(vote)),
+        "reference_agreement": float(np.mean(reference == vote)),
+        "vote_consistency": consistency,
+    }
+
+
+__all__ = ["nearest_neighbours", "neighbour_agreement", "neighbour_vote", "vote_of"]
+
+
+# ----------------------------------------------------------------------------------------------- registration
+from genaudit.registry import Context, Diagnostic, Metric  # noqa: E402  (declarations below the functions)
+
+K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
+
+
+def _in(space: str):
+    def compute(c: Context) -> dict | None:
+        x = c.fs.features if space == "features" else c.spaces.get(space)
+        if x is None or len(c.fs.reference) < 2:
+            return None
+        x = flat_space(x)
+        return neighbour_agreement(x, c.fs.reference, c.fs.predictions, K, space=space)
+    return compute
+
+
+def flat_space(x: np.ndarray) -> np.ndarray:
+    """A space's samples as bounded float vectors (see genaudit.features.flat_pooled)."""
+    from genaudit.features import flat_pooled
+
+    return flat_pooled(x, MAX_DIMS)
+
+
+MAX_DIMS = 4096  # larger samples (big images, early conv maps) are average-pooled to at most this many values
+
+_MEANING = ("Fraction of audited samples whose prediction equals the leave-one-out vote of their {k} nearest "
+            "audited neighbours' reference labels{where}: an out-of-sample guess of each sample's class built from "
+            "the training data alone.")
+_READING = ("Higher = the model agrees with what its training neighbours say; memorizing wrong labels or "
+            "underfitting both lower it. A strong predictor of held-out accuracy where distances in this space "
+            "are meaningful (docs/validity.md). With labels the reference is the given labels; without, the "
+            "model's own predictions (weaker).")
+INPUT = Diagnostic(
+    "neighbours.input", "space", _in("input"),
+    (Metric("neighbours_input", "neighbours.input.value", "neighbour vote: input", "estimate", "higher",
+            "agrees with its input neighbours",
+            _MEANING.format(k=K, where=" in input space (preprocessed pixels, pooled above 4,096 values)"),
+            "mean_n [ŷ_n = vote_{k-NN(x_n), leave-one-out}(reference)], k = 10, Euclidean",
+            "neighbour-vote reference (genaudit validity study); after PGDL's pseudo-held-out measures",
+            _READING, tag="nb input"),),
+)
+EARLY = Diagnostic(
+    "neighbours.early", "space", _in("early"),
+    (Metric("neighbours_early", "neighbours.early.value", "neighbour vote: early layer", "estimate",
+            "higher", "agrees with early-layer neighbours",
+            _MEANING.format(k=K, where=" in the space of the model's first activation"),
+            "as neighbour agreement, input, with x_n the first activation's output", "genaudit validity study",
+            _READING, tag="nb early"),),
+)
+FEATURES = Diagnostic(
+    "neighbours.features", "space", _in("features"),
+    (Metric("neighbours_features", "neighbours.features.value", "neighbour vote: features", "estimate",
+            "higher", "agrees with feature neighbours",
+            _MEANING.format(k=K, where=" in the feature layer's space"),
+            "as neighbour agreement, input, with x_n the feature layer's values", "genaudit validity study",
+            _READING, tag="nb feat"),),
+)
+

@@ -1,0 +1,88 @@
+"""The estimate of held-out accuracy and the neighbour-vote and margin diagnostics it rests on, in the audit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import genaudit
+from conftest import SAMPLE_MODELS
+from genaudit import estimate as estimate_module
+from genaudit.features import flat_pooled
+from genaudit.models import identify, open_model
+from genaudit.render import verdict
+
+SPEC = {
+    "version": 9, "fitted_on": {"models": 3, "datasets": ["d"], "archs": ["a"]}, "requires": {"samples": 100},
+    "features": {"u": {"path": "diagnostics.u.value"}, "v": {"path": "clean_accuracy"}},
+    "intercept": 0.1, "coefficients": {"u": 0.5, "v": 0.25},
+    "conformal": {"quantile_90": 0.05}, "range": {"u": [0.2, 0.8], "v": [0.0, 1.0]},
+}
+
+
+def _card(u: float, v: float = 0.8, samples: int = 100, label_mode: str = "labels") -> dict:
+    return {"diagnostics": {"u": {"value": u}}, "clean_accuracy": v, "samples": samples, "label_mode": label_mode}
+
+
+def test_estimate_is_the_fitted_line_with_a_conformal_interval(monkeypatch):
+    monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
+    block = estimate_module.estimate(_card(0.6))
+    assert block["accuracy"] == pytest.approx(0.1 + 0.5 * 0.6 + 0.25 * 0.8)  # 0.6
+    assert block["interval"] == pytest.approx([0.55, 0.65])
+    assert "widened" not in block["basis"] and block["level"] == 0.9
+
+
+def test_interval_widens_outside_the_zoo_and_says_why(monkeypatch):
+    monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
+    block = estimate_module.estimate(_card(1.0, samples=50))  # u is 0.2 above the zoo's range
+    assert block["accuracy"] == pytest.approx(0.8)
+    assert block["interval"] == pytest.approx([0.8 - 0.05 - 0.5 * 0.2, 0.95])
+    assert "u = 1.000 outside the zoo's [0.200, 0.800]" in block["basis"] and "50" in block["basis"]
+
+
+def test_estimate_is_clipped_to_accuracies_and_undefined_without_its_inputs(monkeypatch):
+    monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
+    assert estimate_module.estimate(_card(0.8, v=4.0))["accuracy"] == 1.0
+    missing = estimate_module.estimate({"diagnostics": {}, "clean_accuracy": 0.5, "label_mode": "labels"})
+    assert missing["accuracy"] is None and missing["interval"] is None
+    no_label_free = estimate_module.estimate(_card(0.5, label_mode="predictions"))
+    assert no_label_free["accuracy"] is None
+
+
+def test_flat_pooled_averages_square_blocks_only_when_too_large():
+    x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
+    np.testing.assert_array_equal(flat_pooled(x, 16), x.reshape(2, 16))
+    pooled = flat_pooled(x, 4)  # 2x2 blocks
+    np.testing.assert_allclose(pooled[0], [(0 + 1 + 4 + 5) / 4, (2 + 3 + 6 + 7) / 4, (8 + 9 + 12 + 13) / 4,
+                                           (10 + 11 + 14 + 15) / 4])
+    assert flat_pooled(np.zeros((3, 1, 5, 5)), 4).shape == (3, 4)  # 5x5 -> 2x2 blocks, the last row/col dropped
+
+
+def test_early_layer_is_the_first_activation():
+    graph = open_model(identify(SAMPLE_MODELS / "cnn_clean.onnx"), (1, 28, 28), None)
+    assert graph.early_layer() == "/relu1/Relu_output_0"
+
+
+def test_early_space_is_the_feature_layer_when_the_first_activation_feeds_the_classifier(trained_mlp, tiny_data):
+    card = genaudit.audit(trained_mlp["onnx"], str(tiny_data), samples=None)
+    assert card["diagnostics"]["neighbours"]["early"] == card["diagnostics"]["neighbours"]["features"] | {"space": "early"}
+    assert card["estimate"]["accuracy"] is not None
+
+
+def test_memorizing_model_gets_a_lower_estimate_than_a_generalizing_one():
+    clean = genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=500)
+    memorizing = genaudit.audit(SAMPLE_MODELS / "mlp_random.onnx", "sample", samples=500)
+    assert clean["estimate"]["accuracy"] > memorizing["estimate"]["accuracy"] + 0.3
+    lo, hi = clean["estimate"]["interval"]
+    assert lo <= clean["estimate"]["accuracy"] <= hi
+    assert clean["diagnostics"]["neighbours"]["input"]["value"] > memorizing["diagnostics"]["neighbours"]["input"]["value"]
+    assert verdict(clean).startswith(f"expected held-out accuracy {clean['estimate']['accuracy']:.2f} (90%: ")
+
+
+def test_neighbour_vote_does_not_depend_on_unit_order():
+    from genaudit.diagnostics.neighbours import neighbour_agreement
+
+    rng = np.random.default_rng(0)
+    x, ref = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
+    pred = rng.integers(0, 3, 60)
+    assert neighbour_agreement(x[:, ::-1], ref, pred)["value"] == neighbour_agreement(x, ref, pred)["value"]

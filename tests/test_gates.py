@@ -1,0 +1,72 @@
+"""CI gates that respect each metric's better direction, baselines that must compare, and ties that are ties."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import SAMPLE_MODELS
+from genaudit import thresholds
+from genaudit.cli import app
+from genaudit.comparison import selection
+from genaudit.errors import GenauditError
+from genaudit.render import sparkline
+
+runner = CliRunner()
+CARD = {"data": {"spec": "sample", "split": "train", "samples": 100, "preprocess": {}}, "layer": {"default": True},
+        "label_mode": "labels", "seed": 0, "clean_accuracy": 0.9,
+        "diagnostics": {"consistency": {"value": 2.0}, "perplexity": {"value": 0.5}},
+        "estimate": {"accuracy": 0.8}}
+
+
+def test_fail_under_means_worse_in_the_metrics_better_direction():
+    assert thresholds.failures(CARD, [thresholds.parse("clean_accuracy=0.95")]) == [
+        "clean_accuracy = 0.9000 is below the required 0.95"]
+    assert thresholds.failures(CARD, [thresholds.parse("consistency=1.5")]) == [  # lower is better: 2.0 fails
+        "consistency.value = 2.0000 is above the allowed 1.5"]
+    assert thresholds.failures(CARD, [thresholds.parse("consistency=2.5")]) == []
+    with pytest.raises(GenauditError, match="descriptive.*--fail-if 'perplexity<0.4'"):
+        thresholds.parse("perplexity=0.4")
+
+
+def test_fail_if_states_the_side_explicitly():
+    assert thresholds.failures(CARD, [thresholds.parse_condition("perplexity>0.4")]) == [
+        "perplexity.value = 0.5000 is above the allowed 0.4"]
+    assert thresholds.failures(CARD, [thresholds.parse_condition("perplexity<0.4")]) == []
+    with pytest.raises(GenauditError, match="METRIC<VALUE"):
+        thresholds.parse_condition("perplexity=0.4")
+
+
+def test_a_baseline_audited_differently_is_refused():
+    other = {**CARD, "data": {**CARD["data"], "spec": "mnist"}, "label_mode": "predictions"}
+    with pytest.raises(GenauditError, match="data: baseline .*mnist.*label mode"):
+        thresholds.regressions(CARD, other, 0.01)
+    assert thresholds.regressions(CARD, {**CARD, "estimate": {"accuracy": 0.85}}, 0.01) == [
+        "estimate.accuracy = 0.8000 is worse than the baseline's 0.8500 by 0.0500 (tolerance 0.01)"]
+
+
+def test_ties_within_sampling_error_are_reported_as_ties():
+    name = lambda i: f"m{i}"  # noqa: E731
+    identical = selection([0, 1, 2], [0.5, 0.5, 0.5], [0.0, 0.0, 0.0], name)
+    assert not identical["significant"] and identical["tied_with"] == ["m1", "m2"]
+    close = selection([0, 1], [0.80, 0.79], [0.01, 0.01], name)  # 0.01 < 2 * sqrt(2) * 0.01
+    assert not close["significant"] and close["tied_with"] == ["m1"]
+    clear = selection([0, 1], [0.90, 0.70], [0.01, 0.01], name)
+    assert clear["significant"] and clear["tied_with"] == []
+    assert len(set(sparkline([0.5, 0.5, 0.5], 0.5, 0.5))) == 1  # identical values draw a flat line, no trend
+
+
+def test_compare_says_which_model_failed(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    result = runner.invoke(app, ["compare", str(SAMPLE_MODELS / "mlp_clean.onnx"), str(broken), "--data", "sample",
+                                 "--samples", "100"])
+    assert result.exit_code == 2 and str(broken) in " ".join(result.output.split())
+
+
+def test_compare_reports_identical_models_as_a_tie():
+    import genaudit
+
+    result = genaudit.compare([SAMPLE_MODELS / "mlp_clean.onnx", SAMPLE_MODELS / "mlp_clean.pt2"], "sample",
+                              samples=200, order="given")
+    assert not result["selection"]["significant"] and len(result["selection"]["tied_with"]) == 1

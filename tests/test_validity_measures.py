@@ -1,0 +1,213 @@
+"""The validity measures (neighbour-vote agreement, normalized margins) on hand-computed cases, plus properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from genaudit.diagnostics.margins import feature_spread, margins, sample_margins
+from genaudit.diagnostics.neighbours import nearest_neighbours, neighbour_agreement, neighbour_vote
+
+
+def brute_force_vote(x, reference, k):
+    """Reference implementation: full sort by (distance, index), then the documented tie rules."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    n = len(x)
+    out = []
+    for i in range(n):
+        d = ((x - x[i]) ** 2).sum(axis=1)
+        order = [j for j in np.lexsort((np.arange(n), d)) if j != i][:k]
+        counts = {}
+        for j in order:
+            counts[reference[j]] = counts.get(reference[j], 0) + 1
+        best = max(counts.values())
+        tied = [c for c, v in counts.items() if v == best]
+        nearest = {c: min(d[j] for j in order if reference[j] == c) for c in tied}
+        out.append(min(tied, key=lambda c: (nearest[c], c)))
+    return np.array(out)
+
+
+# ------------------------------------------------------------------------------------------ neighbours
+
+
+def test_vote_hand_case_one_neighbour():
+    # points on a line: 0, 1, 3, 10, 11; 1-NN leave-one-out: 0->1, 1->0, 3->1, 10->11, 11->10
+    x = np.array([[0.0], [1.0], [3.0], [10.0], [11.0]])
+    ref = np.array([0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(neighbour_vote(x, ref, k=1), [0, 0, 0, 1, 1])
+    out = neighbour_agreement(x, ref, np.array([0, 0, 1, 1, 0]), k=1)
+    assert out["value"] == pytest.approx(3 / 5)
+    assert out["reference_agreement"] == pytest.approx(4 / 5)
+    assert out == {**out, "k": 1, "space": "input", "samples": 5}
+    # vote consistency at k=1: label of the nearest vs the second nearest neighbour.
+    # 0: 1 (class 0) vs 3 (1) no; 1: 0 (0) vs 3 (1) no; 3: 1 (0) vs 0 (0) yes; 10: 11 vs 3 yes; 11: 10 vs 3 yes
+    assert out["vote_consistency"] == pytest.approx(3 / 5)
+
+
+def test_equal_distances_take_the_lower_index():
+    # sample 0 has two neighbours at distance 1: index 1 (class 1) wins over index 2 (class 2)
+    x = np.array([[0.0], [1.0], [-1.0]])
+    np.testing.assert_array_equal(neighbour_vote(x, np.array([0, 1, 2]), k=1), [1, 0, 0])
+
+
+def test_vote_ties_go_to_the_class_of_the_nearest_neighbour():
+    # k=2. sample 0 (x=0): neighbours x=1 (class 2, d^2=1) and x=-2 (class 1, d^2=4): 1-1 tie -> class 2, the
+    # nearer one (not the smaller class 1). sample 1 (x=1): x=0 (class 0, 1), x=-2 (class 1, 9) -> 0.
+    # sample 2 (x=-2): x=0 (class 0, 4), x=1 (class 2, 9) -> 0. sample 3 (x=5): x=1 (class 2, 16), x=0 (0, 25) -> 2
+    x = np.array([[0.0], [1.0], [-2.0], [5.0]])
+    ref = np.array([0, 2, 1, 1])
+    np.testing.assert_array_equal(neighbour_vote(x, ref, k=2), [2, 0, 0, 2])
+
+
+def test_vote_ties_at_equal_distance_go_to_the_smaller_class():
+    x = np.array([[0.0], [1.0], [-1.0]])  # sample 0: classes 2 and 1, both at distance 1 -> 1
+    assert neighbour_vote(x, np.array([0, 2, 1]), k=2)[0] == 1
+
+
+def test_majority_and_duplicates():
+    # duplicates are neighbours (leave-one-out removes the sample itself, by index, not by distance 0)
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 1.0], [5.0, 5.0], [5.0, 6.0], [6.0, 5.0]])
+    ref = np.array([3, 7, 7, 7, 3, 3])
+    # sample 0: neighbours 1 (7), 2 (7) -> 7; sample 1: 0 (3), 2 (7) tie, nearest is 3 (d=0) -> 3
+    # sample 2: 0 (3, d=1), 1 (7, d=1): tie at equal distance -> the smaller class 3
+    # sample 3: 4 (3), 5 (3) -> 3; sample 4: 3 (7, d=1), 5 (3, d=2) tie -> 7; sample 5: 3 (7, 1), 4 (3, 2) -> 7
+    np.testing.assert_array_equal(neighbour_vote(x, ref, k=2), [7, 3, 3, 3, 7, 7])
+
+
+def test_k_is_capped_and_validated():
+    x = np.array([[0.0], [1.0], [2.0]])
+    out = neighbour_agreement(x, np.array([0, 1, 1]), np.array([1, 1, 1]), k=10)
+    assert out["k"] == 2
+    with pytest.raises(ValueError):
+        neighbour_vote(x, np.array([0, 1]), k=1)
+    with pytest.raises(ValueError):
+        neighbour_vote(x[:1], np.array([0]), k=1)
+
+
+def test_chunked_equals_brute_force_and_one_block():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3, size=(157, 4)).astype(np.float64)  # small integer grid: many exact distance ties
+    ref = rng.integers(0, 4, size=157)
+    expected = brute_force_vote(x, ref, 5)
+    np.testing.assert_array_equal(neighbour_vote(x, ref, k=5), expected)
+    np.testing.assert_array_equal(neighbour_vote(x, ref, k=5, max_block=157 * 3), expected)  # 3-row chunks
+    np.testing.assert_array_equal(neighbour_vote(x, ref, k=5, max_block=1), expected)        # 1-row chunks
+
+
+def test_precomputed_neighbours_give_the_same_vote_for_every_k():
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 3, size=(120, 3)).astype(np.float64)  # many ties
+    ref = rng.integers(0, 3, size=120)
+    pred = rng.integers(0, 3, size=120)
+    nn = nearest_neighbours(x, 20)
+    for k in (1, 5, 10, 20):
+        assert neighbour_agreement(None, ref, pred, k, neighbours=nn) == neighbour_agreement(x, ref, pred, k)
+        np.testing.assert_array_equal(neighbour_vote(x, ref, k), brute_force_vote(x, ref, k))
+    with pytest.raises(ValueError):
+        neighbour_agreement(None, ref, pred, 30, neighbours=nn)
+    # vote consistency at k=10 is the agreement of the votes of ranks 1,3,..,19 and 2,4,..,20
+    from genaudit.diagnostics.neighbours import vote_of
+
+    odd, even = vote_of(nn[0][:, 0::2], nn[1][:, 0::2], ref), vote_of(nn[0][:, 1::2], nn[1][:, 1::2], ref)
+    assert neighbour_agreement(x, ref, pred, 10)["vote_consistency"] == np.mean(odd == even)
+
+
+def test_properties_permutations_and_the_vote_itself():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 6))  # continuous: no distance ties, so sample order cannot matter
+    ref = rng.integers(0, 5, size=300)
+    pred = np.where(rng.random(300) < 0.7, ref, rng.integers(0, 5, size=300))
+    base = neighbour_agreement(x, ref, pred, k=7)
+    p = rng.permutation(300)
+    assert neighbour_agreement(x[p], ref[p], pred[p], k=7)["value"] == base["value"]
+    assert neighbour_agreement(x[:, rng.permutation(6)], ref, pred, k=7)["value"] == base["value"]
+    relabel = rng.permutation(5)  # renaming the classes consistently changes nothing
+    assert neighbour_agreement(x, relabel[ref], relabel[pred], k=7)["value"] == base["value"]
+    vote = neighbour_vote(x, ref, k=7)
+    assert neighbour_agreement(x, ref, vote, k=7)["value"] == 1.0  # a model predicting the vote scores 1
+    assert neighbour_agreement(x, vote, vote, k=7)["value"] == neighbour_agreement(x, vote, vote, k=7)["reference_agreement"]
+    # vote consistency: 1 when every label agrees (one class), about 1/C for labels independent of x
+    assert neighbour_agreement(x, np.zeros(300, int), pred, k=7)["vote_consistency"] == 1.0
+    assert abs(base["vote_consistency"] - 1 / 5) < 0.1
+
+
+def test_memory_is_bounded_for_10000_samples():
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    x = rng.random((10_000, 8)).astype(np.float32)
+    ref = rng.integers(0, 10, size=10_000)
+    tracemalloc.start()
+    try:
+        out = neighbour_agreement(x, ref, ref, k=10)  # chunks of 400 rows x 10,000
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out["samples"] == 10_000 and 0.0 <= out["value"] <= 1.0
+    assert peak < 250e6  # a full 10,000 x 10,000 float64 distance matrix alone would be 800 MB
+
+
+# ------------------------------------------------------------------------------------------ margins
+
+
+def hand_problem():
+    # w_0 = (1, 0), w_1 = (0, 1), w_2 = (0, 0) as the columns of W (D=2 x C=3), b = 0
+    w = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    b = np.zeros(3)
+    h = np.array([[2.0, 1.0], [0.0, 3.0], [2.0, 1.0], [0.0, 3.0]])
+    y = np.array([0, 0, 1, 1])
+    return h, w, b, y
+
+
+def test_margins_hand_case():
+    h, w, b, y = hand_problem()
+    r2 = math.sqrt(2)
+    # sample 0: z=(2,1,0), y=0: j=1 (2-1)/|w0-w1|=1/sqrt2, j=2 (2-0)/|w0|=2 -> 1/sqrt2
+    # sample 1: z=(0,3,0), y=0: j=1 -3/sqrt2, j=2 0 -> -3/sqrt2
+    # sample 2: z=(2,1,0), y=1: j=0 -1/sqrt2, j=2 1 -> -1/sqrt2
+    # sample 3: z=(0,3,0), y=1: j=0 3/sqrt2, j=2 3 -> 3/sqrt2
+    np.testing.assert_allclose(sample_margins(h, w, b, y), [1 / r2, -3 / r2, -1 / r2, 3 / r2])
+    # total variance: Var(2,0,2,0) + Var(1,3,1,3) = 1 + 1 -> spread sqrt2; normalized: 1/2, -3/2, -1/2, 3/2
+    assert feature_spread(h) == pytest.approx(r2)
+    out = margins(h, w, b, y)
+    assert out["negative_fraction"] == 0.5 and out["positive_fraction"] == 0.5 and out["samples"] == 4
+    lo, hi = math.log(0.5), math.log(1.5)  # numpy's linear quantiles of two values
+    q1, q2, q3 = lo + 0.25 * (hi - lo), (lo + hi) / 2, lo + 0.75 * (hi - lo)
+    assert out["log_q1"] == pytest.approx(q1) and out["log_q2"] == pytest.approx(q2)
+    assert out["log_q3"] == pytest.approx(q3)
+    assert out["log_lower_fence"] == pytest.approx(q1 - 1.5 * (q3 - q1))
+    assert out["log_upper_fence"] == pytest.approx(q3 + 1.5 * (q3 - q1))
+
+
+def test_margins_without_positive_margins_or_spread():
+    h, w, b, _ = hand_problem()
+    out = margins(h[[1, 2]], w, b, np.array([0, 1]))  # both negative
+    assert out["negative_fraction"] == 1.0 and out["log_q2"] is None
+    out = margins(np.ones((3, 2)), w, b, np.array([0, 0, 0]))  # constant features: no spread
+    assert out["normalizer"] == 0.0 and out["log_q1"] is None
+
+
+def test_margin_properties_scale_units_and_predictions():
+    rng = np.random.default_rng(3)
+    h = np.maximum(rng.normal(size=(200, 16)), 0)
+    w = rng.normal(size=(16, 5))
+    b = rng.normal(size=5)
+    y = rng.integers(0, 5, size=200)
+    base = margins(h, w, b, y)
+    # rescaling the features and inversely the weights keeps the logits: normalized margins unchanged
+    scaled = margins(h * 7.0, w / 7.0, b, y)
+    perm = rng.permutation(16)  # permuting the units (and W's rows) changes nothing
+    permuted = margins(h[:, perm], w[perm], b, y)
+    order = rng.permutation(200)  # nor does the order of the samples
+    shuffled = margins(h[order], w, b, y[order])
+    for other in (scaled, permuted, shuffled):
+        for key, value in base.items():
+            if key != "normalizer":
+                assert other[key] == pytest.approx(value)
+    # with the head's own predictions as reference no margin is negative (argmax), and the negative fraction
+    # with labels is 1 - accuracy when there are no ties
+    pred = (h @ w + b).argmax(axis=1)
+    assert margins(h, w, b, pred)["negative_fraction"] == 0.0
+    assert base["negative_fraction"] == pytest.approx(1 - np.mean(pred == y))
