@@ -18,6 +18,7 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
+from genaudit.features import share_error
 from genaudit.registry import Metric
 from genaudit.scorecard import lookup
 
@@ -68,8 +69,7 @@ def _share_error(card: dict, path: str) -> float:
     """The sampling standard error of a share of the audited samples, sqrt(p (1 - p) / n); 0 for other inputs."""
     if not any(part in path for part in SHARES):
         return 0.0
-    p, n = lookup(card, path), max(card.get("samples", 0), 1)
-    return float(math.sqrt(max(p * (1 - p), 0.0) / n))
+    return share_error(lookup(card, path), max(card.get("samples", 0), 1)) or 0.0
 
 
 def standard_error(card: dict, predictor: dict) -> float:

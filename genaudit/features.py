@@ -56,6 +56,11 @@ def unit_values(features: np.ndarray) -> np.ndarray:
     return f.reshape(f.shape[0], f.shape[1], -1).mean(axis=2) if f.ndim > 2 else f
 
 
+def share_error(share: float | None, n: int) -> float | None:
+    """Sampling standard error of a share of n samples (an accuracy, an agreement): sqrt(p (1 - p) / n)."""
+    return None if share is None or n < 1 else float(np.sqrt(max(share * (1 - share), 0.0) / n))
+
+
 def flat_pooled(x: np.ndarray, max_dims: int) -> np.ndarray:
     """Samples as float32 vectors of at most `max_dims` values: image-like arrays (N, C, H, W) larger than that
     are average-pooled over square spatial blocks first (the bottom/right rows that do not fill a block are

@@ -14,7 +14,7 @@ from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.diagnostics.neighbours import flat_space
 from genaudit.estimate import estimate
 from genaudit.errors import GenauditError
-from genaudit.features import FeatureSet, compute_features, unit_values
+from genaudit.features import FeatureSet, compute_features, share_error, unit_values
 from genaudit.files import model_cache_dir
 from genaudit.metrics import LAYER_METRICS
 from genaudit.models import (
@@ -138,6 +138,7 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         label_mode="labels" if fs.labels_used else "predictions",
         classes=int(fs.logits.shape[1]),
         clean_accuracy=fs.clean_accuracy,
+        clean_accuracy_standard_error=share_error(fs.clean_accuracy, len(fs.predictions)),
         diagnostics=diagnostics,
     )
     card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts)

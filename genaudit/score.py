@@ -69,7 +69,10 @@ def generalization_score(card: dict) -> dict:
     z = features(card, spec)
     return {
         "value": None if z is None else combine(z, spec),
-        "components": {name: spec["weights"][name] for name in spec["features"]},
+        "components": {  # this model's own oriented component values, their weights and contributions to the logit
+            name: {"value": None if z is None else z[name], "weight": spec["weights"][name],
+                   "contribution": None if z is None else spec["weights"][name] * z[name]}
+            for name in spec["features"]},
         "model": spec["version"],
         "meaning": "predicted generalization from the label-free diagnostics, in [0, 1]; higher = generalizes better; "
                    f"Kendall tau {spec['evaluation']['kendall']:.2f} with true holdout accuracy on "

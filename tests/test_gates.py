@@ -70,3 +70,27 @@ def test_compare_reports_identical_models_as_a_tie():
     result = genaudit.compare([SAMPLE_MODELS / "mlp_clean.onnx", SAMPLE_MODELS / "mlp_clean.pt2"], "sample",
                               samples=200, order="given")
     assert not result["selection"]["significant"] and len(result["selection"]["tied_with"]) == 1
+
+
+def test_ablation_reports_its_spread_over_unit_orders():
+    import numpy as np
+
+    from genaudit.diagnostics.ablation import ablation
+    from genaudit.features import FeatureSet
+    from genaudit.heads import AffineHead
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(40, 6)).astype(np.float32)
+    head = AffineHead(rng.normal(size=(6, 3)), np.zeros(3))
+    fs = FeatureSet(features, head(features), head(features).argmax(1), None)
+    both = ablation(head, fs, repeats=4, seed=2)
+    alone = [ablation(head, fs, order=o)["auc"] for o in _orders(6, 4, 2)]  # the same four orders, one by one
+    assert both["standard_error"] == pytest.approx(np.std(alone) / 2)  # std / sqrt(4)
+    assert ablation(head, fs, repeats=1)["standard_error"] is None
+
+
+def _orders(units: int, repeats: int, seed: int):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [rng.permutation(units) for _ in range(repeats)]

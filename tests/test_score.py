@@ -58,6 +58,10 @@ def test_a_memorizing_model_scores_below_a_generalizing_one():
     memorizing = audit(SAMPLE_MODELS / "mlp_random.onnx", "sample", labels=False)
     assert memorizing["score"]["value"] < clean["score"]["value"] - 0.05
     assert clean["score"]["components"].keys() == model()["features"].keys()
+    # each model's own component values and contributions, which differ between the two models
+    logit = sum(c["contribution"] for c in clean["score"]["components"].values()) + model()["bias"]
+    assert clean["score"]["value"] == pytest.approx(1 / (1 + math.exp(-logit)))
+    assert clean["score"]["components"] != memorizing["score"]["components"]
 
 
 def test_the_score_is_the_same_with_or_without_labels():

@@ -41,8 +41,11 @@ def ablation(head: Head, fs: FeatureSet, *, levels: int = 21, repeats: int = 5, 
     orders = order[None] if order is not None else np.stack([rng.permutation(fs.units) for _ in range(repeats)])
     acc = ablation_curve(head, fs, fractions, orders)
     mean = acc.mean(axis=0)
+    per_order = [normalized_auc(fractions, row) for row in acc]
     return {
         "auc": normalized_auc(fractions, mean),
+        # the spread of the AUC over unit orders (standard error of their mean): a seed spread, not a bound
+        "standard_error": float(np.std(per_order) / np.sqrt(len(per_order))) if len(per_order) > 1 else None,
         "curve": {"fraction": fractions.tolist(), "accuracy": mean.tolist(), "std": acc.std(axis=0).tolist()},
         "repeats": int(len(orders)),
         "order": "given" if order is not None else "random",

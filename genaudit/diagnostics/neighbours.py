@@ -171,8 +171,10 @@ def _in(space: str):
         x = c.fs.features if space == "features" else c.spaces.get(space)
         if x is None or len(c.fs.reference) < 2:
             return None
-        x = flat_space(x)
-        return neighbour_agreement(x, c.fs.reference, c.fs.predictions, K, space=space)
+        from genaudit.features import share_error
+
+        found = neighbour_agreement(flat_space(x), c.fs.reference, c.fs.predictions, K, space=space)
+        return {**found, "standard_error": share_error(found["value"], found["samples"])}
     return compute
 
 
