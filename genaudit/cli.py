@@ -286,6 +286,53 @@ def validate(
 
 @app.command()
 @user_errors
+@with_options
+def suspects(
+    model: Annotated[Path, typer.Argument(help="Model file.")],
+    data: Data,
+    top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.")] = 20,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write every audited sample's row here (index, "
+                                                     "label, predicted, suggested, suspicion), most suspicious "
+                                                     "first.")] = None,
+    options=None,
+    json_path: Json = None,
+    html: Html = None,
+    fmt: FormatOpt = Format.table,
+) -> None:
+    """Which training samples did the model memorize? Samples ranked by suspicion (a label its neighbours
+    outvote, fitted anyway), from the trained model and its training data alone."""
+    from genaudit import files
+    from genaudit.suspects import suspects as run_suspects
+
+    files.check_outputs(json_path, html, (model, data))
+    files.check_writable(csv_path, "--csv", (model, data))
+    if top < 1:
+        raise GenauditError(f"--top must be at least 1 (got {top}).")
+    bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
+    with bar:
+        result = run_suspects(model, data, top=top, thumbnails=html is not None or fmt == Format.html,
+                              progress=progress, **options)
+    if csv_path is not None:
+        files.write_atomic(csv_path, _csv(result["rows"]))
+    _write(json_path, "json", "suspects", result)
+    _write(html, "html", "suspects", result)
+    _show(fmt, "suspects", result)
+
+
+def _csv(rows: list[dict]) -> str:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["index", "label", "predicted", "suggested", "suspicion"],
+                            extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+@app.command()
+@user_errors
 def layers(
     model: Annotated[Path, typer.Argument(help="Model file.")],
     input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape C,H,W (needed for "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -56,9 +57,28 @@ def layer_block(fs: FeatureSet, opts: AuditOptions) -> dict:
     return run(of_kind("layer"), Context(fs, opts))
 
 
-def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions(),
-                  progress: Progress | None = None) -> Scorecard:
-    """Audit one model on an already loaded data set (shared by `compare`)."""
+@dataclass
+class Pass:
+    """One trunk pass over the data and what the diagnostics read: the opened model and its cut, the features
+    (`fs`), the sample spaces of the neighbour votes (`spaces`), the reduced extra layers of the per-layer table
+    (`streams`: unit values and magnitudes per layer; `listed`: the table's layers in graph order), and the
+    seconds each phase took."""
+
+    file: ModelFile
+    graph: OnnxGraph
+    cut: CutModel
+    layout: str
+    fs: FeatureSet
+    spaces: dict
+    streams: dict
+    listed: list[str]
+    timings: dict
+
+
+def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress: Progress | None = None) -> Pass:
+    """Open `model`, cut it at the feature layer and run the trunk once over `dataset`, keeping the features,
+    the early layer's values and the reductions of the per-layer table's layers (`opts.layers`). Inputs are
+    checked before any work."""
     timings = {}
     start = time.perf_counter()
     labels = dataset.y if opts.labels else None
@@ -95,26 +115,35 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
 
     fs = compute_features(cut.trunk, dataset.batches(batch, layout), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
-    timings["features"] = time.perf_counter() - start
-
-    start = time.perf_counter()
     spaces = {"input": np.concatenate([flat_space(x) for x in dataset.batches(batch)])}
     if early is not None:
         spaces["early"] = np.concatenate(early_values) if early != main else flat_space(fs.features)
-    context = Context(fs, opts, cut, dataset, layout, spaces)
+    timings["features"] = time.perf_counter() - start
+    return Pass(file, graph, cut, layout, fs, spaces, streams, listed, timings)
+
+
+def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions(),
+                  progress: Progress | None = None) -> Scorecard:
+    """Audit one model on an already loaded data set (shared by `compare`)."""
+    done = trunk_pass(model, dataset, opts, progress)
+    file, graph, cut, layout, fs, timings = done.file, done.graph, done.cut, done.layout, done.fs, done.timings
+    labels = fs.labels
+
+    start = time.perf_counter()
+    context = Context(fs, opts, cut, dataset, layout, done.spaces)
     diagnostics = run(of_kind("layer", "head", "space"), context)
     timings["diagnostics"] = time.perf_counter() - start
 
     layers_table = None
     if opts.layers:
         start = time.perf_counter()
-        rows = {main: _layer_row(cut.layer, cut.op, fs.units, diagnostics)}
-        for name in extra:
-            values = np.concatenate(streams[name][0])
+        rows = {cut.layer: _layer_row(cut.layer, cut.op, fs.units, diagnostics)}
+        for name, (values, magnitudes) in done.streams.items():
+            values = np.concatenate(values)
             block = layer_block(FeatureSet(values, fs.logits, fs.predictions, labels), opts)
-            block["magnitude"] = {"value": float(np.mean(np.concatenate(streams[name][1])))}  # of the maps
+            block["magnitude"] = {"value": float(np.mean(np.concatenate(magnitudes)))}  # of the maps
             rows[name] = _layer_row(name, graph.op_of(name), values.shape[1], block)
-        layers_table = [rows[name] for name in listed if name in rows]
+        layers_table = [rows[name] for name in done.listed if name in rows]
         timings["layers"] = time.perf_counter() - start
 
     if opts.probes:

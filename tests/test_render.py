@@ -29,6 +29,13 @@ STUDY = {
                        "within_run_kendall_mean": -1.0, "runs": 1, "oriented_kendall": 0.9},
     },
 }
+SUSPECTS = {
+    "model": {"path": "m.onnx"}, "data": {"spec": "sample"}, "samples": 3, "top": 2,
+    "summary": {"fraction": 0.25, "suspect_fraction": 0.5, "threshold": 0.5},
+    "rows": [{"index": 7, "label": 1, "predicted": 1, "suggested": 4, "suspicion": 0.9},
+             {"index": "cats/a.png", "label": 0, "predicted": 2, "suggested": 2, "suspicion": 0.6},
+             {"index": 3, "label": 2, "predicted": 2, "suggested": 2, "suspicion": 0.0}],
+}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
@@ -40,7 +47,7 @@ def _render(fmt: str, method: str, *document) -> str:
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 @pytest.mark.parametrize("method,document", [("report", (CARD, [])), ("comparison", (COMPARISON,)),
-                                             ("validation", (STUDY,))])
+                                             ("validation", (STUDY,)), ("suspects", (SUSPECTS,))])
 def test_every_format_renders_every_document(fmt, method, document):
     text = _render(fmt, method, *document)
     assert text.strip()
@@ -99,3 +106,9 @@ def test_json_renders_the_document_itself():
 def test_every_metric_declares_a_short_meaning_that_fits_the_report():
     for metric in METRICS:
         assert metric.short and len(metric.short) <= 34, metric.name
+
+
+def test_suspects_show_the_top_rows_only():
+    text = _render("markdown", "suspects", SUSPECTS)
+    assert "| 2 | cats/a.png | 0 | 2 | 2 | 0.60 |" in text and "| 3 |" not in text
+    assert "50.0% of 3 audited samples" in text

@@ -118,6 +118,7 @@ class Dataset:
     y: np.ndarray | None
     preprocess: Preprocess
     spec: dict = field(default_factory=dict)
+    ids: list | None = None  # each sample's place in the source: its row (npz, named set) or file (folder)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -166,7 +167,8 @@ def load_data(
     description = {"spec": str(spec) if isinstance(spec, (str, Path)) else "arrays", "split": split,
                    "source_size": int(len(x)), "samples": int(len(idx)),
                    "labels": y is not None, "preprocess": preprocess.describe(x.dtype)}
-    return Dataset(x[idx], None if y is None else y[idx], preprocess, description)
+    ids = [x.files[i] for i in idx] if hasattr(x, "files") else [int(i) for i in idx]
+    return Dataset(x[idx], None if y is None else y[idx], preprocess, description, ids)
 
 
 __all__ = ["PRESETS", "Dataset", "Preprocess", "arrange", "load_data", "stratified_indices"]

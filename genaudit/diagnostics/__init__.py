@@ -19,6 +19,7 @@ from genaudit.diagnostics.input_space import (
 from genaudit.diagnostics.magnitude import DIAGNOSTIC as MAGNITUDE
 from genaudit.diagnostics.magnitude import magnitude, per_sample_magnitude
 from genaudit.diagnostics.margins import DIAGNOSTIC as MARGINS
+from genaudit.diagnostics.memorization import MEMORIZATION
 from genaudit.diagnostics.neighbours import EARLY as NEIGHBOURS_EARLY
 from genaudit.diagnostics.neighbours import FEATURES as NEIGHBOURS_FEATURES
 from genaudit.diagnostics.neighbours import INPUT as NEIGHBOURS_INPUT
@@ -47,7 +48,7 @@ from genaudit.diagnostics.steadiness import steadiness
 
 REGISTRY = [
     NEIGHBOURS_INPUT, NEIGHBOURS_EARLY, NEIGHBOURS_FEATURES, ABLATION, NOISE, SELECTIVITY, MUTUAL_INFORMATION, ORDERED_ABLATION, IMPORTANCE, STEADINESS, CONSISTENCY,
-    MAGNITUDE, PERPLEXITY, NODES, MARGINS, INPUT_NOISE, AUGMENTATION,
+    MAGNITUDE, PERPLEXITY, NODES, MARGINS, MEMORIZATION, INPUT_NOISE, AUGMENTATION,
 ]
 PAIRS = [DRIFT]
 

@@ -166,15 +166,25 @@ from genaudit.registry import Context, Diagnostic, Metric  # noqa: E402  (declar
 K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
 
 
+def neighbours_in(c: Context, space: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 2K nearest audited neighbours of every audited sample in `space` ("input", "early", "features"),
+    computed once per audit and shared by every diagnostic that votes with them; None when the space is absent."""
+    key = f"neighbours:{space}"
+    if key not in c.cache:
+        x = c.fs.features if space == "features" else c.spaces.get(space)
+        c.cache[key] = None if x is None or len(x) < 2 else nearest_neighbours(flat_space(x), 2 * K)
+    return c.cache[key]
+
+
 def _in(space: str):
     def compute(c: Context) -> dict | None:
-        x = c.fs.features if space == "features" else c.spaces.get(space)
-        if x is None or len(c.fs.reference) < 2:
-            return None
         from genaudit.features import share_error
 
-        found = neighbour_agreement(flat_space(x), c.fs.reference, c.fs.predictions, K, space=space)
-        return {**found, "standard_error": share_error(found["value"], found["samples"])}
+        found = neighbours_in(c, space)
+        if found is None:
+            return None
+        result = neighbour_agreement(None, c.fs.reference, c.fs.predictions, K, space=space, neighbours=found)
+        return {**result, "standard_error": share_error(result["value"], result["samples"])}
     return compute
 
 

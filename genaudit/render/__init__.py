@@ -40,6 +40,23 @@ def ranked_correlations(study: dict) -> list[tuple[str, dict]]:
     return sorted(study["correlations"].items(), key=lambda kv: -(kv[1]["oriented_kendall"] or -9))
 
 
+SUSPECT_COLUMNS = ["index", "label", "suggested", "predicted", "suspicion"]
+
+
+def suspect_rows(result: dict) -> list[list[str]]:
+    """The `top` rows of a suspects document as text cells (SUSPECT_COLUMNS), with their rank."""
+    return [[str(i + 1), str(r["index"]), str(r["label"]), str(r["suggested"]), str(r["predicted"]),
+             f"{r['suspicion']:.2f}"] for i, r in enumerate(result["rows"][: result["top"]])]
+
+
+def suspects_summary(result: dict) -> str:
+    """One line: how many samples look mislabeled and how many of those the model fits."""
+    s = result["summary"]
+    return (f"{s['suspect_fraction']:.1%} of {result['samples']} audited samples have a label their neighbours "
+            f"outvote (suspicion > {s['threshold']:g}); the model fits {s['fraction']:.1%} of all samples among them "
+            "(estimated memorized)")
+
+
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
     """(group, metric, value) for every metric present in the scorecard, grouped in report order."""
     present = [(m.group, m, lookup(card, m.path)) for m in METRICS]

@@ -9,7 +9,7 @@ import re
 
 from genaudit.features import CLEAN_ACCURACY
 from genaudit.metrics import HEADLINE
-from genaudit.render import fmt, layer_columns, rows, verdict
+from genaudit.render import SUSPECT_COLUMNS, fmt, layer_columns, rows, suspect_rows, suspects_summary, verdict
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
@@ -176,6 +176,23 @@ def validation_page(study: dict) -> str:
     return _page("genaudit validation", body)
 
 
+def suspects_page(result: dict) -> str:
+    """The most suspicious training samples as thumbnails with their given and suggested class."""
+    esc = html.escape
+    cards = []
+    for i, row in enumerate(result["rows"][: result["top"]]):
+        image = (f"<img src='{row['thumbnail']}' width=84 height=84 alt='sample {esc(str(row['index']))}'>"
+                 if row.get("thumbnail") else "")
+        cards.append(f"<figure class=suspect>{image}<figcaption>#{i + 1} <code>{esc(str(row['index']))}</code><br>"
+                     f"given <b>{row['label']}</b> · suggested <b>{row['suggested']}</b><br>predicted "
+                     f"{row['predicted']} · suspicion {row['suspicion']:.2f}</figcaption></figure>")
+    body = (f"<h1>genaudit suspects</h1><p class=meta>model <code>{esc(result['model']['path'])}</code> · data "
+            f"{esc(str(result['data']['spec']))}, {result['samples']} samples</p>"
+            f"<p>{esc(suspects_summary(result))}.</p><div class=plots>{''.join(cards)}</div>"
+            + _table(["#", *SUSPECT_COLUMNS], suspect_rows(result), numeric={0, 2, 3, 4, 5}))
+    return _page("genaudit suspects", body)
+
+
 class HtmlRenderer(Renderer):
     """A self-contained HTML page (plots embedded as PNG, nothing external)."""
 
@@ -189,3 +206,6 @@ class HtmlRenderer(Renderer):
 
     def validation(self, study: dict) -> None:
         self.stream.write(validation_page(study))
+
+    def suspects(self, result: dict) -> None:
+        self.stream.write(suspects_page(result))

@@ -1,5 +1,5 @@
-"""The renderer interface: one class per output format, each able to render the three documents genaudit
-produces (a scorecard, a comparison, a validation study). Renderers read only those documents."""
+"""The renderer interface: one class per output format, each able to render the documents genaudit produces (a
+scorecard, a comparison, a validation study, a suspects table). Renderers read only those documents."""
 
 from __future__ import annotations
 
@@ -27,6 +27,10 @@ class Renderer(ABC):
     @abstractmethod
     def validation(self, study: dict) -> None:
         """A validation study (genaudit validate)."""
+
+    @abstractmethod
+    def suspects(self, result: dict) -> None:
+        """The training samples ranked by suspicion (genaudit suspects): its `top` rows."""
 
     @classmethod
     def text(cls, method: str, *args) -> str:

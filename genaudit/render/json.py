@@ -17,3 +17,6 @@ class JsonRenderer(Renderer):
 
     def validation(self, study: dict) -> None:
         self.stream.write(to_json(study))
+
+    def suspects(self, result: dict) -> None:
+        self.stream.write(to_json(result))

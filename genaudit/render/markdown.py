@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from genaudit.render import (
+    SUSPECT_COLUMNS,
     fmt,
     layer_columns,
     ranked_correlations,
     rows,
     signed,
     sparkline,
+    suspect_rows,
+    suspects_summary,
     verdict,
 )
 from genaudit.render.interface import Renderer
@@ -27,6 +30,12 @@ class MarkdownRenderer(Renderer):
 
     def validation(self, study: dict) -> None:
         self.stream.write(validation(study))
+
+    def suspects(self, result: dict) -> None:
+        lines = [f"### genaudit suspects: `{result['model']['path']}`", "", suspects_summary(result) + ".", "",
+                 "| # | " + " | ".join(SUSPECT_COLUMNS) + " |", "|---:|" + "---:|" * len(SUSPECT_COLUMNS)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in suspect_rows(result)]
+        self.stream.write("\n".join(lines) + "\n")
 
 
 def report(card: dict, failures: list[str] | None = None) -> str:

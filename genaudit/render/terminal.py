@@ -11,12 +11,15 @@ from rich.table import Table
 
 from genaudit.metrics import BY_NAME, HEADLINE
 from genaudit.render import (
+    SUSPECT_COLUMNS,
     fmt,
     layer_columns,
     ranked_correlations,
     rows,
     signed,
     sparkline,
+    suspect_rows,
+    suspects_summary,
     verdict,
 )
 from genaudit.render.interface import Renderer
@@ -44,6 +47,18 @@ class TerminalRenderer(Renderer):
 
     def validation(self, study: dict) -> None:
         validation(study, self.console)
+
+    def suspects(self, result: dict) -> None:
+        table = Table(title=f"Most suspicious training samples of {result['model']['path']} (top {result['top']})",
+                      title_justify="left", box=box.SIMPLE_HEAD,
+                      caption="label: given; suggested: the neighbours' vote; suspicion 0–1, higher = more likely "
+                              "mislabeled or memorized", caption_justify="left")
+        for col in ("#", *SUSPECT_COLUMNS):
+            table.add_column(col, justify="left" if col == "index" else "right", overflow="fold")
+        for cells in suspect_rows(result):
+            table.add_row(*cells)
+        self.console.print(table)
+        self.console.print(suspects_summary(result) + ".", highlight=False)
 
 
 def report(card: dict, console: Console, failures: list[str] | None = None) -> None:

@@ -1,0 +1,83 @@
+"""`genaudit suspects`: per-sample suspicion, its table, CSV and HTML, and the scorecard's memorization summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import genaudit
+from conftest import SAMPLE_MODELS
+from genaudit.cli import app
+from genaudit.diagnostics.memorization import disagreement
+from genaudit.suspects import suspects
+
+runner = CliRunner()
+
+
+def test_disagreement_is_the_share_of_neighbours_with_another_label():
+    indices = np.array([[1, 2], [0, 2], [0, 1]])
+    labels = np.array([0, 0, 1])
+    np.testing.assert_allclose(disagreement(indices, labels, k=2), [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(disagreement(indices, labels, k=1), [0.0, 0.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def flipped(tmp_path_factory):
+    """The shipped MNIST sample with 10% of its labels replaced by another class (rows known)."""
+    data = np.load(SAMPLE_MODELS.parent / "genaudit" / "sample_data" / "mnist_sample.npz")
+    rng = np.random.default_rng(0)
+    y = data["y"].copy()
+    wrong = rng.choice(len(y), size=len(y) // 10, replace=False)
+    y[wrong] = (y[wrong] + rng.integers(1, 10, len(wrong))) % 10
+    path = tmp_path_factory.mktemp("flipped") / "flipped.npz"
+    np.savez(path, x=data["x"], y=y)
+    return path, set(int(i) for i in wrong)
+
+
+def test_wrong_labels_rank_first(flipped):
+    path, wrong = flipped
+    result = suspects(SAMPLE_MODELS / "mlp_clean.onnx", str(path), samples=None)
+    scores = np.array([r["suspicion"] for r in result["rows"]])
+    is_wrong = np.array([r["index"] in wrong for r in result["rows"]])
+    assert (np.diff(scores) <= 0).all()  # most suspicious first
+    assert sorted(r["index"] for r in result["rows"]) == list(range(1000))  # one row per source row
+    # AUROC of suspicion for "this label is wrong" (Mann-Whitney), with the mlp that learned the true labels
+    ranks = scores.argsort().argsort() + 1
+    auroc = (ranks[is_wrong].sum() - is_wrong.sum() * (is_wrong.sum() + 1) / 2) / (is_wrong.sum() * (~is_wrong).sum())
+    assert auroc > 0.9
+    top = result["rows"][: len(wrong)]
+    assert np.mean([r["suggested"] != r["label"] for r in top]) > 0.8
+
+
+def test_cli_writes_csv_html_and_refuses_data_without_labels(flipped, tmp_path):
+    path, _ = flipped
+    out_csv, out_html = tmp_path / "s.csv", tmp_path / "s.html"
+    result = runner.invoke(app, ["suspects", str(SAMPLE_MODELS / "mlp_clean.onnx"), "--data", str(path),
+                                 "--samples", "300", "--top", "4", "--csv", str(out_csv), "--html", str(out_html)])
+    assert result.exit_code == 0, result.output
+    with open(out_csv) as fh:
+        table = list(csv.DictReader(fh))
+    assert len(table) == 300 and list(table[0]) == ["index", "label", "predicted", "suggested", "suspicion"]
+    assert float(table[0]["suspicion"]) >= float(table[-1]["suspicion"])
+    page = out_html.read_text()
+    assert page.count("<img src='data:image/png;base64,") == 4 and "suggested" in page
+    unlabelled = tmp_path / "x.npz"
+    np.savez(unlabelled, x=np.load(path)["x"][:50])
+    refused = runner.invoke(app, ["suspects", str(SAMPLE_MODELS / "mlp_clean.onnx"), "--data", str(unlabelled)])
+    assert refused.exit_code == 2 and "labels" in refused.output
+    as_json = runner.invoke(app, ["suspects", str(SAMPLE_MODELS / "mlp_clean.onnx"), "--data", str(path),
+                                  "--samples", "200", "-f", "json"])
+    assert json.loads(as_json.output)["samples"] == 200
+
+
+def test_scorecard_memorization_summary(flipped):
+    path, _ = flipped
+    card = genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", str(path), samples=None)
+    summary = card["diagnostics"]["memorization"]
+    assert 0.0 <= summary["fraction"] <= summary["suspect_fraction"] <= 1.0
+    assert "memorization" not in genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", str(path), samples=300,
+                                                labels=False)["diagnostics"]
