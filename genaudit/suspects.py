@@ -18,9 +18,9 @@ def rows(c: Context, ids: list, thumbnail: Callable[[int], str | None] | None = 
     """One row per audited sample, most suspicious first: index (its place in the source), label, predicted,
     suggested (the input-space neighbours' vote), suspicion and its signals; the first `top` rows also get
     `thumbnail(n)` (an image of audited sample n) when it is given."""
-    found = signals(c)
+    found = signals(c, every=True)
     score = suspicion(found)
-    indices, distances = neighbours_in(c, "input")
+    indices, distances = neighbours_in(c, "input", every=True)
     suggested = vote_of(indices[:, :K], distances[:, :K], c.fs.labels)
     order = np.lexsort((np.arange(len(score)), -score))  # most suspicious first; ties by audited order
     table = [{"index": ids[n] if isinstance(ids[n], str) else int(ids[n]), "label": int(c.fs.labels[n]),

@@ -86,3 +86,13 @@ def test_neighbour_vote_does_not_depend_on_unit_order():
     x, ref = rng.normal(size=(60, 5)), rng.integers(0, 3, 60)
     pred = rng.integers(0, 3, 60)
     assert neighbour_agreement(x[:, ::-1], ref, pred)["value"] == neighbour_agreement(x, ref, pred)["value"]
+
+
+def test_neighbour_votes_run_on_a_bounded_stratified_subsample(trained_mlp, tiny_data, monkeypatch):
+    from genaudit.diagnostics import neighbours
+
+    monkeypatch.setattr(neighbours, "VOTERS", 40)  # 200 audited samples, 40 voters
+    card = genaudit.audit(trained_mlp["onnx"], str(tiny_data), samples=None)
+    assert card["samples"] == 200
+    assert card["diagnostics"]["neighbours"]["input"]["samples"] == 40
+    assert card["diagnostics"]["memorization"]["samples"] == 40

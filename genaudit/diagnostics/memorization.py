@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics.neighbours import K, neighbours_in
+from genaudit.diagnostics.neighbours import K, neighbours_in, voters
 from genaudit.registry import Context, Diagnostic, Metric
 
 SPACES = ("input", "early")  # where the neighbours that judge a label are found
@@ -29,13 +29,15 @@ def disagreement(indices: np.ndarray, labels: np.ndarray, k: int = K) -> np.ndar
     return np.mean(labels[indices[:, :k]] != labels[:, None], axis=1)
 
 
-def signals(c: Context) -> dict[str, np.ndarray]:
-    """The per-sample signals of the suspicion: d_<space> for every space the audit has."""
+def signals(c: Context, every: bool = False) -> dict[str, np.ndarray]:
+    """The per-sample signals of the suspicion, d_<space> for every space the audit has, for the voters of
+    the neighbour votes (`every`: for every audited sample, in audited order)."""
+    reference = c.fs.reference[voters(c, every)]
     out = {}
     for space in SPACES:
-        found = neighbours_in(c, space)
+        found = neighbours_in(c, space, every)
         if found is not None:
-            out[f"d_{space}"] = disagreement(found[0], c.fs.reference)
+            out[f"d_{space}"] = disagreement(found[0], reference)
     return out
 
 
@@ -50,10 +52,11 @@ def memorized(c: Context) -> dict | None:
     training samples. Needs the given labels."""
     if not c.fs.labels_used:
         return None
-    score = suspicion(signals(c))
-    outvoted = score > THRESHOLD
-    return {"fraction": float(np.mean(outvoted & (c.fs.predictions == c.fs.labels))),
-            "suspect_fraction": float(np.mean(outvoted)), "threshold": THRESHOLD, "spaces": list(SPACES)}
+    chosen = voters(c)
+    outvoted = suspicion(signals(c)) > THRESHOLD
+    fits = c.fs.predictions[chosen] == c.fs.labels[chosen]
+    return {"fraction": float(np.mean(outvoted & fits)), "suspect_fraction": float(np.mean(outvoted)),
+            "threshold": THRESHOLD, "spaces": list(SPACES), "samples": int(len(chosen))}
 
 
 MEMORIZATION = Diagnostic(

@@ -166,13 +166,32 @@ from genaudit.registry import Context, Diagnostic, Metric  # noqa: E402  (declar
 K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
 
 
-def neighbours_in(c: Context, space: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """The 2K nearest audited neighbours of every audited sample in `space` ("input", "early", "features"),
-    computed once per audit and shared by every diagnostic that votes with them; None when the space is absent."""
-    key = f"neighbours:{space}"
+VOTERS = 2000  # audited samples that vote: the estimate was fitted on votes among 2,000 (more changes their
+#                meaning, and the cost grows as N²); a larger audit votes on a seeded stratified subsample
+
+
+def voters(c: Context, every: bool = False) -> np.ndarray:
+    """The audited samples (positions) the neighbour votes run on: all of them up to VOTERS, else a seeded
+    stratified subsample of VOTERS (`every`: all of them, e.g. for a per-sample table)."""
+    n = len(c.fs.reference)
+    if every or n <= VOTERS:
+        return np.arange(n)
+    if "voters" not in c.cache:
+        from genaudit.data import stratified_indices
+
+        c.cache["voters"] = stratified_indices(n, c.fs.reference, VOTERS, c.opts.seed)
+    return c.cache["voters"]
+
+
+def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """The 2K nearest neighbours of every voter (see `voters`) among the voters, in `space` ("input", "early",
+    "features"), as positions among the voters; computed once per audit and shared by every diagnostic that
+    votes with them; None when the space is absent."""
+    chosen = voters(c, every)
+    key = f"neighbours:{space}:{len(chosen)}"
     if key not in c.cache:
         x = c.fs.features if space == "features" else c.spaces.get(space)
-        c.cache[key] = None if x is None or len(x) < 2 else nearest_neighbours(flat_space(x), 2 * K)
+        c.cache[key] = None if x is None or len(chosen) < 2 else nearest_neighbours(flat_space(x[chosen]), 2 * K)
     return c.cache[key]
 
 
@@ -183,7 +202,9 @@ def _in(space: str):
         found = neighbours_in(c, space)
         if found is None:
             return None
-        result = neighbour_agreement(None, c.fs.reference, c.fs.predictions, K, space=space, neighbours=found)
+        chosen = voters(c)
+        result = neighbour_agreement(None, c.fs.reference[chosen], c.fs.predictions[chosen], K, space=space,
+                                     neighbours=found)
         return {**result, "standard_error": share_error(result["value"], result["samples"])}
     return compute
 
