@@ -2,8 +2,9 @@
 training data alone (no retraining), and the memorization summary of the scorecard.
 
 For each audited sample n with given label y_n, its 10 nearest audited neighbours (leave-one-out, Euclidean, as
-the neighbour votes of `genaudit.diagnostics.neighbours`) are found in the input space and in the model's early
-layer; d_space(n) = the fraction of them whose given label differs from y_n. A wrong or atypical label is
+the neighbour votes of `genaudit.diagnostics.neighbours`) are found in the input space, in the model's early
+layer (its first activation) and in its feature layer; d_space(n) = the fraction of them whose given label
+differs from y_n. A wrong or atypical label is
 outvoted by its neighbours; a model that nevertheless predicts it has memorized it.
 
     suspicion(n) = mean over spaces of d_space(n)       (in [0, 1]; higher = more likely mislabeled)
@@ -19,7 +20,7 @@ import numpy as np
 from genaudit.diagnostics.neighbours import K, neighbours_in, voters
 from genaudit.registry import Context, Diagnostic, Metric
 
-SPACES = ("input", "early")  # where the neighbours that judge a label are found
+SPACES = ("input", "early", "features")  # where the neighbours that judge a label are found (docs/suspects.md)
 THRESHOLD = 0.5  # suspicion above this: the neighbours outvote the given label
 
 
