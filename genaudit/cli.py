@@ -262,8 +262,9 @@ def validate(
     html: Html = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """How well does each diagnostic rank these models by their true holdout accuracy? Kendall tau and
-    Spearman rho, overall and within each training run."""
+    """How well does each diagnostic rank these models by their true holdout accuracy (Kendall tau, Spearman rho)?
+
+    Overall and within each training run."""
     import json
 
     from genaudit import files
@@ -299,8 +300,9 @@ def suspects(
     html: Html = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Which training samples did the model memorize? Samples ranked by suspicion (a label its neighbours
-    outvote, fitted anyway), from the trained model and its training data alone."""
+    """Which training samples did the model memorize? Training samples ranked by suspicion.
+
+    Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone."""
     from genaudit import files
     from genaudit.suspects import suspects as run_suspects
 
@@ -365,7 +367,7 @@ def explain(metric: Annotated[Optional[str], typer.Argument(help="Metric name or
     """What a metric means, its formula, its paper, and how to read it."""
     from rich.table import Table
 
-    from genaudit.metrics import BY_LABEL, BY_NAME, METRICS
+    from genaudit.metrics import BY_LABEL, BY_NAME, METRICS, TOP_LEVEL
 
     if metric is None:
         table = Table(title="Metrics (genaudit explain NAME)")
@@ -379,7 +381,8 @@ def explain(metric: Annotated[Optional[str], typer.Argument(help="Metric name or
     if m is None:
         raise GenauditError(f"Unknown metric '{metric}'. Known: {', '.join(m.name for m in METRICS)}.")
     better = {"higher": "higher is better", "lower": "lower is better"}.get(m.better, "descriptive (no better side)")
-    out.print(f"[bold]{m.label}[/] ({m.name}; scorecard: diagnostics.{m.path} or {m.path})\n"
+    where = m.path if m.name in TOP_LEVEL else f"diagnostics.{m.path}"
+    out.print(f"[bold]{m.label}[/] ({m.name}; scorecard: {where})\n"
               f"  group:    {m.group}; {better}\n  meaning:  {m.meaning}\n  formula:  {m.formula}\n"
               f"  source:   {m.source}\n  reading:  {m.reading}", highlight=False)
 

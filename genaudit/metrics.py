@@ -14,9 +14,10 @@ BY_NAME = {m.name: m for m in METRICS} | {m.path: m for m in METRICS}
 BY_LABEL = {m.label: m for m in METRICS}
 LAYER_METRICS = [m for m in METRICS if m.column]   # the per-layer table's columns
 HEADLINE = [m for m in METRICS if m.headline]      # compare's table and trends
+TOP_LEVEL = {ESTIMATE.name, SCORE.name, CLEAN_ACCURACY.name}  # at the scorecard's top level, not under diagnostics
 
 # The metric that ranks models in `compare`, selects the best, and gates against a baseline: the estimate of
 # held-out accuracy, the best within-run selector of genaudit's validity study (docs/validity.md).
 PRIMARY = "estimate"
 
-__all__ = ["BY_LABEL", "BY_NAME", "GROUPS", "HEADLINE", "LAYER_METRICS", "METRICS", "PRIMARY", "Metric"]
+__all__ = ["BY_LABEL", "BY_NAME", "GROUPS", "HEADLINE", "LAYER_METRICS", "METRICS", "PRIMARY", "TOP_LEVEL", "Metric"]
