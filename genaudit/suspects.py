@@ -16,7 +16,8 @@ from genaudit.registry import Context
 
 def rows(c: Context, ids: list, thumbnail: Callable[[int], str | None] | None = None, top: int = 0) -> list[dict]:
     """One row per audited sample, most suspicious first: index (its place in the source), label, predicted,
-    suggested (the input-space neighbours' vote), suspicion and its signals; the first `top` rows also get
+    suggested (the input-space neighbours' vote), suspicion and its signals (disagreeing neighbours of 10 per
+    space); the first `top` rows also get
     `thumbnail(n)` (an image of audited sample n) when it is given."""
     found = signals(c, every=True)
     score = suspicion(found)
@@ -25,7 +26,7 @@ def rows(c: Context, ids: list, thumbnail: Callable[[int], str | None] | None = 
     order = np.lexsort((np.arange(len(score)), -score))  # most suspicious first; ties by audited order
     table = [{"index": ids[n] if isinstance(ids[n], str) else int(ids[n]), "label": int(c.fs.labels[n]),
               "predicted": int(c.fs.predictions[n]), "suggested": int(suggested[n]), "suspicion": float(score[n]),
-              **{name: float(values[n]) for name, values in found.items()}} for n in order]
+              **{name: int(values[n]) for name, values in found.items()}} for n in order]
     if thumbnail is not None:
         for row, n in zip(table[:top], order[:top]):
             row["thumbnail"] = thumbnail(int(n))

@@ -111,4 +111,4 @@ def test_every_metric_declares_a_short_meaning_that_fits_the_report():
 def test_suspects_show_the_top_rows_only():
     text = _render("markdown", "suspects", SUSPECTS)
     assert "| 2 | cats/a.png | 0 | 2 | 2 | 0.60 |" in text and "| 3 |" not in text
-    assert "50.0% of 3 audited samples" in text
+    assert "50.0% of the audited samples" in text and "memorized (a likely wrong label the model fits anyway): 25.0%" in text

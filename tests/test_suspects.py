@@ -21,8 +21,15 @@ runner = CliRunner()
 def test_disagreement_is_the_share_of_neighbours_with_another_label():
     indices = np.array([[1, 2], [0, 2], [0, 1]])
     labels = np.array([0, 0, 1])
-    np.testing.assert_allclose(disagreement(indices, labels, k=2), [0.5, 0.5, 1.0])
-    np.testing.assert_allclose(disagreement(indices, labels, k=1), [0.0, 0.0, 1.0])
+    np.testing.assert_array_equal(disagreement(indices, labels, k=2), [1, 1, 2])  # neighbours with another label
+    np.testing.assert_array_equal(disagreement(indices, labels, k=1), [0, 0, 1])
+
+
+def test_suspicion_sums_integer_counts_so_ties_stay_ties():
+    from genaudit.diagnostics.memorization import suspicion
+
+    counts = {"d_input": np.array([3, 1]), "d_early": np.array([1, 2]), "d_features": np.array([2, 3])}
+    assert suspicion(counts)[0] == suspicion(counts)[1] == 6 / 30
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +85,8 @@ def test_scorecard_memorization_summary(flipped):
     path, _ = flipped
     card = genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", str(path), samples=None)
     summary = card["diagnostics"]["memorization"]
-    assert 0.0 <= summary["fraction"] <= summary["suspect_fraction"] <= 1.0
+    # this model learned the true labels, so it memorized none of the 100 wrong ones it is audited against; the
+    # estimator's floor on models that memorized nothing is a few percent (docs/suspects.md: 1-5%)
+    assert summary["fraction"] < 0.08 and 0.05 < summary["suspect_fraction"] < 0.5
     assert "memorization" not in genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", str(path), samples=300,
                                                 labels=False)["diagnostics"]

@@ -50,11 +50,12 @@ def suspect_rows(result: dict) -> list[list[str]]:
 
 
 def suspects_summary(result: dict) -> str:
-    """One line: how many samples look mislabeled and how many of those the model fits."""
+    """One line: how many samples look mislabeled, and the estimated share the model memorized."""
     s = result["summary"]
-    return (f"{s['suspect_fraction']:.1%} of {result['samples']} audited samples have a label their neighbours "
-            f"outvote (suspicion > {s['threshold']:g}); the model fits {s['fraction']:.1%} of all samples among them "
-            "(estimated memorized)")
+    memorized = "" if s["fraction"] is None else (
+        f"; estimated memorized (a likely wrong label the model fits anyway): {s['fraction']:.1%}")
+    return (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
+            f"(suspicion > {s['threshold']:g}){memorized}")
 
 
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
