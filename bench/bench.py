@@ -2,7 +2,7 @@
 
 ResNet-18 (random weights, 10 classes) at CIFAR resolution (3x32x32), 2,000 samples, as TorchScript and ONNX.
 
-    python bench/bench.py [--samples 2000] [--naive-passes 3]
+    python bench/bench.py [--samples 2000] [--naive-passes 3] [--device cpu|auto|cuda]
 
 Reports, for each format:
 - plain: one inference pass over the data (batches of 256, after a warm-up batch) with the format's own
@@ -51,10 +51,12 @@ def build(folder: Path, samples: int):
     return model, x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
-def plain_onnx(path: Path, x: np.ndarray) -> float:
+def plain_onnx(path: Path, x: np.ndarray, device: str = "cpu") -> float:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from genaudit.models.runtime import providers_for
+
+    session = ort.InferenceSession(str(path), providers=providers_for(device))
     session.run(None, {"input": x[:BATCH]})  # warm-up
     start = time.perf_counter()
     for i in range(0, len(x), BATCH):
@@ -77,8 +79,9 @@ def plain_torch(path: Path, x: np.ndarray) -> float:
 PLAIN_PROCESS = {
     "onnx (onnxruntime)": """
 import sys, numpy as np, onnxruntime as ort
+from genaudit.models.runtime import providers_for
 x = np.load(sys.argv[2])["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255
-s = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+s = ort.InferenceSession(sys.argv[1], providers=providers_for(sys.argv[3]))
 for i in range(0, len(x), 256):
     s.run(None, {"input": x[i : i + 256]})
 """,
@@ -93,10 +96,10 @@ with torch.no_grad():
 }
 
 
-def plain_process(fmt: str, model: Path, data: Path) -> float:
+def plain_process(fmt: str, model: Path, data: Path, device: str = "cpu") -> float:
     """Wall time of a whole plain-inference process: interpreter, imports, load, one pass."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data)], check=True,
+    subprocess.run([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data), device], check=True,
                    capture_output=True)
     return time.perf_counter() - start
 
@@ -116,11 +119,11 @@ def naive_torch(model, x: np.ndarray, passes: int) -> float:
     return (time.perf_counter() - start) / passes
 
 
-def audit_process(model: Path, data: Path, cache: Path) -> tuple[float, dict, int]:
-    """Wall time of a whole `genaudit score` process, its JSON timers, and its peak RSS in MB."""
+def audit_process(model: Path, data: Path, cache: Path, device: str = "cpu") -> tuple[float, dict, int]:
+    """Wall time of a whole `genaudit score --device DEVICE` process, its JSON timers, and its peak RSS in MB."""
     env = {**os.environ, "GENAUDIT_CACHE": str(cache)}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data)], env=env, check=True,
+    out = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data), device], env=env, check=True,
                          capture_output=True, text=True).stdout
     wall = time.perf_counter() - start
     result = json.loads(out.strip().splitlines()[-1])
@@ -140,7 +143,8 @@ def spy(*a, **k):
     return card
 p.audit = spy
 try:
-    app(["score", sys.argv[1], "--data", sys.argv[2], "--no-labels", "--format", "json"], standalone_mode=False)
+    app(["score", sys.argv[1], "--data", sys.argv[2], "--no-labels", "--format", "json", "--device", sys.argv[3]],
+        standalone_mode=False)
 except SystemExit:
     pass
 print()
@@ -152,21 +156,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--naive-passes", type=int, default=3)
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
+                        help="where the ONNX runs (plain pass and audit): cuda needs onnxruntime-gpu")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model, x = build(folder, args.samples)
-        plain = {"onnx (onnxruntime)": plain_onnx(folder / "resnet18.onnx", x),
+        plain = {"onnx (onnxruntime)": plain_onnx(folder / "resnet18.onnx", x, args.device),
                  "torchscript (torch)": plain_torch(folder / "resnet18.pt", x)}
         per_pass = {"onnx (onnxruntime)": plain["onnx (onnxruntime)"],  # a naive ORT audit reruns the whole graph
                     "torchscript (torch)": naive_torch(model, x, args.naive_passes)}
         rows = []
         for fmt, file in (("onnx (onnxruntime)", "resnet18.onnx"), ("torchscript (torch)", "resnet18.pt")):
             cache = folder / f"cache-{file}"
-            first = audit_process(folder / file, folder / "data.npz", cache)
-            cached = audit_process(folder / file, folder / "data.npz", cache)
+            first = audit_process(folder / file, folder / "data.npz", cache, args.device)
+            cached = audit_process(folder / file, folder / "data.npz", cache, args.device)
             naive = per_pass[fmt] * PASSES + plain[fmt]
-            process = plain_process(fmt, folder / file, folder / "data.npz")
+            process = plain_process(fmt, folder / file, folder / "data.npz", args.device)
             rows.append({
                 "format": fmt, "plain_s": round(plain[fmt], 2), "plain_process_s": round(process, 2),
                 "audit_first_s": round(first[0], 2), "audit_cached_s": round(cached[0], 2),

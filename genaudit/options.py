@@ -101,6 +101,8 @@ class AuditOptions:
                                    "exports) | flat (vectors). Default: detected from the model's declared input.")
     output: Optional[str] = option(None, "The model output holding the class scores, by name or index (default: "
                                    "the one named *logit*, else the first a classification layer produces).")
+    device: str = option("auto", "Where the model runs: auto (the GPU when onnxruntime has CUDA, else the CPU) | "
+                         "cpu | cuda (needs onnxruntime-gpu: pip install 'genaudit[gpu]').")
     ablation_levels: int = internal(21)
     noise_levels: int = internal(11)
     noise_max: float = internal(2.0)

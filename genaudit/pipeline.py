@@ -13,8 +13,8 @@ from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.diagnostics.neighbours import flat_space
-from genaudit.estimate import estimate
 from genaudit.errors import GenauditError
+from genaudit.estimate import estimate
 from genaudit.features import FeatureSet, compute_features, share_error, unit_values
 from genaudit.files import model_cache_dir
 from genaudit.metrics import LAYER_METRICS
@@ -27,6 +27,7 @@ from genaudit.models import (
     input_layout,
     open_model,
 )
+from genaudit.models.runtime import providers_for
 from genaudit.options import AuditOptions, DataOptions, build, signature
 from genaudit.registry import Context, run
 from genaudit.score import components as score_components
@@ -84,13 +85,14 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
     labels = dataset.y if opts.labels else None
     if labels is not None:
         sanity.check_sample_size(labels)  # before any work
+    providers_for(opts.device)  # an unusable --device is refused before any work too
     file, graph, layout = open_for(model, dataset, opts.layout, opts.output, labels)
     main = graph.resolve_layer(opts.layer)
     listed = _layer_list(graph, opts.layers)  # the per-layer table's rows, in graph order
     extra = [name for name in listed if name != main]
     early = graph.early_layer()  # the neighbour vote's early space
     outputs = extra + [early] if early not in (None, main, *extra) else extra
-    cut = cut_at(graph, main, outputs, opts.threads)
+    cut = cut_at(graph, main, outputs, opts.threads, opts.device)
     batch = opts.batch_size if not extra else max(16, opts.batch_size // 8)  # many outputs: smaller batches
     timings["load"] = time.perf_counter() - start
 
@@ -157,7 +159,8 @@ def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = Audi
         model={"path": str(file.path), "sha256": file.sha256, "format": file.format,
                "input_shape": list(graph.input_shape), "input_layout": layout,
                "output": {"name": graph.output_name, "index": graph.output_index,
-                          "of": len(graph.output_names)}, "output_kind": cut.output_kind},
+                          "of": len(graph.output_names)}, "output_kind": cut.output_kind,
+               "provider": cut.provider},
         layer={"name": cut.layer, "op": cut.op, "shape": list(fs.features.shape[1:]), "units": fs.units,
                "default": cut.default},
         data=dataset.spec,
@@ -210,7 +213,7 @@ def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditO
     if dataset.y is None:
         raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
     _, graph, layout = open_for(model, dataset, opts.layout, opts.output, dataset.y)
-    cut = cut_at(graph, None, threads=opts.threads)
+    cut = cut_at(graph, None, threads=opts.threads, device=opts.device)
     predictions = predicted_classes(cut, dataset.batches(opts.batch_size, layout), finite=True)
     return float(np.mean(predictions == dataset.y))
 

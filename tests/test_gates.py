@@ -94,3 +94,31 @@ def _orders(units: int, repeats: int, seed: int):
 
     rng = np.random.default_rng(seed)
     return [rng.permutation(units) for _ in range(repeats)]
+
+
+def test_device_selection_and_fallback():
+    from genaudit.models.runtime import CPU, CUDA, providers_for
+
+    assert providers_for("auto", [CUDA, CPU]) == [CUDA, CPU]
+    assert providers_for("auto", [CPU]) == [CPU]  # no CUDA build: the CPU, silently
+    assert providers_for("cuda", [CUDA, CPU]) == [CUDA, CPU]  # CPU serves any op CUDA lacks
+    assert providers_for("cpu", [CUDA, CPU]) == [CPU]
+    with pytest.raises(GenauditError, match="no CUDA execution provider.*genaudit\\[gpu\\]"):
+        providers_for("cuda", [CPU])
+    with pytest.raises(GenauditError, match="--device must be one of auto, cpu, cuda"):
+        providers_for("tpu", [CPU])
+
+
+def test_the_provider_used_is_recorded_and_cuda_is_refused_here():
+    import onnxruntime as ort
+
+    import genaudit
+
+    card = genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=100, device="auto")
+    expected = "CUDAExecutionProvider" if "CUDAExecutionProvider" in ort.get_available_providers() else \
+        "CPUExecutionProvider"
+    assert card["model"]["provider"] == expected and card["options"]["device"] == "auto"
+    if expected == "CPUExecutionProvider":
+        result = runner.invoke(app, ["score", str(SAMPLE_MODELS / "mlp_clean.onnx"), "--data", "sample",
+                                     "--device", "cuda"])
+        assert result.exit_code == 2 and "genaudit[gpu]" in " ".join(result.output.split())

@@ -28,14 +28,39 @@ def same_layout(model_shape: tuple, data_shape: tuple) -> bool:
     return len(model_dims) <= 1 or model_dims == [d for d in data_shape if d != 1]
 
 
+DEVICES = ("auto", "cpu", "cuda")
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+
+
+def providers_for(device: str, available: list[str] | None = None) -> list[str]:
+    """onnxruntime execution providers for `device`: "cuda" runs on the GPU (CPU for any op CUDA lacks) and is
+    refused when this onnxruntime build has no CUDA provider; "auto" takes CUDA when there is one, else the CPU;
+    "cpu" the CPU. `available`: the build's providers (default: onnxruntime's own list)."""
+    if device not in DEVICES:
+        raise GenauditError(f"--device must be one of {', '.join(DEVICES)} (got '{device}').")
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    if CUDA in available and device in ("auto", "cuda"):
+        return [CUDA, CPU]
+    if device == "cuda":
+        raise GenauditError(
+            f"--device cuda: this onnxruntime has no CUDA execution provider (it has: {', '.join(available)}). "
+            "On a machine with an NVIDIA GPU and CUDA, replace the CPU build: `pip uninstall -y onnxruntime && pip "
+            "install 'genaudit[gpu]'` (onnxruntime-gpu); or use --device cpu."
+        )
+    return [CPU]
+
+
 class Runner:
     """Runs an ONNX model with onnxruntime on batches, falling back to one sample at a time for graphs that
     hard-code batch size 1. Flat samples (or samples differing only by singleton dims, see `same_layout`) are
     given the model's declared per-sample shape."""
 
-    def __init__(self, model: bytes, what: str, threads: int | None = None) -> None:
-        """Open the serialized `model` (`what` names it in errors) with `threads` intra-op threads (None:
-        onnxruntime's default, one per core)."""
+    def __init__(self, model: bytes, what: str, threads: int | None = None, providers: list[str] = (CPU,)) -> None:
+        """Open the serialized `model` (`what` names it in errors) on `providers` (see providers_for) with
+        `threads` intra-op threads (None: onnxruntime's default, one per core)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -43,7 +68,7 @@ class Runner:
         if threads is not None:
             options.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(model, options, providers=list(providers))
         except Exception as exc:  # an op onnxruntime does not implement, an invalid graph ...
             raise GenauditError(
                 f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
@@ -91,6 +116,11 @@ class CutModel:
     head_runner: Runner
     affine: AffineHead | None = None    # the head in closed form, when it is one affine map
 
+    @property
+    def provider(self) -> str:
+        """The onnxruntime execution provider the trunk runs on (e.g. CPUExecutionProvider)."""
+        return self.trunk_runner.session.get_providers()[0]
+
     def trunk(self, x: np.ndarray) -> list[np.ndarray]:
         """[features, model outputs, *extra layers] for a batch of inputs."""
         return self.trunk_runner(x)
@@ -136,18 +166,19 @@ def head_model(graph: OnnxGraph, layer: str) -> bytes:
 
 
 def cut_at(graph: OnnxGraph, layer: str | None, extra: Sequence[str] = (),
-          threads: int | None = None) -> CutModel:
-    """Cut the model at `layer` and open both parts in onnxruntime with `threads` intra-op threads each (None:
-    onnxruntime's default); the trunk also returns the `extra` layers' tensors.
+           threads: int | None = None, device: str = "cpu") -> CutModel:
+    """Cut the model at `layer` and open both parts in onnxruntime on `device` (auto | cpu | cuda) with
+    `threads` intra-op threads each (None: onnxruntime's default); the trunk also returns the `extra` layers' tensors.
     `layer` is a tensor name as `resolve_layer` gives it or `layers()` lists it (taken as it is, not resolved
     again), or None for the default feature layer."""
     name = graph.default_layer_name() if layer is None else layer
+    providers = providers_for(device)
     return CutModel(
         layer=name,
         op=graph.op_of(name),
         default=graph.is_default(name),
         output_kind=graph.output_kind,
-        trunk_runner=Runner(trunk_model(graph, name, extra), "trunk", threads),
-        head_runner=Runner(head_model(graph, name), "head", threads),
+        trunk_runner=Runner(trunk_model(graph, name, extra), "trunk", threads, providers),
+        head_runner=Runner(head_model(graph, name), "head", threads, providers),
         affine=None if (wb := affine_head(graph, name)) is None else AffineHead(*wb),
     )
