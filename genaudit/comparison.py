@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 
 from genaudit.data import Dataset
 from genaudit.diagnostics import DRIFT
+from genaudit.diagnostics.similarity import Representation
 from genaudit.errors import GenauditError
 from genaudit.metrics import BY_NAME, PRIMARY
 from genaudit.options import AuditOptions, DataOptions, build, signature
@@ -115,16 +116,11 @@ def early_stopping(values: list[float | None], train_accuracy: list[float | None
 
 
 def drift(cards: list[Scorecard]) -> list[dict]:
-    """Linear CKA and SVCCA of each model's feature layer with the previous model and with the last one."""
-    rows = []
-    last = cards[-1].unit_values
-    for i, card in enumerate(cards):
-        row = {"previous": None, "final": None}
-        if i > 0:
-            row["previous"] = DRIFT.compute((cards[i - 1].unit_values, card.unit_values))
-        row["final"] = DRIFT.compute((card.unit_values, last))
-        rows.append(row)
-    return rows
+    """Linear CKA and SVCCA of each model's feature layer with the previous model and with the last one (each
+    model's representation prepared once: centering, Gram norm and SVD are not repeated per pair)."""
+    prepared = [Representation(c.unit_values) for c in cards]
+    return [{"previous": DRIFT.compute((prepared[i - 1], rep)) if i > 0 else None,
+             "final": DRIFT.compute((rep, prepared[-1]))} for i, rep in enumerate(prepared)]
 
 
 def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_by: str = PRIMARY) -> dict:
