@@ -27,6 +27,21 @@ out = Console()
 err = Console(stderr=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from genaudit.scorecard import SCHEMA_VERSION
+        from genaudit.version import __version__
+
+        out.print(f"genaudit {__version__} (scorecard schema {SCHEMA_VERSION})", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, metavar="",
+                                                help="Print genaudit's version and exit.")] = False) -> None:
+    """Predict how well a trained classifier generalizes, without a held-out set."""
+
+
 class Format(str, Enum):
     table = "table"
     json = "json"

@@ -78,3 +78,11 @@ def test_validate_takes_split_layer_and_format(trained_mlp, tiny_data):
     assert len(study["models"]) == 3 and study["data"]["samples"] == 80
     markdown = runner.invoke(app, ["validate", *common, "--format", "markdown"])
     assert markdown.exit_code == 0 and "| metric | better | oriented τ |" in markdown.output
+
+
+def test_version_flag_names_the_version_and_schema():
+    from genaudit.scorecard import SCHEMA_VERSION
+    from genaudit.version import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"genaudit {__version__} (scorecard schema {SCHEMA_VERSION})"
