@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from genaudit.registry import Diagnostic, Metric
+
 
 def sample_margins(features: np.ndarray, weight: np.ndarray, bias: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Un-normalized margins d_n (N,) of the affine head z = flatten(features) @ weight + bias; weight is D x C."""
@@ -79,7 +81,6 @@ def margins(features: np.ndarray, weight: np.ndarray, bias: np.ndarray, referenc
 
 
 # ----------------------------------------------------------------------------------------------- registration
-from genaudit.registry import Diagnostic, Metric  # noqa: E402  (declarations below the functions)
 
 DIAGNOSTIC = Diagnostic(
     "margins", "head",

@@ -30,6 +30,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from genaudit.data import stratified_indices
+from genaudit.features import flat_pooled, share_error
+from genaudit.registry import Context, Diagnostic, Metric
+
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
 
 
@@ -161,7 +165,6 @@ __all__ = ["nearest_neighbours", "neighbour_agreement", "neighbour_vote", "vote_
 
 
 # ----------------------------------------------------------------------------------------------- registration
-from genaudit.registry import Context, Diagnostic, Metric  # noqa: E402  (declarations below the functions)
 
 K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
 
@@ -177,8 +180,6 @@ def voters(c: Context, every: bool = False) -> np.ndarray:
     if every or n <= VOTERS:
         return np.arange(n)
     if "voters" not in c.cache:
-        from genaudit.data import stratified_indices
-
         c.cache["voters"] = stratified_indices(n, c.fs.reference, VOTERS, c.opts.seed)
     return c.cache["voters"]
 
@@ -197,8 +198,6 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
 
 def _in(space: str):
     def compute(c: Context) -> dict | None:
-        from genaudit.features import share_error
-
         found = neighbours_in(c, space)
         if found is None:
             return None
@@ -211,8 +210,6 @@ def _in(space: str):
 
 def flat_space(x: np.ndarray) -> np.ndarray:
     """A space's samples as bounded float vectors (see genaudit.features.flat_pooled)."""
-    from genaudit.features import flat_pooled
-
     return flat_pooled(x, MAX_DIMS)
 
 
