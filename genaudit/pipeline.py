@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from genaudit import sanity
-from genaudit.data import PRESETS, Dataset, Preprocess, stratified_indices
+from genaudit.data import PRESETS, Dataset, Preprocess, arrange, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.diagnostics.neighbours import flat_space
 from genaudit.errors import GenauditError
@@ -85,20 +85,27 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
     labels = dataset.y if opts.labels else None
     if labels is not None:
         sanity.check_sample_size(labels)  # before any work
-    providers_for(opts.device)  # an unusable --device is refused before any work too
+    providers = providers_for(opts.device)  # an unusable --device is refused before any work too
     file, graph, layout = open_for(model, dataset, opts.layout, opts.output, labels)
     main = graph.resolve_layer(opts.layer)
     listed = _layer_list(graph, opts.layers)  # the per-layer table's rows, in graph order
     extra = [name for name in listed if name != main]
     early = graph.early_layer()  # the neighbour vote's early space
     outputs = extra + [early] if early not in (None, main, *extra) else extra
-    cut = cut_at(graph, main, outputs, opts.threads, opts.device)
+    cut = cut_at(graph, main, outputs, opts.threads, providers)
     batch = opts.batch_size if not extra else max(16, opts.batch_size // 8)  # many outputs: smaller batches
     timings["load"] = time.perf_counter() - start
 
     start = time.perf_counter()
     streams = {name: ([], []) for name in extra}
     early_values: list[np.ndarray] = []
+    input_values: list[np.ndarray] = []
+
+    def batches():
+        """The preprocessed batches in the model's layout, keeping each one's input-space vectors on the way."""
+        for x in dataset.batches(batch):
+            input_values.append(flat_space(x))
+            yield arrange(x, layout)
 
     def reduce_extra(arrays: list[np.ndarray]) -> None:
         for name, array in zip(outputs, arrays):
@@ -115,9 +122,9 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
         if progress is not None:
             progress(done[0], len(dataset))
 
-    fs = compute_features(cut.trunk, dataset.batches(batch, layout), labels, advance, reduce_extra)
+    fs = compute_features(cut.trunk, batches(), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
-    spaces = {"input": np.concatenate([flat_space(x) for x in dataset.batches(batch)])}
+    spaces = {"input": np.concatenate(input_values)}
     if early is not None:
         spaces["early"] = np.concatenate(early_values) if early != main else flat_space(fs.features)
     timings["features"] = time.perf_counter() - start
@@ -213,7 +220,7 @@ def accuracy_on(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditO
     if dataset.y is None:
         raise GenauditError("The holdout data has no labels (y); accuracy on it cannot be measured.")
     _, graph, layout = open_for(model, dataset, opts.layout, opts.output, dataset.y)
-    cut = cut_at(graph, None, threads=opts.threads, device=opts.device)
+    cut = cut_at(graph, None, threads=opts.threads, providers=providers_for(opts.device))
     predictions = predicted_classes(cut, dataset.batches(opts.batch_size, layout), finite=True)
     return float(np.mean(predictions == dataset.y))
 

@@ -166,13 +166,12 @@ def head_model(graph: OnnxGraph, layer: str) -> bytes:
 
 
 def cut_at(graph: OnnxGraph, layer: str | None, extra: Sequence[str] = (),
-           threads: int | None = None, device: str = "cpu") -> CutModel:
-    """Cut the model at `layer` and open both parts in onnxruntime on `device` (auto | cpu | cuda) with
+           threads: int | None = None, providers: Sequence[str] = (CPU,)) -> CutModel:
+    """Cut the model at `layer` and open both parts in onnxruntime on `providers` (see providers_for) with
     `threads` intra-op threads each (None: onnxruntime's default); the trunk also returns the `extra` layers' tensors.
     `layer` is a tensor name as `resolve_layer` gives it or `layers()` lists it (taken as it is, not resolved
     again), or None for the default feature layer."""
     name = graph.default_layer_name() if layer is None else layer
-    providers = providers_for(device)
     return CutModel(
         layer=name,
         op=graph.op_of(name),
