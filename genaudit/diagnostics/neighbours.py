@@ -222,29 +222,26 @@ _READING = ("Higher = the model agrees with what its training neighbours say; me
             "underfitting both lower it. A strong predictor of held-out accuracy where distances in this space "
             "are meaningful (docs/validity.md). With labels the reference is the given labels; without, the "
             "model's own predictions (weaker).")
-INPUT = Diagnostic(
-    "neighbours.input", "space", _in("input"),
-    (Metric("neighbours_input", "neighbours.input.value", "neighbour vote: input", "estimate", "higher",
-            "agrees with its input neighbours",
-            _MEANING.format(k=K, where=" in input space (preprocessed pixels, pooled above 4,096 values)"),
-            "mean_n [ŷ_n = vote_{k-NN(x_n), leave-one-out}(reference)], k = 10, Euclidean",
-            "neighbour-vote reference (genaudit validity study); after PGDL's pseudo-held-out measures",
-            _READING, tag="nb input"),),
-)
-EARLY = Diagnostic(
-    "neighbours.early", "space", _in("early"),
-    (Metric("neighbours_early", "neighbours.early.value", "neighbour vote: early layer", "estimate",
-            "higher", "agrees with early-layer neighbours",
-            _MEANING.format(k=K, where=" in the space of the model's first activation"),
-            "as neighbour agreement, input, with x_n the first activation's output", "genaudit validity study",
-            _READING, tag="nb early"),),
-)
-FEATURES = Diagnostic(
-    "neighbours.features", "space", _in("features"),
-    (Metric("neighbours_features", "neighbours.features.value", "neighbour vote: features", "estimate",
-            "higher", "agrees with feature neighbours",
-            _MEANING.format(k=K, where=" in the feature layer's space"),
-            "as neighbour agreement, input, with x_n the feature layer's values", "genaudit validity study",
-            _READING, tag="nb feat"),),
-)
 
+
+def _vote_in(space: str, label: str, short: str, where: str, formula: str, source: str, tag: str) -> Diagnostic:
+    """The neighbour-vote diagnostic of one space: result at `neighbours.<space>`, metric `neighbours_<space>`."""
+    return Diagnostic(
+        f"neighbours.{space}", "space", _in(space),
+        (Metric(f"neighbours_{space}", f"neighbours.{space}.value", f"neighbour vote: {label}", "estimate", "higher",
+                short, _MEANING.format(k=K, where=where), formula, source, _READING, tag=tag),),
+    )
+
+
+INPUT = _vote_in("input", "input", "agrees with its input neighbours",
+                 " in input space (preprocessed pixels, pooled above 4,096 values)",
+                 "mean_n [ŷ_n = vote_{k-NN(x_n), leave-one-out}(reference)], k = 10, Euclidean",
+                 "neighbour-vote reference (genaudit validity study); after PGDL's pseudo-held-out measures",
+                 "nb input")
+EARLY = _vote_in("early", "early layer", "agrees with early-layer neighbours",
+                 " in the space of the model's first activation",
+                 "as neighbour agreement, input, with x_n the first activation's output", "genaudit validity study",
+                 "nb early")
+FEATURES = _vote_in("features", "features", "agrees with feature neighbours", " in the feature layer's space",
+                    "as neighbour agreement, input, with x_n the feature layer's values", "genaudit validity study",
+                    "nb feat")
