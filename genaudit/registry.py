@@ -78,6 +78,10 @@ class Diagnostic:
     metrics: tuple[Metric, ...] = ()
     enabled: Callable[[Any], bool] = lambda opts: True
 
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"diagnostic {self.key}: kind '{self.kind}' is not one of {', '.join(KINDS)}")
+
     @property
     def top(self) -> str:
         """The top-level scorecard key its result lives under."""

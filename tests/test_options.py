@@ -86,3 +86,12 @@ def test_version_flag_names_the_version_and_schema():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"genaudit {__version__} (scorecard schema {SCHEMA_VERSION})"
+
+
+def test_every_registered_diagnostic_declares_a_known_kind():
+    from genaudit.diagnostics import REGISTRY
+    from genaudit.registry import KINDS, Diagnostic
+
+    assert {d.kind for d in REGISTRY} <= set(KINDS)
+    with pytest.raises(ValueError, match="kind 'layerwise'"):
+        Diagnostic("x", "layerwise", lambda c: None)

@@ -50,7 +50,6 @@ REGISTRY = [
     NEIGHBOURS_INPUT, NEIGHBOURS_EARLY, NEIGHBOURS_FEATURES, ABLATION, NOISE, SELECTIVITY, MUTUAL_INFORMATION, ORDERED_ABLATION, IMPORTANCE, STEADINESS, CONSISTENCY,
     MAGNITUDE, PERPLEXITY, NODES, MARGINS, MEMORIZATION, INPUT_NOISE, AUGMENTATION,
 ]
-PAIRS = [DRIFT]
 
 
 def of_kind(*kinds: str) -> list:
@@ -59,7 +58,8 @@ def of_kind(*kinds: str) -> list:
 
 
 __all__ = [
-    "PAIRS", "REGISTRY", "ablation", "augmentation_agreement", "consistency", "importance_correlation",
+    "DRIFT",
+    "REGISTRY", "ablation", "augmentation_agreement", "consistency", "importance_correlation",
     "input_noise_agreement", "linear_cka", "magnitude", "mi_selectivity", "nodes_as_classifiers", "noise_robustness",
     "of_kind", "per_sample_magnitude", "perplexity", "selectivity", "selectivity_ordered_ablation",
     "single_unit_importance", "steadiness", "svcca",
