@@ -41,10 +41,38 @@ def _document(name: str) -> dict:
     return document
 
 
+def differences(got, want, where: str = "") -> list[str]:
+    """Where two documents differ: keys, strings, integers and lists exactly; floats to 1e-6 relative (the last
+    printed digit moves with the CPU's vector width: onnxruntime's and BLAS's kernels sum float32 in a different
+    order on AVX-512 than on AVX2)."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        if set(got) != set(want):
+            return [f"{where or '.'}: keys {sorted(set(got) ^ set(want))} differ"]
+        return [d for k in want for d in differences(got[k], want[k], f"{where}.{k}")]
+    if isinstance(want, list) and isinstance(got, list):
+        if len(got) != len(want):
+            return [f"{where}: {len(got)} items, expected {len(want)}"]
+        return [d for i, (g, w) in enumerate(zip(got, want)) for d in differences(g, w, f"{where}[{i}]")]
+    if isinstance(want, float) and isinstance(got, (int, float)) and not isinstance(got, bool):
+        return [] if got == pytest.approx(want, rel=1e-6, abs=2e-6) else [f"{where}: {got} != {want}"]
+    return [] if got == want and type(got) is type(want) else [f"{where}: {got!r} != {want!r}"]
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_scorecard_unchanged(name):
     path = GOLDEN / f"{name}.json"
     document = _document(name)
     if os.environ.get("GENAUDIT_UPDATE_GOLDEN"):
         path.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
-    assert document == json.loads(path.read_text(encoding="utf-8"))
+    assert differences(document, json.loads(path.read_text(encoding="utf-8"))) == []
+
+
+def test_differences_sees_every_kind_of_change():
+    doc = {"a": 1, "b": [0.5, "x"], "c": {"d": 0.25}, "e": True}
+    assert differences(doc, doc) == []
+    assert differences({**doc, "c": {"d": 0.2500001}}, doc) == []  # the last printed digit
+    assert differences({**doc, "c": {"d": 0.2501}}, doc) == [".c.d: 0.2501 != 0.25"]
+    assert differences({**doc, "a": 2}, doc) == [".a: 2 != 1"]
+    assert differences({**doc, "e": 1}, doc) == [".e: 1 != True"]
+    assert differences({**doc, "b": [0.5]}, doc) == [".b: 1 items, expected 2"]
+    assert differences({**doc, "f": 0}, doc) == [".: keys ['f'] differ"]
