@@ -64,36 +64,40 @@ Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-
 Json = Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON document here.")]
 
 
-def with_options(fn: Callable) -> Callable:
-    """Give a command every data and audit option, declared once in `genaudit.options` (the same names as the
-    Python API's keywords): the command's parameter `options` is replaced by one command-line option per field,
-    and the command receives their values as the dict `options`, ready for `genaudit.audit(..., **options)`."""
+def with_options(run: bool = False) -> Callable[[Callable], Callable]:
+    """Give a command every data and audit option (and with `run`, the options of where a series of audits runs),
+    declared once in `genaudit.options` (the same names as the Python API's keywords): the command's parameter
+    `options` is replaced by one command-line option per field, and the command receives their values as the dict
+    `options`, ready for `genaudit.audit(..., **options)`."""
     from typing import get_type_hints
 
-    from genaudit.options import GROUPS, cli_fields
+    from genaudit.options import GROUPS, RunOptions, cli_fields
 
-    names, added = [], []
-    for cls in GROUPS:
-        hints = get_type_hints(cls)
-        for f in cli_fields(cls):
-            flags = f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",)
-            kind = f.metadata["cli"] or hints[f.name]
-            option = typer.Option(*flags, help=f.metadata["help"], envvar=f.metadata["envvar"],
-                                  metavar="" if kind is bool else None)  # a flag takes no value: show none
-            names.append(f.name)
-            added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-                                           annotation=Annotated[kind, option]))
-    declared = inspect.signature(fn, eval_str=True)
-    own = [p for p in declared.parameters.values() if p.name != "options"]
+    def decorate(fn: Callable) -> Callable:
+        names, added = [], []
+        for cls in GROUPS + ((RunOptions,) if run else ()):
+            hints = get_type_hints(cls)
+            for f in cli_fields(cls):
+                flags = f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",)
+                kind = f.metadata["cli"] or hints[f.name]
+                option = typer.Option(*flags, help=f.metadata["help"], envvar=f.metadata["envvar"],
+                                      metavar="" if kind is bool else None)  # a flag takes no value: show none
+                names.append(f.name)
+                added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+                                               annotation=Annotated[kind, option]))
+        declared = inspect.signature(fn, eval_str=True)
+        own = [p for p in declared.parameters.values() if p.name != "options"]
 
-    @wraps(fn)
-    def command(**kwargs):
-        options = {name: kwargs.pop(name) for name in names}
-        return fn(**kwargs, options=options)
+        @wraps(fn)
+        def command(**kwargs):
+            options = {name: kwargs.pop(name) for name in names}
+            return fn(**kwargs, options=options)
 
-    command.__signature__ = declared.replace(parameters=own + added)
-    command.__annotations__ = {p.name: p.annotation for p in own + added}
-    return command
+        command.__signature__ = declared.replace(parameters=own + added)
+        command.__annotations__ = {p.name: p.annotation for p in own + added}
+        return command
+
+    return decorate
 
 
 def _progress(label: str, enabled: bool):
@@ -136,9 +140,16 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
-def _finish(failed: list[str]) -> None:
+def _finish(failed: list[str], unaudited: list[dict] = ()) -> None:
+    """Exit 1 when a check failed; exit 2 when a model of the series could not be audited (the outputs hold the
+    others' results and name it under `failed`)."""
     for line in failed:
         err.print(f"check failed: {line}", highlight=False)
+    for entry in unaudited:  # the message names the model unless the error already does
+        named = entry["error"] if entry["model"] in entry["error"] else f"{entry['model']}: {entry['error']}"
+        err.print(f"[bold red]error:[/] {escape(named)}", highlight=False)
+    if unaudited:
+        raise typer.Exit(2)
     if failed:
         raise typer.Exit(1)
 
@@ -161,7 +172,7 @@ def _show(fmt: Format, method: str, *document) -> None:
 
 @app.command()
 @user_errors
-@with_options
+@with_options()
 def score(
     model: Annotated[Path, typer.Argument(help="Model file: .onnx, TorchScript .pt/.pth/.ts, or torch.export .pt2.")],
     data: Data,
@@ -194,7 +205,7 @@ def score(
 
 @app.command()
 @user_errors
-@with_options
+@with_options(run=True)
 def compare(
     models: Annotated[List[str], typer.Argument(help="Model files, globs or folders (checkpoints of a run, or a "
                                                 "sweep).")],
@@ -205,7 +216,6 @@ def compare(
                                                    "metric).")] = None,
     select: Annotated[Optional[str], typer.Option(help="'best': print only the selected model's path (it is "
                                                   "always in the JSON as 'selected').")] = None,
-    jobs: Annotated[int, typer.Option(help="Audit in this many parallel processes.")] = 1,
     options=None,
     json_path: Json = None,
     html: Html = None,
@@ -224,8 +234,7 @@ def compare(
     checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
     bar, progress = _progress("models audited", fmt == Format.table)
     with bar:
-        result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, jobs=jobs, progress=progress,
-                             **options)
+        result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, progress=progress, **options)
     failed = [f"{card['model']['path']}: {line}" for card in result["scorecards"]
               for line in thresholds.failures(card, checks)]
     _write(json_path, "json", "comparison", result)
@@ -234,12 +243,12 @@ def compare(
         sys.stdout.write(f"{result['selected']}\n")  # the chosen model alone, for scripts
     else:
         _show(fmt, "comparison", result)
-    _finish(failed)
+    _finish(failed, result["failed"])
 
 
 @app.command()
 @user_errors
-@with_options
+@with_options()
 def watch(
     folder: Annotated[Path, typer.Argument(help="Folder a training job writes checkpoints into.")],
     data: Data,
@@ -264,7 +273,7 @@ def watch(
 
 @app.command()
 @user_errors
-@with_options
+@with_options(run=True)
 def validate(
     models: Annotated[List[str], typer.Argument(help="Model files, globs or folders with known holdout behaviour.")],
     data: Data,
@@ -298,11 +307,12 @@ def validate(
     _write(json_path, "json", "validation", study)
     _write(html, "html", "validation", study)
     _show(fmt, "validation", study)
+    _finish([], study["failed"])
 
 
 @app.command()
 @user_errors
-@with_options
+@with_options()
 def suspects(
     model: Annotated[Path, typer.Argument(help="Model file.")],
     data: Data,

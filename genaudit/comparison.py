@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import glob
 import math
-import multiprocessing
-import os
 import re
-import signal
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from genaudit.backends import Failure, all_failed, run_tasks
 from genaudit.data import Dataset
 from genaudit.diagnostics import DRIFT
 from genaudit.diagnostics.similarity import Representation
 from genaudit.errors import GenauditError
 from genaudit.metrics import BY_NAME, PRIMARY
-from genaudit.options import AuditOptions, DataOptions, build, signature
+from genaudit.options import AuditOptions, DataOptions, RunOptions, build, signature
 from genaudit.pipeline import audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
 from genaudit.version import __version__
@@ -61,34 +58,20 @@ def expand(models: list[str | Path], order: str = "natural") -> list[Path]:
     return unique
 
 
-def _audit_one(args: tuple) -> Scorecard:
-    model, dataset, opts = args
-    try:
-        return audit_dataset(model, dataset, opts)
-    except GenauditError as exc:
-        raise GenauditError(f"{model}: {exc}") from None  # which model of the series failed
+def audit_task(model: Path, dataset: Dataset, opts: AuditOptions) -> Scorecard:
+    """One model's audit as a backend task (importable, so a process pool or a Ray worker can run it)."""
+    return audit_dataset(model, dataset, opts)
 
 
-def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, jobs: int = 1,
-              progress: Callable[[int, int], None] | None = None) -> list[Scorecard]:
-    """Audit every model on the same data set, in `jobs` parallel processes (each with its share of cores)."""
-    work = [(p, dataset, opts) for p in paths]
-
-    def collect(results: Iterator[Scorecard]) -> list[Scorecard]:
-        cards = []
-        for card in results:
-            cards.append(card)
-            if progress is not None:
-                progress(len(cards), len(paths))
-        return cards
-
-    if jobs <= 1 or len(paths) == 1:
-        return collect(map(_audit_one, work))
-    if opts.threads is None:  # the processes share the cores
-        work = [(p, dataset, replace(opts, threads=max(1, (os.cpu_count() or 1) // jobs))) for p in paths]
-    # Workers ignore Ctrl-C: the parent gets it alone and stops them all (leaving the pool terminates them).
-    with multiprocessing.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-        return collect(pool.imap(_audit_one, work))
+def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, run: RunOptions = RunOptions(),
+              progress: Callable[[int, int], None] | None = None) -> tuple[list[Path], list[Scorecard], list[Failure]]:
+    """Audit every model on the same data set on the chosen backend. Returns the audited models (in series
+    order), their scorecards, and the models that failed with why; no model audited is a user error."""
+    cards, failures = run_tasks(audit_task, paths, (dataset, opts), run, progress)
+    if len(failures) == len(paths):
+        raise all_failed(failures)
+    kept = [(p, c) for p, c in zip(paths, cards) if c is not None]
+    return [p for p, _ in kept], [c for _, c in kept], failures
 
 
 def early_stopping(values: list[float | None], train_accuracy: list[float | None], tolerance: float = 0.01,
@@ -123,8 +106,10 @@ def drift(cards: list[Scorecard]) -> list[dict]:
              "final": DRIFT.compute((rep, prepared[-1]))} for i, rep in enumerate(prepared)]
 
 
-def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_by: str = PRIMARY) -> dict:
-    """The comparison document for audited models in series order: ranking, early stopping, drift, selection."""
+def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_by: str = PRIMARY,
+              failures: list[Failure] = ()) -> dict:
+    """The comparison document for audited models in series order: ranking, early stopping, drift, selection
+    (and the models that could not be audited, with why)."""
     metric = BY_NAME[rank_by]
     values = [lookup(c, metric.path) for c in cards]
     sign = 1 if metric.better == "higher" else -1
@@ -147,6 +132,7 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
         "selection": selection(ranking, keyed, errors, name),
         "early_stopping": {"peak": name(stop["peak"]), "memorization_onset": name(stop["memorization_onset"]),
                            "evidence": stop["evidence"]},
+        "failed": [f.as_dict() for f in failures],
         "scorecards": [dict(c) for c in cards],
     }
 
@@ -173,18 +159,22 @@ def check_rank_metric(rank_by: str) -> None:
 
 
 def compare(models: list[str | Path], data: Any = "sample", *, order: str = "natural", rank_by: str = PRIMARY,
-            jobs: int = 1, progress: Callable[[int, int], None] | None = None, **options) -> dict:
+            progress: Callable[[int, int], None] | None = None, **options) -> dict:
     """Audit a series of models on the same samples (data loaded once); rank them by `rank_by`, find the
     early-stopping point and select the best. The keyword options are those of `genaudit compare` (same names
-    as `genaudit.audit`'s). Returns the comparison document (every scorecard inside)."""
+    as `genaudit.audit`'s, plus where the audits run: `backend="local"|"ray"`, `jobs`, `ray_address`,
+    `task_cpus`). Returns the comparison document (every scorecard inside; models that failed under
+    `failed`)."""
     check_rank_metric(rank_by)
+    data_opts, opts, run = build(options, DataOptions, AuditOptions, RunOptions)
+    run.check()
     paths = expand(models, order)
-    data_opts, opts = build(options, DataOptions, AuditOptions)
     dataset = data_opts.load(data, opts.seed)
-    return summarize(paths, audit_all(paths, dataset, opts, jobs, progress), dataset.spec, rank_by)
+    audited, cards, failures = audit_all(paths, dataset, opts, run, progress)
+    return summarize(audited, cards, dataset.spec, rank_by, failures)
 
 
-compare.__signature__ = signature(compare, DataOptions, AuditOptions)
+compare.__signature__ = signature(compare, DataOptions, AuditOptions, RunOptions)
 
 
 class Watcher:

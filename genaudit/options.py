@@ -120,6 +120,33 @@ class AuditOptions:
         return out
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """Where a series of audits runs (`compare`, `validate`): here, in parallel processes, or on a Ray cluster.
+    Where they run never changes a number: the same models and options give the same documents."""
+
+    backend: str = option("local", "Where the audits run: local (this machine, --jobs processes) | ray (one Ray "
+                          "task per model; needs pip install 'genaudit[ray]').")
+    jobs: int = option(1, "Local backend: audit in this many parallel processes (they share the cores).")
+    ray_address: Optional[str] = option(None, "Ray backend: the cluster to join (e.g. ray://head:10001 or auto); "
+                                        "default: RAY_ADDRESS, else a local Ray instance on this machine.",
+                                        envvar="RAY_ADDRESS")
+    task_cpus: int = option(1, "Ray backend: CPUs each audit task reserves (and the threads it runs with).")
+
+    def check(self) -> None:
+        """Refuse an impossible choice before any work (exit 2 on the command line)."""
+        if self.backend not in ("local", "ray"):
+            raise GenauditError(f"--backend must be 'local' or 'ray' (got '{self.backend}').")
+        if self.jobs < 1 or self.task_cpus < 1:
+            raise GenauditError("--jobs and --task-cpus take a whole number of at least 1.")
+        if self.backend == "ray":
+            import importlib.util
+
+            if importlib.util.find_spec("ray") is None:
+                raise GenauditError("--backend ray needs Ray, which is not installed: pip install 'genaudit[ray]' "
+                                    "(or use --backend local).")
+
+
 GROUPS = (DataOptions, AuditOptions)
 
 
@@ -146,4 +173,4 @@ def signature(function, *classes: type) -> inspect.Signature:
     return inspect.signature(function).replace(parameters=own + extra)
 
 
-__all__ = ["AuditOptions", "DataOptions", "build", "cli_fields", "numbers", "signature"]
+__all__ = ["AuditOptions", "DataOptions", "RunOptions", "build", "cli_fields", "numbers", "signature"]

@@ -11,11 +11,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from genaudit.backends import all_failed, run_tasks
 from genaudit.comparison import expand
+from genaudit.data import Dataset
 from genaudit.metrics import METRICS
-from genaudit.options import AuditOptions, DataOptions, build, signature
+from genaudit.options import AuditOptions, DataOptions, RunOptions, build, signature
 from genaudit.pipeline import accuracy_on, audit_dataset
-from genaudit.scorecard import SCHEMA_VERSION, lookup
+from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
 from genaudit.version import __version__
 
 
@@ -58,22 +60,28 @@ def correlation_table(cards: list[dict], truth: list[float], runs: list[str]) ->
     return table
 
 
+def validate_task(model: Path, train: Dataset, hold: Dataset, opts: AuditOptions) -> tuple[Scorecard, float]:
+    """One model's audit on the training data and its accuracy on the holdout set (a backend task)."""
+    return audit_dataset(model, train, opts), accuracy_on(model, hold, opts)
+
+
 def validate(models: list[str | Path], data: Any, holdout: Any, *, holdout_samples: int | None = None,
              runs: dict[str, str] | None = None, progress: Callable[[int, int], None] | None = None,
              **options) -> dict:
     """Audit every model on `data` (training data), measure accuracy on `holdout` (read with the same data
     options), correlate. `runs` maps a model path to its training-run id (default: the file name without its
-    epoch number). The keyword options are those of `genaudit.audit`."""
-    data_opts, opts = build(options, DataOptions, AuditOptions)
+    epoch number). The keyword options are those of `genaudit.audit`, plus where the audits run
+    (`backend`, `jobs`, `ray_address`, `task_cpus`, as for `genaudit.compare`)."""
+    data_opts, opts, run = build(options, DataOptions, AuditOptions, RunOptions)
+    run.check()
     paths = expand(models)
     train = data_opts.load(data, opts.seed)
     hold = replace(data_opts, samples=holdout_samples).load(holdout, opts.seed)
-    cards, truth = [], []
-    for i, path in enumerate(paths):
-        cards.append(audit_dataset(path, train, opts))
-        truth.append(accuracy_on(path, hold, opts))
-        if progress is not None:
-            progress(i + 1, len(paths))
+    results, failures = run_tasks(validate_task, paths, (train, hold, opts), run, progress)
+    if len(failures) == len(paths):
+        raise all_failed(failures)
+    kept = [(p, r) for p, r in zip(paths, results) if r is not None]
+    paths, cards, truth = [p for p, _ in kept], [r[0] for _, r in kept], [r[1] for _, r in kept]
     run_ids = [(runs or {}).get(str(p)) or (runs or {}).get(p.name) or run_of(p) for p in paths]
     return {
         "schema_version": SCHEMA_VERSION,
@@ -84,7 +92,8 @@ def validate(models: list[str | Path], data: Any, holdout: Any, *, holdout_sampl
                     "metrics": {m.name: lookup(c, m.path) for m in METRICS}}
                    for p, r, a, c in zip(paths, run_ids, truth, cards)],
         "correlations": correlation_table(cards, truth, run_ids),
+        "failed": [f.as_dict() for f in failures],
     }
 
 
-validate.__signature__ = signature(validate, DataOptions, AuditOptions)
+validate.__signature__ = signature(validate, DataOptions, AuditOptions, RunOptions)

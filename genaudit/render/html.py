@@ -146,8 +146,14 @@ def compare_page(result: dict) -> str:
             f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
             + "".join(f"<p class=warn><b>Warning</b> (<code>{esc(c['model']['path'])}</code>): {_warning(w)}</p>"
                       for c in cards for w in c.get("warnings", []))
-            + f"<div class=plots>{''.join(plots)}</div>")
+            + _not_audited(result) + f"<div class=plots>{''.join(plots)}</div>")
     return _page("genaudit comparison", body)
+
+
+def _not_audited(document: dict) -> str:
+    """The models of a comparison or study that could not be audited, with why."""
+    return "".join(f"<p class=warn><b>Not audited</b> (<code>{html.escape(f['model'])}</code>): "
+                   f"{html.escape(f['error'])}</p>" for f in document.get("failed", []))
 
 
 def validation_page(study: dict) -> str:
@@ -172,7 +178,7 @@ def validation_page(study: dict) -> str:
                     for k, v in sorted(study["correlations"].items(), key=lambda kv: kv[0])], numeric={2, 3, 4, 5})
     body = (f"<h1>genaudit validation</h1><p class=meta>{len(study['models'])} models; training data "
             f"{esc(study['data']['spec'])}, holdout {esc(study['holdout']['spec'])}</p>{table}"
-            f"<div class=plots>{bars}{''.join(scatter)}</div>")
+            f"{_not_audited(study)}<div class=plots>{bars}{''.join(scatter)}</div>")
     return _page("genaudit validation", body)
 
 

@@ -79,7 +79,7 @@ def comparison(result: dict) -> str:
               f"- **memorization sets in**: {stop['memorization_onset'] or 'not detected'} ({stop['evidence']})"]
     lines += [f"- **warning** (`{card['model']['path']}`): {w}" for card in result["scorecards"]
               for w in card.get("warnings", [])]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + not_audited(result)) + "\n"
 
 
 def validation(study: dict) -> str:
@@ -89,4 +89,9 @@ def validation(study: dict) -> str:
     for name, c in ranked_correlations(study):
         lines.append(f"| {name} | {c['better'] or '·'} | {signed(c['oriented_kendall'])} | {signed(c['kendall'])} | "
                      f"{signed(c['spearman'])} | {signed(c['within_run_kendall_mean'])} | {c['runs']} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] if study.get("failed") else []) + not_audited(study)) + "\n"
+
+
+def not_audited(document: dict) -> list[str]:
+    """The models of a comparison or study that could not be audited, with why."""
+    return [f"- ❌ **not audited** `{f['model']}`: {f['error']}" for f in document.get("failed", [])]
