@@ -62,6 +62,9 @@ FailIf = Annotated[List[str], typer.Option(metavar="METRIC<VALUE", help="Exit 1 
                                            "'perplexity>0.9' or 'estimate<0.8' (any metric). Repeatable.")]
 Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here.")]
 Json = Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON document here.")]
+Mlflow = Annotated[bool, typer.Option("--mlflow", metavar="", help="Record the numbers as metrics and the JSON/HTML "
+                                      "reports as artifacts in MLflow (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_NAME; "
+                                      "needs pip install 'genaudit[mlflow]').")]
 
 
 def with_options(run: bool = False) -> Callable[[Callable], Callable]:
@@ -185,12 +188,17 @@ def score(
     fail_if_worse_than: Annotated[Optional[Path], typer.Option(help="Baseline scorecard JSON: exit 1 if the "
                                                                "primary metric drops by more than --tolerance.")] = None,
     tolerance: Annotated[float, typer.Option(help="Allowed drop against the baseline.")] = 0.01,
+    mlflow: Mlflow = False,
 ) -> None:
     """Audit one model: terminal report and JSON scorecard."""
     from genaudit import files, thresholds
     from genaudit.pipeline import audit
 
     files.check_outputs(json_path, html, (model, data, fail_if_worse_than))
+    if mlflow:
+        from genaudit.integrations import mlflow as tracking
+
+        tracking.check_available()
     checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
     baseline = None if fail_if_worse_than is None else thresholds.load_baseline(fail_if_worse_than)
     bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
@@ -199,6 +207,8 @@ def score(
     failed = thresholds.failures(card, checks) + thresholds.regressions(card, baseline, tolerance)
     _write(json_path, "json", "report", card)
     _write(html, "html", "report", card)
+    if mlflow:
+        tracking.log_scorecard(card)
     _show(fmt, "report", card, failed)
     _finish(failed)
 
@@ -222,6 +232,7 @@ def compare(
     fmt: FormatOpt = Format.table,
     fail_under: FailUnder = [],  # noqa: B006
     fail_if: FailIf = [],  # noqa: B006
+    mlflow: Mlflow = False,
 ) -> None:
     """Audit a series of models on the same samples: table, trend, ranking, early-stopping point, selection."""
     from genaudit import files, thresholds
@@ -229,6 +240,10 @@ def compare(
     from genaudit.metrics import PRIMARY
 
     files.check_outputs(json_path, html, (*models, data))
+    if mlflow:
+        from genaudit.integrations import mlflow as tracking
+
+        tracking.check_available()
     if select not in (None, "best"):
         raise GenauditError(f"--select takes 'best' (got '{select}').")
     checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
@@ -239,6 +254,8 @@ def compare(
               for line in thresholds.failures(card, checks)]
     _write(json_path, "json", "comparison", result)
     _write(html, "html", "comparison", result)
+    if mlflow:
+        tracking.log_comparison(result)
     if select == "best" and fmt == Format.table:
         sys.stdout.write(f"{result['selected']}\n")  # the chosen model alone, for scripts
     else:

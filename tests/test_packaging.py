@@ -27,3 +27,13 @@ def test_import_stays_light():
             "'mlflow', 'torchvision') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_an_onnx_audit_never_imports_torch():
+    """Users who only audit ONNX files can install the small CPU-only torch (README), or none is ever loaded:
+    the audit of an .onnx file runs on onnxruntime and numpy alone."""
+    code = ("import sys, genaudit; genaudit.audit(sys.argv[1], 'sample', samples=100); "
+            "print(sorted(m for m in ('torch', 'torchvision', 'ray', 'lightning', 'mlflow') if m in sys.modules))")
+    model = str(ROOT / "sample_models" / "mlp_clean.onnx")
+    out = subprocess.run([sys.executable, "-c", code, model], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

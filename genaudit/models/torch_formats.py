@@ -226,6 +226,29 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
     return data
 
 
+def export_module(module, example, path: Path) -> None:
+    """Write an eager torch module (e.g. one being trained) to `path` as ONNX with a dynamic batch axis, traced on
+    `example` (a batch on the module's device). The module is exported in eval mode and left in the mode it was
+    in; its weights are not touched."""
+    import torch
+
+    training = module.training
+    module.eval()
+    try:
+        with _quiet(), torch.no_grad():
+            names = output_names(module(example))
+            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"],
+                              output_names=names, dynamic_axes={name: {0: "batch"} for name in ["input", *names]})
+    except Exception as exc:
+        raise GenauditError(
+            f"The model could not be exported to ONNX for auditing: {str(exc).strip().splitlines()[0][:300]}. "
+            "Pass an example input the model takes (example_input=..., or the LightningModule's "
+            "example_input_array)."
+        ) from None
+    finally:
+        module.train(training)
+
+
 def _runnable(module, kind: str):
     """Something to call on an input: the TorchScript module, or the module of a torch.export program."""
     return module if kind == "torchscript" else module.module()
