@@ -12,6 +12,17 @@ REPO = Path(__file__).resolve().parent.parent
 SAMPLE_MODELS = REPO / "sample_models"
 
 
+def assert_user_error(result, *phrases):
+    """A CLI result is a user error: exit 2, one message containing each phrase (the console wraps long lines and
+    paths anywhere, so whitespace is ignored), no traceback."""
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    text = "".join(result.output.split())
+    for phrase in phrases:
+        assert "".join(phrase.split()) in text, result.output
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Converted-model cache and named-data cache in a per-session temp folder; never download."""

@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import SAMPLE_MODELS, assert_user_error
 from typer.testing import CliRunner
 
 import genaudit
-from conftest import SAMPLE_MODELS
 from genaudit.backends import run_tasks
 from genaudit.cli import app
 from genaudit.errors import GenauditError
@@ -139,4 +139,4 @@ def test_cli_ray_backend_starts_its_own_instance(tmp_path):
 
 def test_cli_refuses_unknown_backend():
     result = CliRunner().invoke(app, ["compare", str(MODELS[0]), "--data", "sample", "--backend", "spark"])
-    assert result.exit_code == 2 and "--backend must be 'local' or 'ray'" in result.output
+    assert_user_error(result, "--backend must be 'local' or 'ray'")

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import assert_user_error
 from typer.testing import CliRunner
 
 from genaudit.cli import app
@@ -16,13 +17,6 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *phrases):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    for phrase in phrases:
-        assert phrase in " ".join(result.output.split()), result.output
 
 
 def test_score_prints_the_report_and_writes_the_scorecard(trained_mlp, tiny_data, tmp_path):

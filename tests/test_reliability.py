@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import onnx
 import pytest
-from conftest import SAMPLE_MODELS
+from conftest import SAMPLE_MODELS, assert_user_error
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
@@ -27,15 +27,6 @@ runner = CliRunner()
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_user_error(result, *phrases):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    text = "".join(result.output.split())  # the console wraps long lines (and paths) anywhere
-    for phrase in phrases:
-        assert "".join(phrase.split()) in text, result.output
 
 
 RNG = np.random.default_rng(7)

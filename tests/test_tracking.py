@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SAMPLE_MODELS, assert_user_error
 from typer.testing import CliRunner
 
-from conftest import SAMPLE_MODELS
 from genaudit.cli import app
 from genaudit.metrics import tracked_values
 
@@ -88,5 +88,5 @@ def test_mlflow_missing_is_refused_before_any_work(monkeypatch, tmp_path):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
     out = tmp_path / "card.json"
     result = CliRunner().invoke(app, ["score", str(MODELS[0]), "--data", "sample", "--mlflow", "--json", str(out)])
-    assert result.exit_code == 2 and "pip install 'genaudit[mlflow]'" in " ".join(result.output.split())
+    assert_user_error(result, "pip install 'genaudit[mlflow]'")
     assert not out.exists()
