@@ -15,7 +15,13 @@ from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.diagnostics.neighbours import flat_space
 from genaudit.errors import GenauditError
 from genaudit.estimate import estimate
-from genaudit.features import FeatureSet, compute_features, share_error, unit_values
+from genaudit.features import (
+    FeatureSet,
+    Rows,
+    compute_features,
+    share_error,
+    unit_values,
+)
 from genaudit.files import model_cache_dir
 from genaudit.metrics import LAYER_METRICS
 from genaudit.models import (
@@ -124,9 +130,9 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
 
     fs = compute_features(cut.trunk, batches(), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
-    spaces = {"input": np.concatenate(input_values)}
+    spaces = {"input": Rows(input_values)}  # kept as batches: the votes read only their voters' rows
     if early is not None:
-        spaces["early"] = np.concatenate(early_values) if early != main else flat_space(fs.features)
+        spaces["early"] = Rows(early_values) if early != main else flat_space(fs.features)
     timings["features"] = time.perf_counter() - start
     return Pass(file, graph, cut, layout, fs, spaces, streams, listed, timings)
 

@@ -22,8 +22,9 @@ Definition (exact, deterministic):
 - value = mean_n [predictions_n == vote_n].
 
 Rows are processed in chunks of about `max_block` distance entries (4 million by default: 32 MB of float64
-distances plus the same order again in temporaries, about 130 MB peak whatever N), so memory is O(chunk x N),
-never N x N; N = 10,000 runs in chunks of 400 rows.
+distances, formed in place from the one matrix product, plus temporaries of 256 rows), so memory is O(chunk x N),
+never N x N; N = 10,000 runs in chunks of 400 rows. The neighbours of a row are found among the candidates at
+most its k-th smallest distance (a partition), sorted by (distance, index): the rule above, exactly.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.data import stratified_indices
-from genaudit.features import flat_pooled, share_error
+from genaudit.features import Rows, flat_pooled, share_error
 from genaudit.registry import Context, Diagnostic, Metric
 
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
@@ -58,21 +59,63 @@ def nearest_neighbours(x: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_B
     rows = _chunk_rows(n, max_block)
     for start in range(0, n, rows):
         stop = min(n, start + rows)
-        m = stop - start
-        d = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+        d = x[start:stop] @ x.T  # the one BLAS call; the distances below are computed from it in place
+        _distances_in_place(d, sq[start:stop], sq)
         np.maximum(d, 0.0, out=d)
-        d[np.arange(m), np.arange(start, stop)] = np.inf  # leave one out
-        kth = np.partition(d, k - 1, axis=1)[:, k - 1]
-        less = d < kth[:, None]
-        equal = d == kth[:, None]
-        room = k - less.sum(axis=1)  # how many of the samples at exactly the k-th distance still fit
-        chosen = less | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= room[:, None]))  # lower index first
-        cols = np.nonzero(chosen)[1].reshape(m, k)  # exactly k per row, in index order
-        dist = np.take_along_axis(d, cols, axis=1)
-        order = np.argsort(dist, axis=1, kind="stable")  # by distance; equal distances keep index order
-        indices[start:stop] = np.take_along_axis(cols, order, axis=1)
-        distances[start:stop] = np.take_along_axis(dist, order, axis=1)
+        d[np.arange(stop - start), np.arange(start, stop)] = np.inf  # leave one out
+        _select(d, k, indices[start:stop], distances[start:stop])
     return indices, distances
+
+
+_SUB = 256  # rows per temporary in the in-place steps (a 256 x N float64 block: 4 MB at N = 2,000)
+
+
+def _distances_in_place(d: np.ndarray, sq_rows: np.ndarray, sq: np.ndarray) -> None:
+    """d (the products a.b) becomes ||a||^2 + ||b||^2 - 2 a.b, the same float64 operations in the same order as
+    `(sq_rows[:, None] + sq[None, :]) - 2.0 * d` (d * -2 is exact, and t - 2p == t + (-2p) in IEEE arithmetic),
+    without the three full-size temporaries."""
+    d *= -2.0
+    for s in range(0, len(d), _SUB):
+        d[s : s + _SUB] += sq_rows[s : s + _SUB, None] + sq[None, :]
+
+
+def _select(d: np.ndarray, k: int, indices: np.ndarray, distances: np.ndarray) -> None:
+    """The k smallest entries of each row of d in (distance, column) order, into indices and distances (m x k).
+
+    The k-th smallest distance `kth` of a row is found with a partition; every entry chosen has d <= kth, and
+    the candidates d <= kth (k of them, more only on ties at kth) sorted by (distance, column) give the row's k
+    nearest: those below kth, then the lowest columns at exactly kth, as the definition says. NaN distances
+    (non-finite inputs) compare false and are never candidates; a row left with fewer than k candidates falls
+    back to the full-row rule (which then raises as before)."""
+    for s in range(0, len(d), _SUB):
+        block = d[s : s + _SUB]
+        m = len(block)
+        kth = np.partition(block, k - 1, axis=1)[:, k - 1]
+        r, c = np.nonzero(block <= kth[:, None])
+        counts = np.bincount(r, minlength=m)
+        if np.any(counts < k):
+            _select_full(block, k, kth, indices[s : s + m], distances[s : s + m])
+            continue
+        v = block[r, c]
+        order = np.lexsort((c, v, r))  # by row, then distance, then column
+        first = np.concatenate(([0], np.cumsum(counts)[:-1]))  # each row's first candidate in that order
+        take = order[(first[:, None] + np.arange(k)[None, :]).ravel()]
+        indices[s : s + m] = c[take].reshape(m, k)
+        distances[s : s + m] = v[take].reshape(m, k)
+
+
+def _select_full(d: np.ndarray, k: int, kth: np.ndarray, indices: np.ndarray, distances: np.ndarray) -> None:
+    """The definition applied to whole rows (the rule `_select` shortcuts)."""
+    m = len(d)
+    less = d < kth[:, None]
+    equal = d == kth[:, None]
+    room = k - less.sum(axis=1)  # how many of the samples at exactly the k-th distance still fit
+    chosen = less | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= room[:, None]))  # lower index first
+    cols = np.nonzero(chosen)[1].reshape(m, k)  # exactly k per row, in index order
+    dist = np.take_along_axis(d, cols, axis=1)
+    order = np.argsort(dist, axis=1, kind="stable")  # by distance; equal distances keep index order
+    indices[:] = np.take_along_axis(cols, order, axis=1)
+    distances[:] = np.take_along_axis(dist, order, axis=1)
 
 
 def vote_of(indices: np.ndarray, distances: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -192,7 +235,11 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
     key = f"neighbours:{space}:{len(chosen)}"
     if key not in c.cache:
         x = c.fs.features if space == "features" else c.spaces.get(space)
-        c.cache[key] = None if x is None or len(chosen) < 2 else nearest_neighbours(flat_space(x[chosen]), 2 * K)
+        if x is None or len(chosen) < 2:
+            c.cache[key] = None
+        else:  # batches kept by the trunk pass are flat already: their voters' rows go straight to float64
+            x = x.take(chosen, np.float64) if isinstance(x, Rows) else flat_space(x[chosen])
+            c.cache[key] = nearest_neighbours(x, 2 * K)
     return c.cache[key]
 
 

@@ -1,0 +1,162 @@
+"""The fast neighbour search and pooling give bit-for-bit what the plain definitions give (Performance v2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genaudit.diagnostics.neighbours import (
+    DEFAULT_BLOCK,
+    _chunk_rows,
+    nearest_neighbours,
+)
+from genaudit.features import flat_pooled
+
+
+def reference_neighbours(x, k=10, *, max_block=DEFAULT_BLOCK):
+    """The implementation before the in-place distances and the candidate selection (kept verbatim)."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    n = len(x)
+    k = min(int(k), n - 1)
+    sq = np.einsum("ij,ij->i", x, x)
+    indices = np.empty((n, k), np.int64)
+    distances = np.empty((n, k), np.float64)
+    rows = _chunk_rows(n, max_block)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        m = stop - start
+        d = sq[start:stop, None] + sq[None, :] - 2.0 * (x[start:stop] @ x.T)
+        np.maximum(d, 0.0, out=d)
+        d[np.arange(m), np.arange(start, stop)] = np.inf
+        kth = np.partition(d, k - 1, axis=1)[:, k - 1]
+        less = d < kth[:, None]
+        equal = d == kth[:, None]
+        room = k - less.sum(axis=1)
+        chosen = less | (equal & (np.cumsum(equal, axis=1, dtype=np.int32) <= room[:, None]))
+        cols = np.nonzero(chosen)[1].reshape(m, k)
+        dist = np.take_along_axis(d, cols, axis=1)
+        order = np.argsort(dist, axis=1, kind="stable")
+        indices[start:stop] = np.take_along_axis(cols, order, axis=1)
+        distances[start:stop] = np.take_along_axis(dist, order, axis=1)
+    return indices, distances
+
+
+def same(x, k, **kw):
+    got, want = nearest_neighbours(x, k, **kw), reference_neighbours(x, k, **kw)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1].tobytes() == want[1].tobytes()  # bit for bit (signs of zero included)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(2, 90), d=st.integers(1, 40), k=st.integers(1, 25), levels=st.sampled_from([0, 2, 3, 1000]),
+       dup=st.floats(0, 0.6), seed=st.integers(0, 2**32 - 1), block=st.sampled_from([DEFAULT_BLOCK, 1, 97, 500]))
+def test_nearest_neighbours_bit_identical_to_the_definition(n, d, k, levels, dup, seed, block):
+    rng = np.random.default_rng(seed)
+    # levels > 0: few distinct values, so equal distances (ties at the k-th place) are common; dup: exact copies
+    x = rng.integers(0, levels, (n, d)).astype(np.float32) if levels else rng.standard_normal((n, d)).astype(np.float32)
+    copies = rng.random(n) < dup
+    x[copies] = x[rng.integers(0, n, int(copies.sum()))]
+    same(x, k, max_block=block)
+
+
+@pytest.mark.parametrize("n,d", [(2000, 3072), (2000, 512), (1500, 4096), (700, 784)])
+def test_nearest_neighbours_bit_identical_at_audit_sizes(n, d):
+    rng = np.random.default_rng(n + d)
+    x = rng.random((n, d), dtype=np.float32)
+    x[n // 2 : n // 2 + 50] = x[:50]  # duplicates
+    same(x, 20)
+
+
+def outcome(f, x, k):
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the distances, as before
+            return f(x, k)
+    except ValueError:
+        return "ValueError"
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", [(3, 1), (0, 0)])
+def test_nearest_neighbours_non_finite_like_the_definition(bad, where):
+    x = np.random.default_rng(0).random((40, 3))
+    x[where] = bad
+    got, want = outcome(nearest_neighbours, x, 5), outcome(reference_neighbours, x, 5)
+    if isinstance(want, str):
+        assert got == want
+    else:
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_nearest_neighbours_heavy_ties_over_several_row_blocks():
+    x = np.random.default_rng(3).integers(0, 3, (700, 6)).astype(np.float32)  # 729 patterns: ties everywhere
+    same(x, 20)
+    same(x, 20, max_block=700 * 300)  # row chunks that do not align with the 256-row blocks
+
+
+def test_nearest_neighbours_all_equal_like_the_definition():
+    same(np.zeros((30, 4), np.float32), 20)
+    same(np.ones((3, 2), np.float32), 5)
+
+
+def reference_pooled(x, max_dims):
+    """flat_pooled before the fast block means (kept verbatim)."""
+    x = np.asarray(x, np.float32)
+    if x.ndim == 4 and x[0].size > max_dims:
+        c, h, w = x.shape[1:]
+        f = max(2, int(np.sqrt(x[0].size / max_dims)))
+        while c * (h // f) * (w // f) > max_dims:
+            f += 1
+        h2, w2 = h // f, w // f
+        x = x[:, :, : h2 * f, : w2 * f].reshape(len(x), c, h2, f, w2, f).mean(axis=(3, 5))
+    return x.reshape(len(x), -1)
+
+
+@pytest.mark.parametrize("shape,max_dims", [
+    ((7, 64, 16, 16), 4096),     # ResNet-18's early layer at 32x32: 2x2 blocks
+    ((3, 64, 112, 112), 4096),   # ImageNet early layer: 14x14 blocks (numpy's pairwise row sums)
+    ((4, 3, 224, 224), 4096),    # ImageNet input: 7x7 blocks, 224 = 32 x 7
+    ((5, 3, 33, 31), 300),       # rows and columns dropped
+    ((2, 8, 20, 3), 16),         # one block column: numpy sums each block as one run
+    ((2, 2, 5, 40), 8),          # one block row
+    ((3, 1, 40, 40), 16),        # 10x10 blocks
+    ((1, 4, 9, 9), 4),
+])
+def test_flat_pooled_bit_identical_to_numpy_mean(shape, max_dims):
+    rng = np.random.default_rng(sum(shape))
+    for scale in (1.0, 1e-39, 1e30):
+        x = (rng.standard_normal(shape) * scale).astype(np.float32)
+        x[0, 0, :3, :3] = -0.0
+        assert flat_pooled(x, max_dims).tobytes() == reference_pooled(x, max_dims).tobytes()
+    x[0, 0, 0, 0] = np.nan
+    x[-1, -1, -1, -1] = np.inf
+    with np.errstate(invalid="ignore", over="ignore"):
+        assert flat_pooled(x, max_dims).tobytes() == reference_pooled(x, max_dims).tobytes()
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 4), c=st.integers(1, 6), h=st.integers(1, 40), w=st.integers(1, 40),
+       max_dims=st.integers(1, 300), seed=st.integers(0, 2**32 - 1))
+def test_flat_pooled_bit_identical_on_random_geometries(n, c, h, w, max_dims, seed):
+    x = np.random.default_rng(seed).standard_normal((n, c, h, w)).astype(np.float32)
+    assert flat_pooled(x, max_dims).tobytes() == reference_pooled(x, max_dims).tobytes()
+
+
+def test_rows_index_like_their_concatenation():
+    from genaudit.features import Rows
+
+    rng = np.random.default_rng(0)
+    parts = [rng.random((n, 5), dtype=np.float32) for n in (3, 7, 1, 9)]
+    rows, whole = Rows(parts), np.concatenate(parts)
+    assert len(rows) == 20 and rows.shape == (20, 5) and rows.dtype == np.float32
+    for index in (np.arange(20), rng.permutation(20)[:7], np.array([19, 0, 0, 5]), np.array([], int),
+                  np.array([-1, 3]), whole[:, 0] > 0.5, slice(2, 15, 3)):
+        np.testing.assert_array_equal(rows[index], whole[index])
+    taken = rows.take(rng.permutation(20), np.float64)
+    assert taken.dtype == np.float64
+    np.testing.assert_array_equal(np.sort(taken, axis=0), np.sort(whole.astype(np.float64), axis=0))
+    np.testing.assert_array_equal(np.asarray(rows), whole)
+    with pytest.raises(IndexError):
+        rows[np.array([20])]
