@@ -49,6 +49,11 @@ class FeatureSet:
         """One value per sample and unit (N x D): conv feature maps are averaged over space."""
         return unit_values(self.features)
 
+    def subset(self, index: np.ndarray) -> FeatureSet:
+        """The same layer for the samples at `index` only."""
+        return FeatureSet(self.features[index], self.logits[index], self.predictions[index],
+                          None if self.labels is None else self.labels[index])
+
 
 def unit_values(features: np.ndarray) -> np.ndarray:
     """Per sample and unit (N x D): vectors as they are, conv maps (N x C x H x W) averaged over space."""

@@ -97,6 +97,10 @@ class AuditOptions:
     repeats: int = option(5, "Random unit orders averaged in the ablation curve.", record="ablation_repeats")
     probes: int = option(0, "Run the input-space probes (noise and augmentation agreement; they rerun the whole "
                          "model) on this many samples. 0 = off.", record="probe_samples")
+    head_samples: int = option(500, "Samples the head-evaluated curves (ablation, noise, ordered ablation, unit "
+                               "importance) use when the head is not one affine map (at a conv layer it reruns for "
+                               "each of ~220 variants): a seeded stratified subsample. 0 = all. A closed-form head "
+                               "always uses all samples.")
     layout: Optional[str] = option(None, "How the model takes images: nchw | nhwc (channels-last, e.g. TensorFlow "
                                    "exports) | flat (vectors). Default: detected from the model's declared input.")
     output: Optional[str] = option(None, "The model output holding the class scores, by name or index (default: "

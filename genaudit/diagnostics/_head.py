@@ -6,11 +6,28 @@ from typing import Callable
 
 import numpy as np
 
+from genaudit.data import stratified_indices
+from genaudit.features import FeatureSet
 from genaudit.heads import AffineHead, Head
+from genaudit.registry import Context
 # A variant maker returns the modified features of variants `ks` stacked: (len(ks) * N, *feature_shape).
 VariantMaker = Callable[[np.ndarray], np.ndarray]
 
 CHUNK_BYTES = 16 << 20  # feature copies per head call (16 MB measured fastest: fits cache, bounds memory)
+
+
+def head_view(c: Context) -> FeatureSet:
+    """The samples the head-evaluated diagnostics (ablation, noise, ordered ablation, unit importance) measure
+    their accuracies on. All audited samples when the head is closed-form (one affine map: a variant costs one
+    small matrix product). Otherwise (a conv layer's head reruns on every one of ~220 variants) a seeded,
+    class-stratified subsample of `head_samples` (0 = all): each accuracy is then an unbiased estimate of the
+    all-sample one, and the diagnostic records how many samples it used (`samples`)."""
+    n, limit = len(c.fs.predictions), c.opts.head_samples
+    if c.cut.affine is not None or not limit or n <= limit:
+        return c.fs
+    if "head_view" not in c.cache:
+        c.cache["head_view"] = c.fs.subset(stratified_indices(n, c.fs.reference, limit, c.opts.seed))
+    return c.cache["head_view"]
 
 
 def variant_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, n_variants: int,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics._head import broadcast_units, masked_accuracies, normalized_auc
+from genaudit.diagnostics._head import broadcast_units, head_view, masked_accuracies, normalized_auc
 from genaudit.heads import Head
 from genaudit.features import FeatureSet
 from genaudit.registry import Diagnostic, Metric
@@ -49,12 +49,13 @@ def ablation(head: Head, fs: FeatureSet, *, levels: int = 21, repeats: int = 5, 
         "curve": {"fraction": fractions.tolist(), "accuracy": mean.tolist(), "std": acc.std(axis=0).tolist()},
         "repeats": int(len(orders)),
         "order": "given" if order is not None else "random",
+        "samples": int(len(fs.predictions)),  # the samples the accuracies are measured on
     }
 
 
 DIAGNOSTIC = Diagnostic(
     "ablation", "head",
-    lambda c: ablation(c.head, c.fs, levels=c.opts.ablation_levels, repeats=c.opts.repeats, seed=c.opts.seed),
+    lambda c: ablation(c.head, head_view(c), levels=c.opts.ablation_levels, repeats=c.opts.repeats, seed=c.opts.seed),
     (Metric("ablation", "ablation.auc", "ablation AUC", "robustness", "higher",
             "accuracy kept as units are zeroed",
             "accuracy kept as 0→100% of feature units are zeroed (random order), area relative to clean",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics._head import broadcast_units, normalized_auc, shifted_accuracies
+from genaudit.diagnostics._head import broadcast_units, head_view, normalized_auc, shifted_accuracies
 from genaudit.heads import Head
 from genaudit.features import FeatureSet
 from genaudit.registry import Diagnostic, Metric
@@ -33,12 +33,13 @@ def noise_robustness(head: Head, fs: FeatureSet, *, levels: int = 11, max_scale:
     return {
         "auc": normalized_auc(scales, acc),
         "curve": {"scale": scales.tolist(), "accuracy": acc.tolist()},
+        "samples": int(len(fs.predictions)),  # the samples the accuracies are measured on
     }
 
 
 DIAGNOSTIC = Diagnostic(
     "noise", "head",
-    lambda c: noise_robustness(c.head, c.fs, levels=c.opts.noise_levels, max_scale=c.opts.noise_max,
+    lambda c: noise_robustness(c.head, head_view(c), levels=c.opts.noise_levels, max_scale=c.opts.noise_max,
                                seed=c.opts.seed),
     (Metric("noise", "noise.auc", "noise AUC", "robustness", "higher",
             "accuracy kept under unit noise",

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from genaudit.diagnostics._classes import Classes, entropy
-from genaudit.diagnostics._head import variant_accuracies
+from genaudit.diagnostics._head import head_view, variant_accuracies
 from genaudit.heads import Head
 from genaudit.diagnostics.ablation import ablation, ablation_curve
 from genaudit.features import FeatureSet
@@ -60,7 +60,8 @@ def selectivity_ordered_ablation(head: Head, fs: FeatureSet, si: np.ndarray, lev
         curve = result["curve"]
         return {"auc": result["auc"], "curve": {"fraction": curve["fraction"], "accuracy": curve["accuracy"]}}
 
-    return {"most_selective_first": run(most), "least_selective_first": run(least)}
+    return {"most_selective_first": run(most), "least_selective_first": run(least),
+            "samples": int(len(fs.predictions))}
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -91,15 +92,17 @@ def importance_correlation(si: np.ndarray, importance: np.ndarray) -> dict:
 
 def _ordered(c: Context) -> dict:
     si = np.asarray(c.results["selectivity"]["per_unit"])
-    return selectivity_ordered_ablation(c.head, c.fs, si, levels=c.opts.ablation_levels)
+    return selectivity_ordered_ablation(c.head, head_view(c), si, levels=c.opts.ablation_levels)
 
 
 def _importance(c: Context) -> dict:
     si = np.asarray(c.results["selectivity"]["per_unit"])
     rng = np.random.default_rng(c.opts.seed)
     units = np.sort(rng.choice(c.fs.units, size=min(c.fs.units, c.opts.importance_units), replace=False))
-    importance = single_unit_importance(c.head, c.fs, units)
-    return {**importance_correlation(si[units], importance), "units": int(len(units))}
+    view = head_view(c)
+    importance = single_unit_importance(c.head, view, units)
+    return {**importance_correlation(si[units], importance), "units": int(len(units)),
+            "samples": int(len(view.predictions))}
 
 
 MUTUAL_INFORMATION = Diagnostic(
