@@ -59,8 +59,12 @@ def masked_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, m
             out = (flat @ stacked).reshape(len(flat), -1, weight.shape[1]) + head.bias  # one BLAS call
             acc[ks] = (out.argmax(axis=2) == reference[:, None]).mean(axis=0)
         return acc
-    return variant_accuracies(head, features, reference, len(masks),
-                              lambda ks: (features[None] * masks[ks][:, None]).reshape(-1, *features.shape[1:]))
+    # Each distinct mask once: the curves repeat some (no unit or every unit zeroed, in every order).
+    distinct, back = np.unique(masks.reshape(len(masks), -1), axis=0, return_inverse=True)
+    distinct = distinct.reshape(len(distinct), *masks.shape[1:])
+    acc = variant_accuracies(head, features, reference, len(distinct),
+                             lambda ks: (features[None] * distinct[ks][:, None]).reshape(-1, *features.shape[1:]))
+    return acc[back.reshape(-1)]
 
 
 def shifted_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, direction: np.ndarray,
