@@ -1,17 +1,29 @@
-"""Benchmark: a full default `genaudit score` against one plain inference pass and against a naive audit.
+"""Benchmark: a full default `genaudit score` process against a plain inference process over the same samples.
 
-ResNet-18 (random weights, 10 classes) at CIFAR resolution (3x32x32), 2,000 samples, as TorchScript and ONNX.
+ResNet-18 (random weights, 10 classes) at CIFAR resolution (3x32x32), as ONNX and TorchScript, at 2,000 and
+10,000 samples (the first N of one seeded set of random images: the same samples on both sides).
 
-    python bench/bench.py [--samples 2000] [--naive-passes 3] [--device cpu|auto|cuda]
+    python bench/bench.py [--samples 2000,10000] [--repeats 1] [--naive-passes 3] [--device cpu|auto|cuda]
+                          [--conv-layer NAME | --conv-layer none]
 
-Reports, for each format:
-- plain: one inference pass over the data (batches of 256, after a warm-up batch) with the format's own
-  runtime: onnxruntime for ONNX, torch for TorchScript (what a user of that format runs); also the wall time
-  of a whole plain-inference process (interpreter, imports, loading, the pass) to compare processes fairly;
-- audit: wall time of the whole `genaudit score` process (imports, loading, conversion, trunk pass,
-  diagnostics, report), first run (conversion to ONNX) and cached run, and the audit's own timers;
-- naive: an audit that reruns the whole network for every ablation level and repeat and every noise level
-  (105 + 11 passes). Each pass costs the same, so it is timed on --naive-passes passes and multiplied.
+Prints a table, then the same numbers as JSON. For each format and sample count:
+- plain process: wall time of a whole plain-inference process with the format's own runtime (interpreter,
+  imports, reading the .npz, loading the model, one pass in batches of 256): onnxruntime for ONNX, torch for
+  TorchScript (what a user of that format runs; it imports nothing from genaudit);
+- audit process: wall time of a whole `genaudit score --no-labels --samples N` process (imports, loading, trunk
+  pass, diagnostics, JSON report), with the model conversion cached (TorchScript is converted to ONNX once per
+  file: that first run is reported separately, at the smallest sample count), its own timers and its peak RSS;
+- ratio = audit process / plain process (the target is <= 1.2x).
+With --repeats R, each process is run R times and the fastest run is reported (other work on the machine only
+ever slows a run down).
+
+Also, at the smallest sample count:
+- conv layer: an ONNX audit cut at a conv layer (default: the output of ResNet-18's layer3) against its trunk
+  pass: the audit's own timers (features = the trunk pass, diagnostics = the head passes on masked and noisy
+  copies of the feature maps), and the process against the plain process;
+- plain in-process pass and naive: an audit that reruns the whole network for every ablation level and repeat
+  and every noise level (105 + 11 passes). Each pass costs the same, so it is timed on --naive-passes passes
+  and multiplied (--naive-passes 0 skips it).
 """
 
 from __future__ import annotations
@@ -31,9 +43,12 @@ import numpy as np
 
 BATCH = 256
 PASSES = 21 * 5 + 11  # default ablation levels x repeats + noise levels
+CONV_LAYER = "/layer3/layer3.1/relu_1/Relu_output_0"  # ResNet-18's layer3 output in the ONNX export (256x2x2)
+FORMATS = {"onnx": ("onnx (onnxruntime)", "resnet18.onnx"), "torchscript": ("torchscript (torch)", "resnet18.pt")}
 
 
-def build(folder: Path, samples: int):
+def build(folder: Path, samples: list[int]):
+    """The model in both formats and one .npz per sample count (the first N of the same images)."""
     import torch
     import torchvision
 
@@ -46,17 +61,28 @@ def build(folder: Path, samples: int):
         torch.onnx.export(model, (example,), str(folder / "resnet18.onnx"), dynamo=False, opset_version=17,
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    x = np.random.default_rng(0).integers(0, 256, size=(samples, 32, 32, 3), dtype=np.uint8)
-    np.savez(folder / "data.npz", x=x)
-    return model, x.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    x = np.random.default_rng(0).integers(0, 256, size=(max(samples), 32, 32, 3), dtype=np.uint8)
+    for n in samples:
+        np.savez(folder / f"data{n}.npz", x=x[:n])
+    return model, x[: min(samples)].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
+
+def onnx_providers(device: str) -> list[str]:
+    """onnxruntime's providers for --device, chosen as genaudit chooses them (without importing genaudit)."""
+    import onnxruntime as ort
+
+    cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+    if device in ("auto", "cuda") and cuda in ort.get_available_providers():
+        return [cuda, cpu]
+    if device == "cuda":
+        raise SystemExit("--device cuda: this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)")
+    return [cpu]
 
 
 def plain_onnx(path: Path, x: np.ndarray, device: str = "cpu") -> float:
     import onnxruntime as ort
 
-    from genaudit.models.runtime import providers_for
-
-    session = ort.InferenceSession(str(path), providers=providers_for(device))
+    session = ort.InferenceSession(str(path), providers=onnx_providers(device))
     session.run(None, {"input": x[:BATCH]})  # warm-up
     start = time.perf_counter()
     for i in range(0, len(x), BATCH):
@@ -76,32 +102,48 @@ def plain_torch(path: Path, x: np.ndarray) -> float:
     return time.perf_counter() - start
 
 
+# A child's own peak RSS in MB, printed last. VmHWM is the peak of the process's own memory since its exec;
+# ru_maxrss is not: Linux carries the parent's peak over into a forked and exec'ed child, so every child of this
+# bench (which holds torch and the model, about 1.1 GB) would report at least that.
+PEAK = """
+def _peak_mb():
+    try:
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:")) // 1024
+    except (OSError, StopIteration):
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+"""
+
+# Whole plain-inference processes: the format's own runtime only (no genaudit import: that would charge the
+# plain side with genaudit's own imports, onnx among them). Each prints its peak RSS in MB last.
 PLAIN_PROCESS = {
-    "onnx (onnxruntime)": """
+    "onnx": """
 import sys, numpy as np, onnxruntime as ort
-from genaudit.models.runtime import providers_for
 x = np.load(sys.argv[2])["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255
-s = ort.InferenceSession(sys.argv[1], providers=providers_for(sys.argv[3]))
+cuda, cpu = "CUDAExecutionProvider", "CPUExecutionProvider"
+providers = [cuda, cpu] if sys.argv[3] in ("auto", "cuda") and cuda in ort.get_available_providers() else [cpu]
+s = ort.InferenceSession(sys.argv[1], providers=providers)
 for i in range(0, len(x), 256):
     s.run(None, {"input": x[i : i + 256]})
-""",
-    "torchscript (torch)": """
+""" + PEAK + "print(_peak_mb())",
+    "torchscript": """
 import sys, numpy as np, torch
 x = torch.from_numpy(np.load(sys.argv[2])["x"].transpose(0, 3, 1, 2).astype(np.float32) / 255)
 m = torch.jit.load(sys.argv[1]).eval()
 with torch.no_grad():
     for i in range(0, len(x), 256):
         m(x[i : i + 256])
-""",
+""" + PEAK + "print(_peak_mb())",
 }
 
 
-def plain_process(fmt: str, model: Path, data: Path, device: str = "cpu") -> float:
-    """Wall time of a whole plain-inference process: interpreter, imports, load, one pass."""
+def plain_process(fmt: str, model: Path, data: Path, device: str = "cpu") -> tuple[float, int]:
+    """Wall time of a whole plain-inference process (interpreter, imports, load, one pass) and its peak RSS (MB)."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data), device], check=True,
-                   capture_output=True)
-    return time.perf_counter() - start
+    out = subprocess.run([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data), device], check=True,
+                         capture_output=True, text=True).stdout
+    return time.perf_counter() - start, int(out.split()[-1])
 
 
 def naive_torch(model, x: np.ndarray, passes: int) -> float:
@@ -119,19 +161,23 @@ def naive_torch(model, x: np.ndarray, passes: int) -> float:
     return (time.perf_counter() - start) / passes
 
 
-def audit_process(model: Path, data: Path, cache: Path, device: str = "cpu") -> tuple[float, dict, int]:
-    """Wall time of a whole `genaudit score --device DEVICE` process, its JSON timers, and its peak RSS in MB."""
+def audit_process(model: Path, data: Path, cache: Path, device: str = "cpu", samples: int = 2000,
+                  extra: tuple[str, ...] = ()) -> tuple[float, dict, int]:
+    """Wall time of a whole `genaudit score --no-labels --samples N --device DEVICE` process, its JSON timers,
+    and its peak RSS in MB."""
     env = {**os.environ, "GENAUDIT_CACHE": str(cache)}
     start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data), device], env=env, check=True,
-                         capture_output=True, text=True).stdout
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data), device, str(samples), *extra],
+                          env=env, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    result = json.loads(out.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if not result["timings"]:  # the CLI reported an error (and exited) instead of auditing
+        raise RuntimeError(f"the audit of {model.name} {' '.join(extra)} failed: {done.stderr.strip()[-2000:]}")
     return wall, result["timings"], result["peak_mb"]
 
 
-RUNNER = """
-import json, resource, sys
+RUNNER = PEAK + """
+import json, sys
 from genaudit.cli import app
 from genaudit.pipeline import audit
 import genaudit.pipeline as p
@@ -143,51 +189,106 @@ def spy(*a, **k):
     return card
 p.audit = spy
 try:
-    app(["score", sys.argv[1], "--data", sys.argv[2], "--no-labels", "--format", "json", "--device", sys.argv[3]],
-        standalone_mode=False)
+    app(["score", sys.argv[1], "--data", sys.argv[2], "--no-labels", "--format", "json", "--device", sys.argv[3],
+         "--samples", sys.argv[4], *sys.argv[5:]], standalone_mode=False)
 except SystemExit:
     pass
 print()
-print(json.dumps({"timings": timings, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}))
+print(json.dumps({"timings": timings, "peak_mb": _peak_mb()}))
 """
+
+
+def fastest(runs: list[tuple]) -> tuple:
+    """The run with the smallest wall time (the first element)."""
+    return min(runs, key=lambda r: r[0])
+
+
+def table(rows: list[dict], conv: dict | None) -> str:
+    head = (f"{'format':<22}{'samples':>8}{'plain s':>9}{'audit s':>9}{'ratio':>7}{'audit RSS MB':>14}"
+            f"{'plain RSS MB':>14}   audit timers (s)")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        timers = " ".join(f"{k} {v}" for k, v in r["audit_timers"].items())
+        lines.append(f"{r['format']:<22}{r['samples']:>8}{r['plain_process_s']:>9.2f}{r['audit_cached_s']:>9.2f}"
+                     f"{r['ratio_process_to_plain_process_cached']:>6.2f}x{r['peak_rss_mb']:>14}"
+                     f"{r['plain_peak_rss_mb']:>14}   {timers}")
+    if conv is not None:
+        t = conv["audit_timers"]
+        line = (f"conv layer ({conv['format']}, {conv['layer']}, {conv['samples']} samples): trunk pass "
+                f"(features timer) {t.get('features', 0):.2f} s, diagnostics {t.get('diagnostics', 0):.2f} s: "
+                f"audit in process / trunk pass = {conv['ratio_in_process_to_trunk_pass']:.1f}x; "
+                f"audit process {conv['audit_s']:.2f} s = {conv['ratio_process_to_plain_process']:.1f}x the "
+                f"plain process; peak RSS {conv['peak_rss_mb']} MB")
+        lines += ["", line]
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--samples", default="2000,10000", help="comma-separated sample counts")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per process; the fastest is reported")
     parser.add_argument("--naive-passes", type=int, default=3)
     parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"],
                         help="where the ONNX runs (plain pass and audit): cuda needs onnxruntime-gpu")
+    parser.add_argument("--conv-layer", default=CONV_LAYER, help="the conv layer of the conv-layer line (none: skip)")
     args = parser.parse_args()
+    counts = sorted({int(n) for n in args.samples.split(",")})
+    repeats = max(1, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        model, x = build(folder, args.samples)
-        plain = {"onnx (onnxruntime)": plain_onnx(folder / "resnet18.onnx", x, args.device),
-                 "torchscript (torch)": plain_torch(folder / "resnet18.pt", x)}
-        per_pass = {"onnx (onnxruntime)": plain["onnx (onnxruntime)"],  # a naive ORT audit reruns the whole graph
-                    "torchscript (torch)": naive_torch(model, x, args.naive_passes)}
-        rows = []
-        for fmt, file in (("onnx (onnxruntime)", "resnet18.onnx"), ("torchscript (torch)", "resnet18.pt")):
-            cache = folder / f"cache-{file}"
-            first = audit_process(folder / file, folder / "data.npz", cache, args.device)
-            cached = audit_process(folder / file, folder / "data.npz", cache, args.device)
-            naive = per_pass[fmt] * PASSES + plain[fmt]
-            process = plain_process(fmt, folder / file, folder / "data.npz", args.device)
-            rows.append({
-                "format": fmt, "plain_s": round(plain[fmt], 2), "plain_process_s": round(process, 2),
-                "audit_first_s": round(first[0], 2), "audit_cached_s": round(cached[0], 2),
-                "audit_timers": {k: round(v, 2) for k, v in cached[1].items()},
-                "peak_rss_mb": cached[2],
-                "ratio_audit_to_plain_first": round(first[0] / plain[fmt], 2),
-                "ratio_audit_to_plain_cached": round(cached[0] / plain[fmt], 2),
-                "ratio_in_process": round(sum(cached[1].values()) / plain[fmt], 2),
-                "ratio_process_to_plain_process_cached": round(cached[0] / process, 2),
-                "naive_s": round(naive, 1),
-                "speedup_vs_naive_first": round(naive / first[0], 1),
-                "speedup_vs_naive_cached": round(naive / cached[0], 1),
-            })
-        print(json.dumps({"samples": args.samples, "model": "resnet18 3x32x32, random weights",
-                          "cpu_threads": os.cpu_count(), "rows": rows}, indent=2))
+        model, x = build(folder, counts)
+        rows, first_runs = [], {}
+        for n in counts:
+            data = folder / f"data{n}.npz"
+            for fmt, (label, file) in FORMATS.items():
+                cache = folder / f"cache-{file}"
+                if fmt not in first_runs:  # the first audit converts TorchScript to ONNX (cached from then on)
+                    first_runs[fmt] = audit_process(folder / file, data, cache, args.device, n)[0]
+                cached = fastest([audit_process(folder / file, data, cache, args.device, n) for _ in range(repeats)])
+                plain = fastest([plain_process(fmt, folder / file, data, args.device) for _ in range(repeats)])
+                rows.append({
+                    "format": label, "samples": n,
+                    "plain_process_s": round(plain[0], 2), "plain_peak_rss_mb": plain[1],
+                    "audit_cached_s": round(cached[0], 2),
+                    "audit_timers": {k: round(v, 2) for k, v in cached[1].items()},
+                    "peak_rss_mb": cached[2],
+                    "ratio_process_to_plain_process_cached": round(cached[0] / plain[0], 2),
+                })
+        small = counts[0]
+        conv, runs = None, []
+        if args.conv_layer.lower() != "none":
+            data, cache = folder / f"data{small}.npz", folder / "cache-resnet18.onnx"
+            try:
+                runs = [audit_process(folder / "resnet18.onnx", data, cache, args.device, small,
+                                      ("--layer", args.conv_layer)) for _ in range(repeats)]
+            except (subprocess.CalledProcessError, RuntimeError) as exc:  # e.g. the exporter named it otherwise
+                print(f"conv-layer line skipped: {exc}", file=sys.stderr)
+        if runs:
+            wall, timers, peak = fastest(runs)
+            plain = next(r for r in rows if r["samples"] == small and r["format"] == FORMATS["onnx"][0])
+            conv = {"format": FORMATS["onnx"][0], "layer": args.conv_layer, "samples": small,
+                    "audit_s": round(wall, 2), "audit_timers": {k: round(v, 2) for k, v in timers.items()},
+                    "peak_rss_mb": peak,
+                    "ratio_in_process_to_trunk_pass": round(
+                        (timers["features"] + timers["diagnostics"]) / timers["features"], 1),
+                    "ratio_process_to_plain_process": round(wall / plain["plain_process_s"], 1)}
+        in_process = {}
+        plain_pass = {"onnx": plain_onnx(folder / "resnet18.onnx", x, args.device),
+                      "torchscript": plain_torch(folder / "resnet18.pt", x)}
+        for fmt, (label, _) in FORMATS.items():
+            row = next(r for r in rows if r["samples"] == small and r["format"] == label)
+            entry = {"plain_pass_s": round(plain_pass[fmt], 2), "audit_first_s": round(first_runs[fmt], 2),
+                     "ratio_in_process": round(sum(row["audit_timers"].values()) / plain_pass[fmt], 2)}
+            if args.naive_passes > 0:
+                per_pass = plain_pass[fmt] if fmt == "onnx" else naive_torch(model, x, args.naive_passes)
+                naive = per_pass * PASSES + plain_pass[fmt]  # a naive ORT audit reruns the whole graph
+                entry.update({"naive_s": round(naive, 1), "speedup_vs_naive_cached": round(naive / row["audit_cached_s"], 1)})
+            in_process[label] = entry
+        print(table(rows, conv))
+        print()
+        print(json.dumps({"model": "resnet18 3x32x32, random weights", "cpu_threads": os.cpu_count(),
+                          "device": args.device, "repeats": repeats, "rows": rows, "conv_layer": conv,
+                          f"at_{small}_samples": in_process}, indent=2))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,17 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-# The child reports its own peak at exit (RUSAGE_CHILDREN would give the maximum over all runs so far).
-CHILD = ("import atexit, resource, sys; atexit.register(lambda: sys.stderr.write("
-         "f'MAXRSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\\n')); "
+# The child reports its own peak at exit (RUSAGE_CHILDREN would give the maximum over all runs so far): VmHWM,
+# the peak of its own memory since exec (ru_maxrss would include this parent's peak, which Linux carries over
+# into a forked and exec'ed child), or ru_maxrss where there is no /proc.
+CHILD = ("import atexit, resource, sys\n"
+         "def peak():\n"
+         "    try:\n"
+         "        with open('/proc/self/status') as fh:\n"
+         "            return next(int(line.split()[1]) for line in fh if line.startswith('VmHWM:'))\n"
+         "    except (OSError, StopIteration):\n"
+         "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+         "atexit.register(lambda: sys.stderr.write(f'MAXRSS {peak()}\\n'))\n"
          "from genaudit.cli import main; main()")
 
 
