@@ -115,7 +115,7 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     sign = 1 if metric.better == "higher" else -1
     keyed = [sign * v if v is not None else None for v in values]
     ranking = sorted((i for i, v in enumerate(keyed) if v is not None), key=lambda i: -keyed[i])
-    errors = [lookup(c, metric.path.rsplit(".", 1)[0] + ".standard_error") or 0.0 for c in cards]
+    errors = [(lookup(c, metric.error) if metric.error else None) or 0.0 for c in cards]
     stop = early_stopping(keyed, [c["clean_accuracy"] for c in cards], name=metric.name)
     similarity = drift(cards)
     name = lambda i: None if i is None else str(paths[i])  # noqa: E731

@@ -34,7 +34,7 @@ METRIC = Metric("estimate", "estimate.accuracy", "expected held-out accuracy", "
                 "work on predicting generalization from training data",
                 "An estimate, not a measurement: read it with its interval and `estimate.basis`. Checked on "
                 "zoos of small MNIST/Fashion-MNIST models; on very different data or models the interval says "
-                "less than it claims.", tag="est. acc")
+                "less than it claims.", tag="est. acc", error="estimate.standard_error")
 
 
 @lru_cache(maxsize=1)
@@ -62,14 +62,17 @@ def inputs(card: dict, predictor: dict) -> dict[str, float] | None:
     return values
 
 
-SHARES = ("neighbours.", "clean_accuracy")  # inputs that are shares of the audited samples (binomial error)
-
-
 def _share_error(card: dict, path: str) -> float:
-    """The sampling standard error of a share of the audited samples, sqrt(p (1 - p) / n); 0 for other inputs."""
-    if not any(part in path for part in SHARES):
+    """The sampling standard error sqrt(p (1 - p) / n) of an input that is a share: clean accuracy (n = every
+    audited sample) or a neighbour-vote share (n = that vote's voters, its block's `samples`: at most 2,000
+    whatever the audit's size); 0 for inputs that are not shares (e.g. consistency)."""
+    if path == "clean_accuracy":
+        n = card.get("samples")
+    elif path.startswith("diagnostics.neighbours."):
+        n = lookup(card, path.rsplit(".", 1)[0] + ".samples")
+    else:
         return 0.0
-    return share_error(lookup(card, path), max(card.get("samples", 0), 1)) or 0.0
+    return share_error(lookup(card, path), max(int(n or 0), 1)) or 0.0
 
 
 def standard_error(card: dict, predictor: dict) -> float:

@@ -214,5 +214,5 @@ CLEAN_ACCURACY = Metric("clean_accuracy", "clean_accuracy", "clean accuracy", "a
                         "fraction of the audited (training) samples classified correctly",
                         "mean(argmax ψ(F) == y)", "—",
                         "Training accuracy, not test accuracy. Near chance (1/classes) usually means wrong "
-                        "preprocessing.", tag="train acc")
+                        "preprocessing.", tag="train acc", error="clean_accuracy_standard_error")
 

@@ -38,6 +38,7 @@ class Metric:
     column: str | None = None   # its key in a per-layer table row (layer-wise metrics only)
     tag: str = ""               # a column header for compact tables
     headline: bool = False      # one of the few shown in compare's table and trends
+    error: str | None = None    # scorecard path of its sampling standard error, when the audit measures one
 
     @property
     def arrow(self) -> str:

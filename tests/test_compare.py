@@ -215,3 +215,19 @@ def test_expand_sorts_naturally_and_reports_nothing_found(tmp_path):
 
     with pytest.raises(GenauditError, match="No model files"):
         expand([str(tmp_path / "*.pt2")])
+
+
+def test_every_measured_standard_error_is_declared_by_its_metric():
+    """compare's tie rule reads a metric's standard error from `Metric.error`: every metric declaring one finds
+    it in a real scorecard, and no standard error the scorecard measures is left undeclared."""
+    from conftest import SAMPLE_MODELS
+    from genaudit import audit
+    from genaudit.metrics import METRICS
+    from genaudit.scorecard import lookup
+
+    card = audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200)
+    declared = {m.name: m.error for m in METRICS if m.error}
+    assert {"estimate", "clean_accuracy", "ablation", "neighbours_input"} <= set(declared)
+    assert all(lookup(card, path) is not None for path in declared.values()), declared
+    measured = {m.name for m in METRICS if lookup(card, m.path.rsplit(".", 1)[0] + ".standard_error") is not None}
+    assert measured <= set(declared)

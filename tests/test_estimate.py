@@ -32,6 +32,18 @@ def test_estimate_is_the_fitted_line_with_a_conformal_interval(monkeypatch):
     assert "widened" not in block["basis"] and block["level"] == 0.9
 
 
+def test_standard_error_counts_each_share_over_its_own_samples():
+    """Hand-computed delta method: clean accuracy is a share of all 10,000 audited samples, a neighbour vote a
+    share of its 2,000 voters; a non-share input counts as exact."""
+    predictor = {"features": {"nb": {"path": "diagnostics.neighbours.input.value"}, "acc": {"path": "clean_accuracy"},
+                              "other": {"path": "diagnostics.consistency"}},
+                 "coefficients": {"nb": 0.5, "acc": 0.25, "other": 3.0}}
+    card = {"samples": 10_000, "clean_accuracy": 0.9, "diagnostics": {
+        "neighbours": {"input": {"value": 0.8, "samples": 2000}}, "consistency": 7.0}}
+    expected = np.hypot(0.5 * np.sqrt(0.8 * 0.2 / 2000), 0.25 * np.sqrt(0.9 * 0.1 / 10_000))
+    assert estimate_module.standard_error(card, predictor) == pytest.approx(expected)
+
+
 def test_interval_widens_outside_the_zoo_and_says_why(monkeypatch):
     monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
     block = estimate_module.estimate(_card(1.0, samples=50))  # u is 0.2 above the zoo's range

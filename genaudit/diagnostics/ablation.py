@@ -63,5 +63,5 @@ DIAGNOSTIC = Diagnostic(
             "Morcos et al. 2018, 'On the importance of single directions for generalization'; AL2 (El Helou 2020)",
             "Networks that memorize rely on few directions and collapse early; a generalizing one degrades "
             "gracefully. Compare models of one architecture and data set: absolute values are not thresholds.",
-            tag="ablation", headline=True),),
+            tag="ablation", headline=True, error="ablation.standard_error"),),
 )

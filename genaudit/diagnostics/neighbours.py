@@ -276,7 +276,8 @@ def _vote_in(space: str, label: str, short: str, where: str, formula: str, sourc
     return Diagnostic(
         f"neighbours.{space}", "space", _in(space),
         (Metric(f"neighbours_{space}", f"neighbours.{space}.value", f"neighbour vote: {label}", "estimate", "higher",
-                short, _MEANING.format(k=K, where=where), formula, source, _READING, tag=tag),),
+                short, _MEANING.format(k=K, where=where), formula, source, _READING, tag=tag,
+                error=f"neighbours.{space}.standard_error"),),
     )
 
 
