@@ -141,9 +141,12 @@ class Rows:
     the rows asked for, never the whole N x D matrix (`np.asarray(rows)` concatenates it). The neighbour votes
     read only their voters' rows."""
 
-    def __init__(self, parts: list[np.ndarray]) -> None:
+    def __init__(self, parts: list[np.ndarray], positions: np.ndarray | None = None) -> None:
+        """`positions`: the audited positions of the rows kept (ascending), when the trunk pass kept only some
+        samples' rows (the voters); `take` then indexes by audited position. None: every sample, in order."""
         self.parts = parts
         self.starts = np.cumsum([0] + [len(p) for p in parts])
+        self.positions = positions
 
     def __len__(self) -> int:
         return int(self.starts[-1])
@@ -168,6 +171,11 @@ class Rows:
         index = np.asarray(index)
         if index.dtype == bool:
             index = np.flatnonzero(index)
+        if self.positions is not None:  # audited positions -> the kept rows holding them
+            local = np.minimum(np.searchsorted(self.positions, index), len(self.positions) - 1)
+            if len(index) and np.any(self.positions[local] != index):
+                raise IndexError("rows asked for that the trunk pass did not keep (only the voters' rows are kept)")
+            index = local
         index = np.where(index < 0, index + len(self), index).reshape(-1)
         if len(index) and (index.min() < 0 or index.max() >= len(self)):
             raise IndexError(f"index out of range for {len(self)} rows")

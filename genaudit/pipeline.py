@@ -12,7 +12,7 @@ import numpy as np
 from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, arrange, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
-from genaudit.diagnostics.neighbours import flat_space
+from genaudit.diagnostics.neighbours import flat_space, voter_positions
 from genaudit.errors import GenauditError
 from genaudit.estimate import estimate
 from genaudit.features import (
@@ -82,7 +82,8 @@ class Pass:
     timings: dict
 
 
-def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress: Progress | None = None) -> Pass:
+def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress: Progress | None = None,
+               every: bool = False) -> Pass:
     """Open `model`, cut it at the feature layer and run the trunk once over `dataset`, keeping the features,
     the early layer's values and the reductions of the per-layer table's layers (`opts.layers`). Inputs are
     checked before any work."""
@@ -106,11 +107,20 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
     streams = {name: ([], []) for name in extra}
     early_values: list[np.ndarray] = []
     input_values: list[np.ndarray] = []
+    # The neighbour votes read the input and early-layer vectors of their voters only (all samples with `every`).
+    keep = np.arange(len(dataset)) if every else voter_positions(len(dataset), labels, opts.seed)
+    offsets = {"input": 0, "early": 0}
+
+    def kept(space: str, size: int) -> np.ndarray:
+        """Which rows of the next batch (of `size`) this space keeps, as positions within the batch."""
+        lo = offsets[space]
+        offsets[space] += size
+        return keep[np.searchsorted(keep, lo) : np.searchsorted(keep, lo + size)] - lo
 
     def batches():
-        """The preprocessed batches in the model's layout, keeping each one's input-space vectors on the way."""
+        """The preprocessed batches in the model's layout, keeping the voters' input-space vectors on the way."""
         for x in dataset.batches(batch):
-            input_values.append(flat_space(x))
+            input_values.append(flat_space(x[kept("input", len(x))]))
             yield arrange(x, layout)
 
     def reduce_extra(arrays: list[np.ndarray]) -> None:
@@ -119,7 +129,7 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
                 streams[name][0].append(unit_values(array).astype(np.float32))
                 streams[name][1].append(per_sample_magnitude(array))
             if name == early:
-                early_values.append(flat_space(array))
+                early_values.append(flat_space(array[kept("early", len(array))]))
 
     done = [0]
 
@@ -130,9 +140,9 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
 
     fs = compute_features(cut.trunk, batches(), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
-    spaces = {"input": Rows(input_values)}  # kept as batches: the votes read only their voters' rows
+    spaces = {"input": Rows(input_values, keep)}  # the voters' rows, in their batches
     if early is not None:
-        spaces["early"] = Rows(early_values) if early != main else flat_space(fs.features)
+        spaces["early"] = Rows(early_values, keep) if early != main else flat_space(fs.features)
     timings["features"] = time.perf_counter() - start
     return Pass(file, graph, cut, layout, fs, spaces, streams, listed, timings)
 

@@ -66,7 +66,7 @@ def suspects(model: str | Path, data: Any = "sample", *, top: int = 20, thumbnai
     if dataset.y is None or not opts.labels:
         raise GenauditError("suspects judges the given training labels, and this data has none (or --no-labels "
                             "was given). Pass data with labels (an .npz with y, a named set, an image folder).")
-    done = trunk_pass(model, dataset, opts, progress)
+    done = trunk_pass(model, dataset, opts, progress, every=True)  # every sample gets a row
     context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
     table = rows(context, dataset.ids, (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None,
                  top)

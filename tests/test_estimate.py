@@ -108,3 +108,25 @@ def test_neighbour_votes_run_on_a_bounded_stratified_subsample(trained_mlp, tiny
     assert card["samples"] == 200
     assert card["diagnostics"]["neighbours"]["input"]["samples"] == 40
     assert card["diagnostics"]["memorization"]["samples"] == 40
+
+
+def test_the_trunk_pass_keeps_the_voters_vectors_only(trained_mlp, tiny_data, monkeypatch):
+    """The voters depend on the data alone (labels, seed), so the pass keeps only their input and early-layer
+    rows; `every` (the suspects table) keeps every sample's."""
+    from genaudit.data import load_data
+    from genaudit.diagnostics import neighbours
+    from genaudit.options import AuditOptions
+    from genaudit.pipeline import trunk_pass
+
+    monkeypatch.setattr(neighbours, "VOTERS", 40)
+    dataset = load_data(str(tiny_data), samples=None, seed=0)
+    opts = AuditOptions()
+    chosen = neighbours.voter_positions(200, dataset.y, 0)
+    assert len(chosen) == 40 and np.array_equal(np.bincount(dataset.y[chosen]), [10] * 4)  # stratified
+    done = trunk_pass(trained_mlp["onnx"], dataset, opts)
+    assert np.array_equal(done.spaces["input"].positions, chosen)
+    assert len(done.spaces["input"]) == 40
+    np.testing.assert_array_equal(done.spaces["input"].take(chosen),
+                                  np.concatenate(list(dataset.batches(256)))[chosen].reshape(40, -1))
+    every = trunk_pass(trained_mlp["onnx"], dataset, opts, every=True)
+    assert len(every.spaces["input"]) == 200

@@ -160,3 +160,16 @@ def test_rows_index_like_their_concatenation():
     np.testing.assert_array_equal(np.asarray(rows), whole)
     with pytest.raises(IndexError):
         rows[np.array([20])]
+
+
+def test_rows_kept_for_some_positions_are_taken_by_position():
+    from genaudit.features import Rows
+
+    whole = np.arange(40, dtype=np.float32).reshape(20, 2)
+    keep = np.array([1, 4, 5, 11, 19])
+    rows = Rows([whole[[1, 4]], whole[[5]], whole[[11, 19]]], keep)
+    np.testing.assert_array_equal(rows.take(np.array([19, 1, 5])), whole[[19, 1, 5]])
+    np.testing.assert_array_equal(rows.take(keep, np.float64), whole[keep].astype(np.float64))
+    for missing in ([2], [20], [0, 1]):
+        with pytest.raises(IndexError, match="did not keep"):
+            rows.take(np.array(missing))

@@ -213,17 +213,24 @@ K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
 
 
 VOTERS = 2000  # audited samples that vote: the estimate was fitted on votes among 2,000 (more changes their
-#                meaning, and the cost grows as N²); a larger audit votes on a seeded stratified subsample
+#                meaning, and the cost grows as N²); a larger audit votes on a seeded subsample (voter_positions)
+
+
+def voter_positions(n: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
+    """The audited samples (positions) the neighbour votes run on: all of them up to VOTERS, else a seeded
+    subsample of VOTERS, stratified by the labels when the audit uses them (uniform without). It depends on the
+    data only, not on the model's outputs, so the trunk pass knows it before it runs and keeps only these rows
+    of the input and early-layer spaces."""
+    return np.arange(n) if n <= VOTERS else stratified_indices(n, labels, VOTERS, seed)
 
 
 def voters(c: Context, every: bool = False) -> np.ndarray:
-    """The audited samples (positions) the neighbour votes run on: all of them up to VOTERS, else a seeded
-    stratified subsample of VOTERS (`every`: all of them, e.g. for a per-sample table)."""
-    n = len(c.fs.reference)
-    if every or n <= VOTERS:
+    """The voters of this audit (see `voter_positions`; `every`: all samples, e.g. for a per-sample table)."""
+    n = len(c.fs.predictions)
+    if every:
         return np.arange(n)
     if "voters" not in c.cache:
-        c.cache["voters"] = stratified_indices(n, c.fs.reference, VOTERS, c.opts.seed)
+        c.cache["voters"] = voter_positions(n, c.fs.labels, c.opts.seed)
     return c.cache["voters"]
 
 
