@@ -1,4 +1,5 @@
-"""Benchmark: one `genaudit compare` of a series of checkpoints on each backend, as whole processes.
+"""Benchmark: one `genaudit compare` of a series of checkpoints on each backend, as whole processes, and the
+share of compare's time the representation-drift step (CKA/SVCCA between checkpoints) takes.
 
     python bench/backends.py [--models 6] [--samples 2000] [--repeat 2]
 
@@ -49,8 +50,27 @@ def main() -> None:
                 seconds, documents[name] = timed(common + extra)
                 times.append(seconds)
             print(f"  {name:24s} {min(times):6.2f} s")
+        drift_share(sorted(Path(folder).glob("*.onnx")), args.samples, args.repeat)
     same = len({json.dumps(d, sort_keys=True) for d in documents.values()}) == 1
     print(f"same comparison on every backend: {same}")
+
+
+def drift_share(paths: list[Path], samples: int, repeat: int) -> None:
+    """In process: the audits of the series against the drift step over their scorecards (best of `repeat`)."""
+    from genaudit.comparison import audit_all, drift
+    from genaudit.options import AuditOptions, DataOptions
+
+    dataset = DataOptions(samples=samples).load("sample", 0)
+    audits, similarity = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        _, cards, _ = audit_all(paths, dataset, AuditOptions())
+        audits.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        drift(cards)
+        similarity.append(time.perf_counter() - start)
+    print(f"  in process: audits {min(audits):.2f} s, drift {min(similarity):.3f} s "
+          f"({100 * min(similarity) / min(audits):.1f}% of the audits)")
 
 
 if __name__ == "__main__":
