@@ -119,13 +119,14 @@ class AuditMonitor:
         return self.reason is not None
 
     def _stop_reason(self) -> str | None:
+        """Why to stop after the audits so far: memorization first, then `patience` audits without improvement."""
         name = self.metric.name
         if self.stop_on_memorization:
             stop = early_stopping([self._oriented(e) for e in self.history],
                                   [e.get("clean_accuracy") for e in self.history], self.tolerance, name)
             if stop["memorization_onset"] is not None:
-                return f"memorization set in at epoch {self.history[stop['memorization_onset']]['epoch']}: " \
-                       f"{stop['evidence']}"
+                onset = self.history[stop["memorization_onset"]]["epoch"]
+                return f"memorization set in at epoch {onset}: {stop['evidence']}"
         if self.patience and self.best is not None:
             since = len(self.history) - 1 - self.history.index(self.best)
             if since >= self.patience:

@@ -58,10 +58,13 @@ class GenauditCallback(Callback):
         """The ONNX export of the best audited epoch (what genaudit audited)."""
         return None if self.monitor is None else self.monitor.best_path
 
+    def _folder(self, trainer) -> Path:
+        """Where the best checkpoint and the ONNX exports go."""
+        return Path(self._dirpath or Path(trainer.default_root_dir) / "genaudit")
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.monitor is None and trainer.is_global_zero:
-            folder = Path(self._dirpath or Path(trainer.default_root_dir) / "genaudit")
-            self.monitor = AuditMonitor(self._data, every=self._every, dirpath=folder, **self._options)
+            self.monitor = AuditMonitor(self._data, every=self._every, dirpath=self._folder(trainer), **self._options)
             if self._state is not None:
                 self.monitor.load_state_dict(self._state)
 
@@ -81,7 +84,7 @@ class GenauditCallback(Callback):
             pl_module.log_dict({f"genaudit/{name}": value for name, value in values.items()}, on_step=False,
                                on_epoch=True)
         if improved:  # every rank takes part in saving (a collective under DDP)
-            path = str(Path(self._dirpath or Path(trainer.default_root_dir) / "genaudit") / "best.ckpt")
+            path = str(self._folder(trainer) / "best.ckpt")
             trainer.save_checkpoint(path)
             self.best_model_path = path
         if stop and self.stop_training:
