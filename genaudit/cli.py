@@ -273,17 +273,29 @@ def watch(
     polls: Annotated[int, typer.Option(help="Stop after this many looks (0 = until Ctrl-C).")] = 0,
     options=None,
     fmt: FormatOpt = Format.table,
+    mlflow: Mlflow = False,
 ) -> None:
     """Re-audit as new checkpoints appear, beside a running training job: trend and early-stopping advice."""
+    from contextlib import nullcontext
+
     from genaudit.comparison import Watcher
 
     if not folder.is_dir():
         raise GenauditError(f"{folder} is not a folder. Point watch at the folder the checkpoints are written to.")
+    if mlflow:
+        from genaudit.integrations import mlflow as tracking
+
+        tracking.check_available()
     watcher = Watcher(folder, data, **options)
+    logged = 0  # checkpoints already recorded in MLflow (each is recorded once, as it appears)
     try:
-        for result in watcher.poll(interval, polls):
-            if result is not None:
-                _show(fmt, "comparison", result)
+        with tracking.run(f"watch {folder.name}") if mlflow else nullcontext():
+            for result in watcher.poll(interval, polls):
+                if result is not None:
+                    _show(fmt, "comparison", result)
+                    if mlflow:
+                        tracking.log_comparison(result, first=logged)
+                        logged = len(result["scorecards"])
     except KeyboardInterrupt:
         err.print("stopped watching.")
 
@@ -302,6 +314,7 @@ def validate(
     json_path: Json = None,
     html: Html = None,
     fmt: FormatOpt = Format.table,
+    mlflow: Mlflow = False,
 ) -> None:
     """How well does each diagnostic rank these models by their true holdout accuracy (Kendall tau, Spearman rho)?
 
@@ -312,6 +325,10 @@ def validate(
     from genaudit.validation import validate as run_validate
 
     files.check_outputs(json_path, html, (*models, data, holdout, runs))
+    if mlflow:
+        from genaudit.integrations import mlflow as tracking
+
+        tracking.check_available()
     run_map = None
     if runs is not None:
         try:
@@ -323,6 +340,8 @@ def validate(
         study = run_validate(models, data, holdout, runs=run_map, progress=progress, **options)
     _write(json_path, "json", "validation", study)
     _write(html, "html", "validation", study)
+    if mlflow:
+        tracking.log_validation(study)
     _show(fmt, "validation", study)
     _finish([], study["failed"])
 

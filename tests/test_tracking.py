@@ -90,3 +90,40 @@ def test_mlflow_missing_is_refused_before_any_work(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["score", str(MODELS[0]), "--data", "sample", "--mlflow", "--json", str(out)])
     assert_user_error(result, "pip install 'genaudit[mlflow]'")
     assert not out.exists()
+
+
+def test_watch_records_each_new_checkpoint_once_in_one_run(store, tmp_path):
+    import os
+    import shutil
+    import time
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    for i, model in enumerate(MODELS):
+        shutil.copy(model, folder / f"ckpt_{i}.onnx")
+        os.utime(folder / f"ckpt_{i}.onnx", (time.time() - 60,) * 2)  # written a while ago: ready to audit
+    result = CliRunner().invoke(app, ["watch", str(folder), "--data", "sample", "--samples", "200", "--polls", "2",
+                                      "--interval", "0", "--mlflow", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    run = only_run(store)
+    assert run.info.run_name == "watch ckpts"
+    history = store.get_metric_history(run.info.run_id, "genaudit/estimate")
+    assert sorted(m.step for m in history) == [0, 1]  # the second look found nothing new: nothing logged twice
+    assert {a.path for a in store.list_artifacts(run.info.run_id, "genaudit")} == {
+        "genaudit/comparison.json", "genaudit/comparison.html"}
+
+
+def test_validate_records_each_metrics_tau(store):
+    models = [*map(str, MODELS), str(SAMPLE_MODELS / "cnn_clean.onnx")]
+    result = CliRunner().invoke(app, ["validate", *models, "--data", "sample", "--holdout", "sample", "--samples",
+                                      "200", "--mlflow", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    study = json.loads(result.output)
+    run = only_run(store)
+    assert run.data.metrics["genaudit/tau/estimate"] == pytest.approx(
+        study["correlations"]["estimate"]["oriented_kendall"], rel=1e-5)  # the JSON rounds to 6 digits
+    assert not any(name.startswith("genaudit/tau/") and study["correlations"][name[13:]]["better"] == ""
+                   for name in run.data.metrics)  # descriptive metrics have no oriented tau
+    assert run.data.tags["genaudit/models"] == "3"
+    assert {a.path for a in store.list_artifacts(run.info.run_id, "genaudit")} == {
+        "genaudit/validation.json", "genaudit/validation.html"}

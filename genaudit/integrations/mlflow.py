@@ -8,6 +8,8 @@ MLflow's own conventions say where: `MLFLOW_TRACKING_URI` (a tracking server, or
 
     genaudit score model.onnx --data mnist --mlflow
     genaudit compare ckpts/ --data mnist --mlflow       # one run; each checkpoint is a step of the metrics
+    genaudit watch ckpts/ --data mnist --mlflow         # one run for the watch; each new checkpoint a step
+    genaudit validate zoo/ --data train --holdout test --mlflow   # each metric's tau with holdout accuracy
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ def check_available() -> None:
 
 
 @contextlib.contextmanager
-def _run(name: str):
+def run(name: str):
+    """The active MLflow run, or a new one named `name` (ended on leaving) when there is none."""
     import mlflow
 
     active = mlflow.active_run()
-    with contextlib.nullcontext(active) if active is not None else mlflow.start_run(run_name=name) as run:
-        yield run
+    with contextlib.nullcontext(active) if active is not None else mlflow.start_run(run_name=name) as current:
+        yield current
 
 
 def _artifacts(method: str, document: dict, stem: str) -> None:
@@ -60,28 +63,52 @@ def log_scorecard(card: dict, *, step: int | None = None, artifacts: bool = True
     """Record one audit in the active MLflow run (or a new one named after the model). Returns the run id."""
     import mlflow
 
-    with _run(Path(card["model"]["path"]).name) as run:
+    with run(Path(card["model"]["path"]).name) as current:
         _metrics(card, step)
         mlflow.set_tags({PREFIX + "model": card["model"]["path"], PREFIX + "data": str(card["data"].get("spec")),
                          PREFIX + "samples": card["samples"], PREFIX + "layer": str(card["layer"]),
                          PREFIX + "version": card["genaudit_version"]})
         if artifacts:
             _artifacts("report", card, "scorecard")
-        return run.info.run_id
+        return current.info.run_id
 
 
-def log_comparison(result: dict) -> str:
+def log_comparison(result: dict, first: int = 0) -> str:
     """Record a comparison in the active MLflow run (or a new one): each model's tracked numbers at its step in
-    the series (0, 1, ...), so MLflow draws them as curves; the selection as tags; the reports as artifacts."""
+    the series (0, 1, ...; from `first` on: a watch logs each checkpoint once, as it appears), so MLflow draws
+    them as curves; the selection as tags; the reports as artifacts (replaced on each call)."""
     import mlflow
 
-    with _run(f"compare ({len(result['models'])} models)") as run:
+    with run(f"compare ({len(result['models'])} models)") as current:
         for step, card in enumerate(result["scorecards"]):
-            _metrics(card, step)
+            if step >= first:
+                _metrics(card, step)
         mlflow.set_tags({PREFIX + "selected": str(result["selected"]),
                          PREFIX + "rank_by": result["rank_by"]["metric"],
                          PREFIX + "data": str(result["data"].get("spec")),
                          PREFIX + "memorization_onset": str(result["early_stopping"]["memorization_onset"]),
                          PREFIX + "failed": str(len(result.get("failed", [])))})
         _artifacts("comparison", result, "comparison")
-        return run.info.run_id
+        return current.info.run_id
+
+
+def log_validation(study: dict) -> str:
+    """Record a validation study in the active MLflow run (or a new one): per directional metric its oriented
+    Kendall tau with holdout accuracy (`genaudit/tau/<metric>`) and its mean tau within training runs
+    (`genaudit/tau_within_runs/<metric>`); the study's reports as artifacts."""
+    import mlflow
+
+    with run(f"validate ({len(study['models'])} models)") as current:
+        values = {}
+        for name, c in study["correlations"].items():
+            if c["oriented_kendall"] is not None:
+                values[f"{PREFIX}tau/{name}"] = c["oriented_kendall"]
+            if c["within_run_kendall_mean"] is not None and c["better"] in ("higher", "lower"):
+                sign = 1 if c["better"] == "higher" else -1
+                values[f"{PREFIX}tau_within_runs/{name}"] = sign * c["within_run_kendall_mean"]
+        mlflow.log_metrics(values)
+        mlflow.set_tags({PREFIX + "data": str(study["data"].get("spec")),
+                         PREFIX + "holdout": str(study["holdout"].get("spec")),
+                         PREFIX + "models": str(len(study["models"])), PREFIX + "failed": str(len(study["failed"]))})
+        _artifacts("validation", study, "validation")
+        return current.info.run_id

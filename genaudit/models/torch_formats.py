@@ -13,9 +13,13 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genaudit.errors import GenauditError
 from genaudit.files import write_atomic
+
+if TYPE_CHECKING:  # annotations only: torch is imported inside the functions that need it
+    import torch
 
 EXPORT_HINT = (
     "Export the model to TorchScript (`torch.jit.script(model).save('model.pt')`), to ONNX "
@@ -70,7 +74,7 @@ def refuse(kind: str, path: Path) -> GenauditError:
     )
 
 
-def _example(shape: tuple) -> "torch.Tensor":
+def _example(shape: tuple) -> torch.Tensor:
     import torch
 
     return torch.zeros((2, *shape), dtype=torch.float32)
