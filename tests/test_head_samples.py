@@ -46,3 +46,16 @@ def test_the_subsampled_curves_estimate_the_all_sample_ones(path):
     half = genaudit.audit(CNN, "sample", samples=1000, layer=CONV, head_samples=500)
     assert abs(lookup(half, path) - lookup(full, path)) < 0.02
     assert np.isfinite(lookup(half, path))
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
+def test_every_report_says_when_the_head_curves_were_subsampled(fmt):
+    from genaudit.render import renderer_class
+
+    def text(card) -> str:  # the terminal panel wraps lines inside its box
+        return " ".join(renderer_class(fmt).text("report", card).replace("│", " ").split())
+
+    sub = genaudit.audit(CNN, "sample", samples=300, layer=CONV, head_samples=120)
+    whole = genaudit.audit(CNN, "sample", samples=300, layer=CONV, head_samples=0)
+    assert "head curves on 120 of them (--head-samples)" in text(sub)
+    assert "head curves" not in text(whole)

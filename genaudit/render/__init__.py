@@ -65,6 +65,13 @@ def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
     return sorted(present, key=lambda r: GROUPS.index(r[0]))
 
 
+def head_samples_note(card: dict) -> str:
+    """'; head curves on N': said when the head-evaluated curves (ablation, noise, ...) used a subsample (at a
+    layer whose head is not one affine map, --head-samples), else nothing."""
+    used = (card.get("diagnostics", {}).get("ablation") or {}).get("samples")
+    return "" if used in (None, card.get("samples")) else f"; head curves on {used} of them (--head-samples)"
+
+
 def verdict(card: dict) -> str:
     """A plain reading of the headline numbers, led by the estimate of held-out accuracy and its interval."""
     if card.get("warnings"):

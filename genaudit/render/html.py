@@ -9,7 +9,16 @@ import re
 
 from genaudit.features import CLEAN_ACCURACY
 from genaudit.metrics import HEADLINE
-from genaudit.render import SUSPECT_COLUMNS, fmt, layer_columns, rows, suspect_rows, suspects_summary, verdict
+from genaudit.render import (
+    SUSPECT_COLUMNS,
+    fmt,
+    head_samples_note,
+    layer_columns,
+    rows,
+    suspect_rows,
+    suspects_summary,
+    verdict,
+)
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
@@ -100,8 +109,8 @@ def score_page(card: dict) -> str:
                     for g, m, v in rows(card)], numeric={2})
     body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
             f"({card['model']['format']}) · layer <code>{esc(card['layer']['name'])}</code> "
-            f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples, "
-            f"{card['label_mode']} · genaudit {card['genaudit_version']}</p>"
+            f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples"
+            f"{esc(head_samples_note(card))}, {card['label_mode']} · genaudit {card['genaudit_version']}</p>"
             f"<p><b>Verdict:</b> {esc(verdict(card))}</p>"
             + "".join(f"<p class=warn><b>Warning:</b> {_warning(w)}</p>" for w in card.get("warnings", []))
             + f"<h2>Diagnostics</h2>{table}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from genaudit.render import (
     SUSPECT_COLUMNS,
     fmt,
+    head_samples_note,
     layer_columns,
     ranked_correlations,
     rows,
@@ -44,7 +45,7 @@ def report(card: dict, failures: list[str] | None = None) -> str:
         f"### genaudit: `{model['path']}`",
         "",
         f"- **layer** `{layer['name']}` ({layer['units']} units) · **data** {card['data']['spec']} "
-        f"({card['samples']} samples, {card['label_mode']}) · **verdict** {verdict(card)}",
+        f"({card['samples']} samples{head_samples_note(card)}, {card['label_mode']}) · **verdict** {verdict(card)}",
         *[f"\n> **warning:** {w}" for w in card.get("warnings", [])],
         "",
         "| group | metric | value | better | meaning |",

@@ -13,6 +13,7 @@ from genaudit.metrics import BY_NAME, HEADLINE
 from genaudit.render import (
     SUSPECT_COLUMNS,
     fmt,
+    head_samples_note,
     layer_columns,
     ranked_correlations,
     rows,
@@ -75,7 +76,7 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
     summary.add_row("[bold]input[/]", f"{model['input_shape']} per sample, fed {model.get('input_layout')}  "
                                       f"[dim]{model['output_kind']}{outputs}[/]")
     summary.add_row("[bold]data[/]", f"{data['spec']} ({data['split']} split), {card['samples']} samples, "
-                                     f"seed {card['seed']}")
+                                     f"seed {card['seed']}{head_samples_note(card)}")
     summary.add_row("[bold]reference[/]", label_mode)
     summary.add_row("[bold]verdict[/]", verdict(card))
     console.print(Panel(summary, title=f"genaudit {card['genaudit_version']}", expand=False))
