@@ -77,8 +77,15 @@ def _ray(task: Callable, models: list[Path], shared: tuple, run: RunOptions, pro
 
     started = not ray.is_initialized()
     if started:  # join RAY_ADDRESS / --ray-address, else start a local instance for this run
-        ray.init(address=run.ray_address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        try:
+            ray.init(address=run.ray_address, include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise GenauditError(
+                f"--backend ray could not start or join a Ray cluster (address {run.ray_address or 'default'}): "
+                f"{(str(exc).strip().splitlines() or [''])[0]}. Start one with `ray start --head`, or fix "
+                "--ray-address / RAY_ADDRESS."
+            ) from None
     try:
         refs = [ray.put(s) for s in _with_threads(shared, run.task_cpus)]  # once, read by every task
         remote = ray.remote(num_cpus=run.task_cpus)(_ray_task)

@@ -149,6 +149,24 @@ class RunOptions:
             if importlib.util.find_spec("ray") is None:
                 raise GenauditError("--backend ray needs Ray, which is not installed: pip install 'genaudit[ray]' "
                                     "(or use --backend local).")
+            self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """A cluster address that nothing answers on is refused at once (Ray itself retries for minutes)."""
+        import os
+        import socket
+
+        address = self.ray_address or os.environ.get("RAY_ADDRESS")
+        if address in (None, "", "auto", "local"):
+            return
+        host, _, port = address.removeprefix("ray://").rpartition(":")
+        try:
+            socket.create_connection((host or "localhost", int(port)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise GenauditError(
+                f"--ray-address {address}: no Ray cluster answers there ({exc}). Start one with `ray start --head`, "
+                "or point --ray-address (or RAY_ADDRESS) at its head: host:6379, or ray://host:10001 for Ray Client."
+            ) from None
 
 
 GROUPS = (DataOptions, AuditOptions)

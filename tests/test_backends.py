@@ -140,3 +140,28 @@ def test_cli_ray_backend_starts_its_own_instance(tmp_path):
 def test_cli_refuses_unknown_backend():
     result = CliRunner().invoke(app, ["compare", str(MODELS[0]), "--data", "sample", "--backend", "spark"])
     assert_user_error(result, "--backend must be 'local' or 'ray'")
+
+
+def test_an_unreachable_cluster_is_refused_at_once(monkeypatch):
+    import time
+
+    start = time.perf_counter()
+    result = CliRunner().invoke(app, ["compare", str(MODELS[0]), "--data", "sample", "--backend", "ray",
+                                      "--ray-address", "127.0.0.1:1"])
+    assert_user_error(result, "--ray-address 127.0.0.1:1: no Ray cluster answers there", "ray start --head")
+    assert time.perf_counter() - start < 10  # Ray's own client would retry for minutes
+    monkeypatch.setenv("RAY_ADDRESS", "ray://127.0.0.1:1")
+    with pytest.raises(GenauditError, match="no Ray cluster answers"):
+        RunOptions(backend="ray").check()
+    RunOptions(backend="ray", ray_address="auto").check()  # Ray's own discovery: not ours to check
+
+
+def test_no_cluster_to_join_is_a_user_error(monkeypatch, files):
+    """Ray's own refusal (e.g. `auto` finding no running cluster) becomes one message and exit 2."""
+    def no_cluster(**kwargs):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(GenauditError, match=r"could not start or join a Ray cluster \(address auto\): Could not find"):
+        run_tasks(square, files, (10,), RunOptions(backend="ray", ray_address="auto"))
