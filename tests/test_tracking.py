@@ -127,3 +127,29 @@ def test_validate_records_each_metrics_tau(store):
     assert run.data.tags["genaudit/models"] == "3"
     assert {a.path for a in store.list_artifacts(run.info.run_id, "genaudit")} == {
         "genaudit/validation.json", "genaudit/validation.html"}
+
+
+def test_a_store_mlflow_refuses_is_reported_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)  # MLflow 3 refuses a bare file store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
+    out = tmp_path / "card.json"
+    try:
+        result = CliRunner().invoke(app, ["score", str(MODELS[0]), "--data", "sample", "--mlflow", "--json",
+                                          str(out)])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert_user_error(result, "--mlflow: MLflow at", "could not record", "MLFLOW_TRACKING_URI")
+    assert not out.exists()
+
+
+def test_an_mlflow_failure_while_recording_is_one_message(store, monkeypatch):
+    from genaudit import audit
+    from genaudit.errors import GenauditError
+    from genaudit.integrations.mlflow import log_scorecard
+
+    card = audit(MODELS[0], "sample", samples=100)
+    monkeypatch.setattr(mlflow, "log_metrics", lambda *a, **k: (_ for _ in ()).throw(ConnectionError("refused")))
+    with pytest.raises(GenauditError, match="could not record: refused"):
+        log_scorecard(card)
+    assert only_run(store).info.status == "FAILED"  # the run it opened is closed as failed

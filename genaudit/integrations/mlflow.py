@@ -26,19 +26,50 @@ PREFIX = "genaudit/"
 
 
 def check_available() -> None:
-    """Refuse --mlflow before any work when MLflow is not installed."""
+    """Refuse --mlflow before any work when MLflow is not installed or its tracking store cannot be used (a
+    server that does not answer, a store MLflow refuses)."""
     if importlib.util.find_spec("mlflow") is None:
         raise GenauditError("--mlflow needs MLflow, which is not installed: pip install 'genaudit[mlflow]'.")
+    with _reported():
+        import mlflow
+
+        mlflow.MlflowClient().search_experiments(max_results=1)
+
+
+@contextlib.contextmanager
+def _reported():
+    """MLflow's errors (an unreachable server, a refused store, ...) as one user-facing message."""
+    try:
+        yield
+    except GenauditError:
+        raise
+    except Exception as exc:  # MLflow raises its own and its HTTP client's exception types
+        import mlflow
+
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
+        raise GenauditError(f"--mlflow: MLflow at {mlflow.get_tracking_uri()} could not record: {first} "
+                            "(set MLFLOW_TRACKING_URI to a store or server that works).") from None
 
 
 @contextlib.contextmanager
 def run(name: str):
-    """The active MLflow run, or a new one named `name` (ended on leaving) when there is none."""
+    """The active MLflow run, or a new one named `name` when there is none (ended on leaving: FINISHED, or FAILED
+    / KILLED when the body raised or was interrupted)."""
     import mlflow
 
-    active = mlflow.active_run()
-    with contextlib.nullcontext(active) if active is not None else mlflow.start_run(run_name=name) as current:
-        yield current
+    with _reported():
+        active = mlflow.active_run()
+        started = None if active is not None else mlflow.start_run(run_name=name)
+    status = "FINISHED"
+    try:
+        yield active or started
+    except BaseException as exc:
+        status = "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+        raise
+    finally:
+        if started is not None:
+            with _reported():
+                mlflow.end_run(status)
 
 
 def _artifacts(method: str, document: dict, stem: str) -> None:
@@ -63,7 +94,7 @@ def log_scorecard(card: dict, *, step: int | None = None, artifacts: bool = True
     """Record one audit in the active MLflow run (or a new one named after the model). Returns the run id."""
     import mlflow
 
-    with run(Path(card["model"]["path"]).name) as current:
+    with run(Path(card["model"]["path"]).name) as current, _reported():
         _metrics(card, step)
         mlflow.set_tags({PREFIX + "model": card["model"]["path"], PREFIX + "data": str(card["data"].get("spec")),
                          PREFIX + "samples": card["samples"], PREFIX + "layer": str(card["layer"]),
@@ -79,7 +110,7 @@ def log_comparison(result: dict, first: int = 0) -> str:
     them as curves; the selection as tags; the reports as artifacts (replaced on each call)."""
     import mlflow
 
-    with run(f"compare ({len(result['models'])} models)") as current:
+    with run(f"compare ({len(result['models'])} models)") as current, _reported():
         for step, card in enumerate(result["scorecards"]):
             if step >= first:
                 _metrics(card, step)
@@ -98,7 +129,7 @@ def log_validation(study: dict) -> str:
     (`genaudit/tau_within_runs/<metric>`); the study's reports as artifacts."""
     import mlflow
 
-    with run(f"validate ({len(study['models'])} models)") as current:
+    with run(f"validate ({len(study['models'])} models)") as current, _reported():
         values = {}
         for name, c in study["correlations"].items():
             if c["oriented_kendall"] is not None:
