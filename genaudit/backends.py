@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from genaudit.errors import GenauditError
+from genaudit.errors import GenauditError, first_line
 from genaudit.options import AuditOptions, RunOptions
 
 Progress = Callable[[int, int], None]
@@ -83,7 +83,7 @@ def _ray(task: Callable, models: list[Path], shared: tuple, run: RunOptions, pro
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise GenauditError(
                 f"--backend ray could not start or join a Ray cluster (address {run.ray_address or 'default'}): "
-                f"{(str(exc).strip().splitlines() or [''])[0]}. Start one with `ray start --head`, or fix "
+                f"{first_line(exc, None)}. Start one with `ray start --head`, or fix "
                 "--ray-address / RAY_ADDRESS."
             ) from None
     try:
@@ -99,8 +99,7 @@ def _ray(task: Callable, models: list[Path], shared: tuple, run: RunOptions, pro
                 outcomes[i] = ray.get(ready[0])
             except Exception as exc:  # a crashed worker, a lost node, an unexpected error: this model only
                 cause = getattr(exc, "cause", None) or exc
-                first = (str(cause).strip().splitlines() or [""])[0]  # Ray appends the remote traceback
-                outcomes[i] = (None, f"{type(cause).__name__}: {first}")
+                outcomes[i] = (None, f"{type(cause).__name__}: {first_line(cause, None)}")  # minus Ray's traceback
             done += 1
             if progress is not None:
                 progress(done, len(models))

@@ -352,3 +352,12 @@ def test_labels_beyond_the_chosen_outputs_classes_name_output(tmp_path):
 def test_text_that_looks_like_markup_in_a_message_is_printed_as_is():
     result = run("score", SAMPLE_MODELS / "mlp_clean.onnx", "--data", "[/x]")
     assert_user_error(result, "Unknown data '[/x]'")
+
+
+def test_first_line_of_an_error_message():
+    from genaudit.errors import first_line
+
+    assert first_line(ValueError("bad graph\n  at node 3\nTraceback ...")) == "bad graph"
+    assert first_line(ValueError("\n  padded\nmore"), 3) == "pad"
+    assert first_line(RuntimeError("")) == "RuntimeError"  # an empty message once raised IndexError here
+    assert first_line(ValueError("x" * 500), None) == "x" * 500

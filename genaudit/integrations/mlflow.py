@@ -19,7 +19,7 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
-from genaudit.errors import GenauditError
+from genaudit.errors import GenauditError, first_line
 from genaudit.metrics import tracked_values
 
 PREFIX = "genaudit/"
@@ -46,8 +46,7 @@ def _reported():
     except Exception as exc:  # MLflow raises its own and its HTTP client's exception types
         import mlflow
 
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:400]
-        raise GenauditError(f"--mlflow: MLflow at {mlflow.get_tracking_uri()} could not record: {first} "
+        raise GenauditError(f"--mlflow: MLflow at {mlflow.get_tracking_uri()} could not record: {first_line(exc, 400)} "
                             "(set MLFLOW_TRACKING_URI to a store or server that works).") from None
 
 

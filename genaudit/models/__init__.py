@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from genaudit.errors import GenauditError
+from genaudit.errors import GenauditError, first_line
 from genaudit.models.graph import Layer, OnnxGraph
 from genaudit.models.runtime import CutModel, cut_at, same_layout
 
@@ -121,7 +121,7 @@ def _load_onnx(path: Path):
             ) from None
         raise GenauditError(
             f"{path} is not a readable model: not a TorchScript/torch.export archive, and as ONNX it failed with "
-            f"'{str(exc).strip().splitlines()[0][:200]}'. genaudit reads .onnx, TorchScript (.pt/.pth/.ts) and "
+            f"'{first_line(exc, 200)}'. genaudit reads .onnx, TorchScript (.pt/.pth/.ts) and "
             "torch.export (.pt2) files; if the file was truncated in transfer, copy it again."
         ) from None
     return model

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 from onnx import TensorProto, helper
 
-from genaudit.errors import GenauditError
+from genaudit.errors import GenauditError, first_line
 from genaudit.heads import AffineHead, Head
 from genaudit.models.affine import affine_head
 from genaudit.models.graph import OnnxGraph
@@ -71,7 +71,7 @@ class Runner:
             self.session = ort.InferenceSession(model, options, providers=list(providers))
         except Exception as exc:  # an op onnxruntime does not implement, an invalid graph ...
             raise GenauditError(
-                f"onnxruntime cannot run the model's {what}: {str(exc).splitlines()[0][:300]}. "
+                f"onnxruntime cannot run the model's {what}: {first_line(exc)}. "
                 "Re-export the model with a standard opset (e.g. opset 17) using only standard ONNX ops."
             ) from None
         self.what = what
@@ -98,7 +98,7 @@ class Runner:
         except Exception as exc:
             raise GenauditError(
                 f"onnxruntime could not run the model's {self.what} on inputs of shape {list(x.shape[1:])} per "
-                f"sample: {str(exc).splitlines()[0][:300]}. The data probably does not match what the model "
+                f"sample: {first_line(exc)}. The data probably does not match what the model "
                 "takes: check --layout (nchw | nhwc | flat), --channels and --resize."
             ) from None
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))]

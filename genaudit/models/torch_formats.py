@@ -15,7 +15,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genaudit.errors import GenauditError
+from genaudit.errors import GenauditError, first_line
 from genaudit.files import write_atomic
 
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions that need it
@@ -224,7 +224,7 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
                     "Export the model to ONNX yourself (`torch.onnx.export(model, example, 'model.onnx')`) and "
                     "audit the .onnx file.")
             raise GenauditError(
-                f"{path} could not be converted to ONNX for auditing: {str(exc).strip().splitlines()[0][:300]}. "
+                f"{path} could not be converted to ONNX for auditing: {first_line(exc)}. "
                 f"{hint}"
             ) from None
     return data
@@ -245,7 +245,7 @@ def export_module(module, example, path: Path) -> None:
                               output_names=names, dynamic_axes={name: {0: "batch"} for name in ["input", *names]})
     except Exception as exc:
         raise GenauditError(
-            f"The model could not be exported to ONNX for auditing: {str(exc).strip().splitlines()[0][:300]}. "
+            f"The model could not be exported to ONNX for auditing: {first_line(exc)}. "
             "Pass an example input the model takes (example_input=..., or the LightningModule's "
             "example_input_array)."
         ) from None
