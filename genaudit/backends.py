@@ -121,9 +121,9 @@ def _ray_task(task: Callable, model: Path, *shared) -> tuple[Any, str | None]:
 
 def run_tasks(task: Callable, models: list[Path], shared: tuple, run: RunOptions = RunOptions(),
               progress: Progress | None = None) -> tuple[list, list[Failure]]:
-    """Run `task(model, *shared)` for every model on the chosen backend. Returns (results in the models' order,
-    None where the task failed; the failures). `task` must be importable (a module-level function)."""
-    run.check()
+    """Run `task(model, *shared)` for every model on the chosen backend (`run` checked by the caller, before its
+    expensive work). Returns (results in the models' order, None where the task failed; the failures). `task`
+    must be importable (a module-level function)."""
     if run.backend == "ray":
         outcomes = _ray(task, models, shared, run, progress)
     else:
@@ -132,6 +132,10 @@ def run_tasks(task: Callable, models: list[Path], shared: tuple, run: RunOptions
     return [result for result, _ in outcomes], failures
 
 
-def all_failed(failures: list[Failure]) -> GenauditError:
-    """The error when no model of a series could be audited (each named with its reason)."""
-    return GenauditError("No model could be audited: " + "; ".join(f"{f.model}: {f.error}" for f in failures))
+def succeeded(models: list[Path], results: list, failures: list[Failure]) -> tuple[list[Path], list]:
+    """The models whose task succeeded and their results, in order (from `run_tasks`); no model succeeding is a
+    user error naming each with its reason."""
+    if len(failures) == len(models):
+        raise GenauditError("No model could be audited: " + "; ".join(f"{f.model}: {f.error}" for f in failures))
+    kept = [(m, r) for m, r in zip(models, results) if r is not None]
+    return [m for m, _ in kept], [r for _, r in kept]

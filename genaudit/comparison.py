@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from genaudit.backends import Failure, all_failed, run_tasks
+from genaudit.backends import Failure, run_tasks, succeeded
 from genaudit.data import Dataset
 from genaudit.diagnostics import DRIFT
 from genaudit.diagnostics.similarity import Representation
@@ -68,10 +68,7 @@ def audit_all(paths: list[Path], dataset: Dataset, opts: AuditOptions, run: RunO
     """Audit every model on the same data set on the chosen backend. Returns the audited models (in series
     order), their scorecards, and the models that failed with why; no model audited is a user error."""
     cards, failures = run_tasks(audit_task, paths, (dataset, opts), run, progress)
-    if len(failures) == len(paths):
-        raise all_failed(failures)
-    kept = [(p, c) for p, c in zip(paths, cards) if c is not None]
-    return [p for p, _ in kept], [c for _, c in kept], failures
+    return (*succeeded(paths, cards, failures), failures)
 
 
 def early_stopping(values: list[float | None], train_accuracy: list[float | None], tolerance: float = 0.01,

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from genaudit.backends import all_failed, run_tasks
+from genaudit.backends import run_tasks, succeeded
 from genaudit.comparison import expand
 from genaudit.data import Dataset
 from genaudit.metrics import METRICS
@@ -78,10 +78,8 @@ def validate(models: list[str | Path], data: Any, holdout: Any, *, holdout_sampl
     train = data_opts.load(data, opts.seed)
     hold = replace(data_opts, samples=holdout_samples).load(holdout, opts.seed)
     results, failures = run_tasks(validate_task, paths, (train, hold, opts), run, progress)
-    if len(failures) == len(paths):
-        raise all_failed(failures)
-    kept = [(p, r) for p, r in zip(paths, results) if r is not None]
-    paths, cards, truth = [p for p, _ in kept], [r[0] for _, r in kept], [r[1] for _, r in kept]
+    paths, results = succeeded(paths, results, failures)
+    cards, truth = [card for card, _ in results], [accuracy for _, accuracy in results]
     run_ids = [(runs or {}).get(str(p)) or (runs or {}).get(p.name) or run_of(p) for p in paths]
     return {
         "schema_version": SCHEMA_VERSION,
