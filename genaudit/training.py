@@ -89,10 +89,8 @@ class AuditMonitor:
         import torch
 
         example = self.example_input
-        if example is None:
-            from genaudit.data import arrange
-
-            example = arrange(self.dataset.preprocess(self.dataset.x[:2]), self.opts.layout or "nchw")
+        if example is None:  # two training samples, preprocessed as the audit feeds them
+            example = next(self.dataset.batches(2, self.opts.layout or "nchw"))
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else "cpu"
         return torch.as_tensor(example, dtype=torch.float32).to(device)

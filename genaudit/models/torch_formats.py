@@ -204,11 +204,7 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
             if kind == "torchscript":
                 buffer = io.BytesIO()
                 _container_output_as_tuple(module)
-                torch.onnx.export(
-                    module, (_example(input_shape),), buffer, dynamo=False, opset_version=17,
-                    input_names=["input"], output_names=names,
-                    dynamic_axes={name: {0: "batch"} for name in ["input", *names]},
-                )
+                _export_traced(module, _example(input_shape), names, buffer)
                 data = buffer.getvalue()
             else:
                 program = torch.onnx.export(module, (_example(input_shape),), dynamo=True, verbose=False,
@@ -230,6 +226,15 @@ def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
     return data
 
 
+def _export_traced(module, example, names: list[str], target) -> None:
+    """torch's TorchScript-based ONNX exporter, as genaudit uses it: opset 17, input 'input', outputs `names`, a
+    dynamic batch axis on every one; `target` a path or a binary buffer."""
+    import torch
+
+    torch.onnx.export(module, (example,), target, dynamo=False, opset_version=17, input_names=["input"],
+                      output_names=names, dynamic_axes={name: {0: "batch"} for name in ["input", *names]})
+
+
 def export_module(module, example, path: Path) -> None:
     """Write an eager torch module (e.g. one being trained) to `path` as ONNX with a dynamic batch axis, traced on
     `example` (a batch on the module's device). The module is exported in eval mode and left in the mode it was
@@ -240,9 +245,7 @@ def export_module(module, example, path: Path) -> None:
     module.eval()
     try:
         with _quiet(), torch.no_grad():
-            names = output_names(module(example))
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=17, input_names=["input"],
-                              output_names=names, dynamic_axes={name: {0: "batch"} for name in ["input", *names]})
+            _export_traced(module, example, output_names(module(example)), str(path))
     except Exception as exc:
         raise GenauditError(
             f"The model could not be exported to ONNX for auditing: {first_line(exc)}. "
