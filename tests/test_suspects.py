@@ -71,7 +71,7 @@ def test_cli_writes_csv_html_and_refuses_data_without_labels(flipped, tmp_path):
     assert len(table) == 300 and list(table[0]) == ["index", "label", "predicted", "suggested", "suspicion"]
     assert float(table[0]["suspicion"]) >= float(table[-1]["suspicion"])
     page = out_html.read_text()
-    assert page.count("<img src='data:image/png;base64,") == 4 and "suggested" in page
+    assert page.count('<img src="data:image/png;base64,') == 4 and "suggested" in page
     unlabelled = tmp_path / "x.npz"
     np.savez(unlabelled, x=np.load(path)["x"][:50])
     refused = runner.invoke(app, ["suspects", str(SAMPLE_MODELS / "mlp_clean.onnx"), "--data", str(unlabelled)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import html
 import io
 import re
 
@@ -19,6 +18,7 @@ from genaudit.render import (
     suspects_summary,
     verdict,
 )
+from genaudit.render.escape import html_text as esc
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
@@ -71,28 +71,39 @@ def _histogram(card: dict) -> str:
     return _png(plt, fig)
 
 
+class Markup(str):
+    """A table cell that is already HTML (built from escaped parts); every other cell is escaped."""
+
+
+def _code(text: object) -> Markup:
+    """Untrusted text (a path, a layer or class name) as an escaped <code> cell."""
+    return Markup(f"<code>{esc(text)}</code>")
+
+
 def _page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+    return (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{esc(title)}</title>"
             f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
 def _table(header: list[str], body: list[list[str]], numeric: set[int], best: int | None = None) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    """An HTML table; cells are text (escaped here) unless they are `Markup`."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
     lines = []
     for i, row in enumerate(body):
-        cells = "".join(f'<td class="n">{c}</td>' if j in numeric else f"<td>{c}</td>" for j, c in enumerate(row))
+        cells = "".join(f'<td{" class=n" if j in numeric else ""}>{c if isinstance(c, Markup) else esc(c)}</td>'
+                        for j, c in enumerate(row))
         lines.append(f'<tr class="best">{cells}</tr>' if i == best else f"<tr>{cells}</tr>")
     return f"<table><tr>{head}</tr>{''.join(lines)}</table>"
 
 
 def _warning(text: str) -> str:
     """A warning as HTML, its command-line flags (with their value) as code that does not wrap."""
-    return re.sub(r"(--[a-z][a-z-]*(?: [a-z0-9][\w.,]*)?)", r"<code class=flag>\1</code>", html.escape(text))
+    return re.sub(r"(--[a-z][a-z-]*(?: [a-z0-9][\w.,]*)?)", r"<code class=flag>\1</code>", esc(text))
 
 
 def score_page(card: dict) -> str:
     """One model: summary, diagnostics table, ablation/noise curves, selectivity histogram, per-layer table."""
-    diag, esc = card["diagnostics"], html.escape
+    diag = card["diagnostics"]
     abl, noise = diag["ablation"]["curve"], diag["noise"]["curve"]
     ordered = diag["selectivity"]["ordered_ablation"]
     plots = [
@@ -105,12 +116,13 @@ def score_page(card: dict) -> str:
         _histogram(card),
     ]
     table = _table(["group", "metric", "value", "better", "meaning"],
-                   [[esc(g), f"{esc(m.label)} <code>{m.name}</code>", fmt(v), m.arrow, esc(m.meaning)]
+                   [[g, Markup(f"{esc(m.label)} <code>{esc(m.name)}</code>"), fmt(v), m.arrow, m.meaning]
                     for g, m, v in rows(card)], numeric={2})
     body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
-            f"({card['model']['format']}) · layer <code>{esc(card['layer']['name'])}</code> "
-            f"({card['layer']['units']} units) · data {esc(card['data']['spec'])}, {card['samples']} samples"
-            f"{esc(head_samples_note(card))}, {card['label_mode']} · genaudit {card['genaudit_version']}</p>"
+            f"({esc(card['model']['format'])}) · layer <code>{esc(card['layer']['name'])}</code> "
+            f"({esc(card['layer']['units'])} units) · data {esc(card['data']['spec'])}, {esc(card['samples'])} "
+            f"samples{esc(head_samples_note(card))}, {esc(card['label_mode'])} · genaudit "
+            f"{esc(card['genaudit_version'])}</p>"
             f"<p><b>Verdict:</b> {esc(verdict(card))}</p>"
             + "".join(f"<p class=warn><b>Warning:</b> {_warning(w)}</p>" for w in card.get("warnings", []))
             + f"<h2>Diagnostics</h2>{table}"
@@ -119,7 +131,7 @@ def score_page(card: dict) -> str:
         body += (f"<h2>Per layer</h2><p>NSR would help most at <code>{esc(card['regularize_layer']['name'])}</code> "
                  "(largest aggregated intra-class variance).</p>"
                  + _table(["layer", *[h for _, h in layer_columns()]],
-                          [[f"<code>{esc(r['name'])}</code>", *[str(r[k]) if k == "units" else fmt(r[k])
+                          [[_code(r["name"]), *[str(r[k]) if k == "units" else fmt(r[k])
                                                                 for k, _ in layer_columns()]] for r in card["layers"]],
                           numeric=set(range(1, len(layer_columns()) + 1))))
     return _page(f"genaudit: {card['model']['path']}", body)
@@ -127,7 +139,7 @@ def score_page(card: dict) -> str:
 
 def compare_page(result: dict) -> str:
     """A series of models: table with the best highlighted, trends of the headline metrics, drift, advice."""
-    esc, cards = html.escape, result["scorecards"]
+    cards = result["scorecards"]
     steps = list(range(1, len(cards) + 1))
     trends = [(m.label, m.path) for m in [CLEAN_ACCURACY, *HEADLINE]]
     plots = [
@@ -143,13 +155,13 @@ def compare_page(result: dict) -> str:
     ]
     best = next((i for i, r in enumerate(result["models"]) if r["model"] == result["selected"]), None)
     table = _table(["#", "model", "rank", result["rank_by"]["metric"], "train acc"],
-                   [[str(i + 1), f"<code>{esc(r['model'])}</code>", str(r["rank"] or "—"), fmt(r["value"]),
+                   [[str(i + 1), _code(r["model"]), str(r["rank"] or "—"), fmt(r["value"]),
                      fmt(r["clean_accuracy"])] for i, r in enumerate(result["models"])], numeric={0, 2, 3, 4},
                    best=best)
     stop = result["early_stopping"]
     body = (f"<h1>genaudit comparison</h1><p class=meta>{len(cards)} models on {esc(result['data']['spec'])} "
-            f"({result['data']['samples']} samples); ranked by {esc(result['rank_by']['metric'])} "
-            f"({result['rank_by']['better']} is better)</p>{table}"
+            f"({esc(result['data']['samples'])} samples); ranked by {esc(result['rank_by']['metric'])} "
+            f"({esc(result['rank_by']['better'])} is better)</p>{table}"
             f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code><br><b>Peak:</b> "
             f"<code>{esc(str(stop['peak']))}</code> · <b>memorization sets in:</b> "
             f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
@@ -161,13 +173,12 @@ def compare_page(result: dict) -> str:
 
 def _not_audited(document: dict) -> str:
     """The models of a comparison or study that could not be audited, with why."""
-    return "".join(f"<p class=warn><b>Not audited</b> (<code>{html.escape(f['model'])}</code>): "
-                   f"{html.escape(f['error'])}</p>" for f in document.get("failed", []))
+    return "".join(f"<p class=warn><b>Not audited</b> (<code>{esc(f['model'])}</code>): "
+                   f"{esc(f['error'])}</p>" for f in document.get("failed", []))
 
 
 def validation_page(study: dict) -> str:
     """Validation study: oriented Kendall tau per metric, and each directional metric against holdout accuracy."""
-    esc = html.escape
     corr = {k: v for k, v in study["correlations"].items() if v["oriented_kendall"] is not None}
     names = sorted(corr, key=lambda k: corr[k]["oriented_kendall"])
     plt, fig, ax = _figure()
@@ -182,7 +193,7 @@ def validation_page(study: dict) -> str:
         ax.set(title=f"{name} (τ = {corr[name]['kendall']:+.2f})", xlabel=name, ylabel="holdout accuracy")
         scatter.append(_png(plt, fig))
     table = _table(["metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs"],
-                   [[f"<code>{esc(k)}</code>", v["better"] or "·", fmt(v["oriented_kendall"]), fmt(v["kendall"]),
+                   [[_code(k), v["better"] or "·", fmt(v["oriented_kendall"]), fmt(v["kendall"]),
                      fmt(v["spearman"]), fmt(v["within_run_kendall_mean"])]
                     for k, v in sorted(study["correlations"].items(), key=lambda kv: kv[0])], numeric={2, 3, 4, 5})
     body = (f"<h1>genaudit validation</h1><p class=meta>{len(study['models'])} models; training data "
@@ -193,16 +204,15 @@ def validation_page(study: dict) -> str:
 
 def suspects_page(result: dict) -> str:
     """The most suspicious training samples as thumbnails with their given and suggested class."""
-    esc = html.escape
     cards = []
     for i, row in enumerate(result["rows"][: result["top"]]):
-        image = (f"<img src='{row['thumbnail']}' width=84 height=84 alt='sample {esc(str(row['index']))}'>"
+        image = (f'<img src="{esc(row["thumbnail"])}" width=84 height=84 alt="sample {esc(row["index"])}">'
                  if row.get("thumbnail") else "")
-        cards.append(f"<figure class=suspect>{image}<figcaption>#{i + 1} <code>{esc(str(row['index']))}</code><br>"
-                     f"given <b>{row['label']}</b> · suggested <b>{row['suggested']}</b><br>predicted "
-                     f"{row['predicted']} · suspicion {row['suspicion']:.2f}</figcaption></figure>")
+        cards.append(f"<figure class=suspect>{image}<figcaption>#{i + 1} <code>{esc(row['index'])}</code><br>"
+                     f"given <b>{esc(row['label'])}</b> · suggested <b>{esc(row['suggested'])}</b><br>predicted "
+                     f"{esc(row['predicted'])} · suspicion {row['suspicion']:.2f}</figcaption></figure>")
     body = (f"<h1>genaudit suspects</h1><p class=meta>model <code>{esc(result['model']['path'])}</code> · data "
-            f"{esc(str(result['data']['spec']))}, {result['samples']} samples</p>"
+            f"{esc(result['data']['spec'])}, {esc(result['samples'])} samples</p>"
             f"<p>{esc(suspects_summary(result))}.</p><div class=plots>{''.join(cards)}</div>"
             + _table(["#", *SUSPECT_COLUMNS], suspect_rows(result), numeric={0, 2, 3, 4, 5}))
     return _page("genaudit suspects", body)

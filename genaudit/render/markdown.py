@@ -15,6 +15,8 @@ from genaudit.render import (
     suspects_summary,
     verdict,
 )
+from genaudit.render.escape import markdown_code as code
+from genaudit.render.escape import markdown_text as text
 from genaudit.render.interface import Renderer
 
 
@@ -33,20 +35,21 @@ class MarkdownRenderer(Renderer):
         self.stream.write(validation(study))
 
     def suspects(self, result: dict) -> None:
-        lines = [f"### genaudit suspects: `{result['model']['path']}`", "", suspects_summary(result) + ".", "",
+        lines = [f"### genaudit suspects: {code(result['model']['path'])}", "", suspects_summary(result) + ".", "",
                  "| # | " + " | ".join(SUSPECT_COLUMNS) + " |", "|---:|" + "---:|" * len(SUSPECT_COLUMNS)]
-        lines += ["| " + " | ".join(cells) + " |" for cells in suspect_rows(result)]
+        lines += ["| " + " | ".join(text(c) for c in cells) + " |" for cells in suspect_rows(result)]
         self.stream.write("\n".join(lines) + "\n")
 
 
 def report(card: dict, failures: list[str] | None = None) -> str:
     model, layer = card["model"], card["layer"]
     lines = [
-        f"### genaudit: `{model['path']}`",
+        f"### genaudit: {code(model['path'])}",
         "",
-        f"- **layer** `{layer['name']}` ({layer['units']} units) · **data** {card['data']['spec']} "
-        f"({card['samples']} samples{head_samples_note(card)}, {card['label_mode']}) · **verdict** {verdict(card)}",
-        *[f"\n> **warning:** {w}" for w in card.get("warnings", [])],
+        f"- **layer** {code(layer['name'])} ({layer['units']} units) · **data** {text(card['data']['spec'])} "
+        f"({card['samples']} samples{head_samples_note(card)}, {card['label_mode']}) · **verdict** "
+        f"{text(verdict(card))}",
+        *[f"\n> **warning:** {text(w)}" for w in card.get("warnings", [])],
         "",
         "| group | metric | value | better | meaning |",
         "|---|---|---:|:---:|---|",
@@ -57,28 +60,29 @@ def report(card: dict, failures: list[str] | None = None) -> str:
     if "layers" in card:
         lines += ["", "| layer | " + " | ".join(h for _, h in layer_columns()) + " |",
                   "|---|" + "---:|" * len(layer_columns())]
-        lines += [f"| `{r['name']}` | " + " | ".join(str(r[k]) if k == "units" else fmt(r[k])
+        lines += [f"| {code(r['name'])} | " + " | ".join(str(r[k]) if k == "units" else fmt(r[k])
                                                      for k, _ in layer_columns()) + " |" for r in card["layers"]]
-    lines += [f"- ❌ {line}" for line in failures or []]
+    lines += [f"- ❌ {text(line)}" for line in failures or []]
     return "\n".join(lines) + "\n"
 
 
 def comparison(result: dict) -> str:
     metric = result["rank_by"]
-    lines = [f"### genaudit compare: ranked by {metric['metric']} ({metric['better']} is better)", "",
+    lines = [f"### genaudit compare: ranked by {text(metric['metric'])} ({metric['better']} is better)", "",
              "| # | model | rank | value | train acc | CKA to previous |", "|---:|---|---:|---:|---:|---:|"]
     for i, row in enumerate(result["models"]):
-        name = f"**`{row['model']}`**" if row["model"] == result["selected"] else f"`{row['model']}`"
+        name = f"**{code(row['model'])}**" if row["model"] == result["selected"] else code(row["model"])
         prev = row["drift"]["previous"]
         lines.append(f"| {i + 1} | {name} | {row['rank'] or '—'} | {fmt(row['value'])} | "
                      f"{fmt(row['clean_accuracy'])} | {fmt(prev['cka']) if prev else '—'} |")
     stop = result["early_stopping"]
     tie = result.get("selection", {})
-    lines += ["", f"- **selected**: `{result['selected']}`"
-              + ("" if tie.get("significant", True) else f" (not a clear winner: {tie['why']})"),
-              f"- **peak**: `{stop['peak']}`",
-              f"- **memorization sets in**: {stop['memorization_onset'] or 'not detected'} ({stop['evidence']})"]
-    lines += [f"- **warning** (`{card['model']['path']}`): {w}" for card in result["scorecards"]
+    lines += ["", f"- **selected**: {code(result['selected'])}"
+              + ("" if tie.get("significant", True) else f" (not a clear winner: {text(tie['why'])})"),
+              f"- **peak**: {code(stop['peak'])}",
+              f"- **memorization sets in**: {text(stop['memorization_onset'] or 'not detected')} "
+              f"({text(stop['evidence'])})"]
+    lines += [f"- **warning** ({code(card['model']['path'])}): {text(w)}" for card in result["scorecards"]
               for w in card.get("warnings", [])]
     return "\n".join(lines + not_audited(result)) + "\n"
 
@@ -88,11 +92,11 @@ def validation(study: dict) -> str:
              "| metric | better | oriented τ | Kendall τ | Spearman ρ | mean τ within runs | runs |",
              "|---|:---:|---:|---:|---:|---:|---:|"]
     for name, c in ranked_correlations(study):
-        lines.append(f"| {name} | {c['better'] or '·'} | {signed(c['oriented_kendall'])} | {signed(c['kendall'])} | "
+        lines.append(f"| {text(name)} | {c['better'] or '·'} | {signed(c['oriented_kendall'])} | {signed(c['kendall'])} | "
                      f"{signed(c['spearman'])} | {signed(c['within_run_kendall_mean'])} | {c['runs']} |")
     return "\n".join(lines + ([""] if study.get("failed") else []) + not_audited(study)) + "\n"
 
 
 def not_audited(document: dict) -> list[str]:
     """The models of a comparison or study that could not be audited, with why."""
-    return [f"- ❌ **not audited** `{f['model']}`: {f['error']}" for f in document.get("failed", [])]
+    return [f"- ❌ **not audited** {code(f['model'])}: {text(f['error'])}" for f in document.get("failed", [])]

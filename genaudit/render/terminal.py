@@ -23,6 +23,7 @@ from genaudit.render import (
     suspects_summary,
     verdict,
 )
+from genaudit.render.escape import terminal_text as shown
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
@@ -50,14 +51,15 @@ class TerminalRenderer(Renderer):
         validation(study, self.console)
 
     def suspects(self, result: dict) -> None:
-        table = Table(title=f"Most suspicious training samples of {result['model']['path']} (top {result['top']})",
+        table = Table(title=f"Most suspicious training samples of {shown(result['model']['path'])} "
+                            f"(top {result['top']})",
                       title_justify="left", box=box.SIMPLE_HEAD,
                       caption="label: given; suggested: the neighbours' vote; suspicion 0–1, higher = more likely "
                               "mislabeled or memorized", caption_justify="left")
         for col in ("#", *SUSPECT_COLUMNS):
             table.add_column(col, justify="left" if col == "index" else "right", overflow="fold")
         for cells in suspect_rows(result):
-            table.add_row(*cells)
+            table.add_row(*map(shown, cells))
         self.console.print(table)
         self.console.print(suspects_summary(result) + ".", highlight=False)
 
@@ -67,21 +69,22 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
     label_mode = ("true labels" if card["label_mode"] == "labels"
                   else "model's own predictions (no labels: accuracy = agreement with the clean model)")
     summary = Table.grid(padding=(0, 2))
-    summary.add_row("[bold]model[/]", f"{model['path']}  [dim]{model['format']}, sha256 {model['sha256'][:12]}…[/]")
-    summary.add_row("[bold]layer[/]", f"{layer['name']}  [dim]{layer['op']}, shape {layer['shape']}, "
+    summary.add_row("[bold]model[/]", f"{shown(model['path'])}  [dim]{model['format']}, sha256 "
+                                      f"{model['sha256'][:12]}…[/]")
+    summary.add_row("[bold]layer[/]", f"{shown(layer['name'])}  [dim]{shown(layer['op'])}, shape {layer['shape']}, "
                                       f"{layer['units']} units{', default' if layer['default'] else ''}[/]")
     output = model.get("output", {})
-    outputs = (f", output '{output['name']}' ({output['index']} of {output['of']}; --output to choose)"
+    outputs = (f", output '{shown(output['name'])}' ({output['index']} of {output['of']}; --output to choose)"
                if output.get("of", 1) > 1 else "")
     summary.add_row("[bold]input[/]", f"{model['input_shape']} per sample, fed {model.get('input_layout')}  "
                                       f"[dim]{model['output_kind']}{outputs}[/]")
-    summary.add_row("[bold]data[/]", f"{data['spec']} ({data['split']} split), {card['samples']} samples, "
+    summary.add_row("[bold]data[/]", f"{shown(data['spec'])} ({data['split']} split), {card['samples']} samples, "
                                      f"seed {card['seed']}{head_samples_note(card)}")
     summary.add_row("[bold]reference[/]", label_mode)
-    summary.add_row("[bold]verdict[/]", verdict(card))
+    summary.add_row("[bold]verdict[/]", shown(verdict(card)))
     console.print(Panel(summary, title=f"genaudit {card['genaudit_version']}", expand=False))
     for warning in card.get("warnings", []):
-        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {shown(warning)}", highlight=False)
 
     table = Table(title="Diagnostics  ↑ higher better  ↓ lower better  · descriptive", title_justify="left",
                   caption="genaudit explain NAME (or the label): formula, paper, how to read it",
@@ -118,17 +121,17 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
         # 80 columns hold the headline metrics and the Σ that picks the layer; the JSON, Markdown and HTML have all
         columns = [(k, h) for k, h in layer_columns()
                    if k in ("units", "intra_class_variance_sum") or k in {m.column for m in HEADLINE}]
-        layers = Table(title=f"Per layer (★ audited). NSR: regularize {card['regularize_layer']['name']}, the "
+        layers = Table(title=f"Per layer (★ audited). NSR: regularize {shown(card['regularize_layer']['name'])}, the "
                              "largest Σ intra-class variance", title_justify="left", box=box.SIMPLE_HEAD)
         layers.add_column("layer", no_wrap=True)
         for _, header in columns:
             layers.add_column(header, justify="right", min_width=7)
         for row in card["layers"]:
             mark = " ★" if row["name"] == card["layer"]["name"] else ""
-            layers.add_row(row["name"] + mark, *[str(row[k]) if k == "units" else fmt(row[k]) for k, _ in columns])
+            layers.add_row(shown(row["name"]) + mark, *[str(row[k]) if k == "units" else fmt(row[k]) for k, _ in columns])
         console.print(layers)
     for line in failures or []:
-        console.print(f"[bold red]FAIL[/] {line}")
+        console.print(f"[bold red]FAIL[/] {shown(line)}")
 
 
 def comparison(result: dict, console: Console) -> None:
@@ -136,7 +139,7 @@ def comparison(result: dict, console: Console) -> None:
     metric = result["rank_by"]
     ranked = BY_NAME[metric["metric"]]
     headline = [m for m in HEADLINE if m.name != ranked.name]
-    table = Table(title=f"Comparison on {result['data']['spec']} ({result['data']['samples']} samples); "
+    table = Table(title=f"Comparison on {shown(result['data']['spec'])} ({result['data']['samples']} samples); "
                         f"ranked by {metric['metric']} ({metric['better']} is better)", title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
@@ -146,7 +149,7 @@ def comparison(result: dict, console: Console) -> None:
         table.add_column(header, justify="right", min_width=5)
     for i, (row, card) in enumerate(zip(result["models"], result["scorecards"])):
         style = "bold green" if row["model"] == result["selected"] else None
-        table.add_row(str(i + 1), Path(row["model"]).name, str(row["rank"] or "—"), fmt(row["value"]),
+        table.add_row(str(i + 1), shown(Path(row["model"]).name), str(row["rank"] or "—"), fmt(row["value"]),
                       fmt(row["clean_accuracy"]), *[fmt(lookup(card, m.path)) for m in headline], style=style)
     console.print(table)
     values = [row["value"] for row in result["models"]]
@@ -156,14 +159,15 @@ def comparison(result: dict, console: Console) -> None:
         console.print(f"trend of {metric['metric']} across the series: [cyan]{sparkline(values, lo, hi)}[/] "
                       f"({lo:.3f} … {hi:.3f})")
     stop = result["early_stopping"]
-    console.print(f"[bold]peak[/]: {stop['peak']}   [bold]memorization sets in[/]: "
-                  f"{stop['memorization_onset'] or 'not detected'}   [dim]({stop['evidence']})[/]")
-    console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{result['selected']}[/]")
+    console.print(f"[bold]peak[/]: {shown(stop['peak'])}   [bold]memorization sets in[/]: "
+                  f"{shown(stop['memorization_onset'] or 'not detected')}   [dim]({shown(stop['evidence'])})[/]")
+    console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{shown(result['selected'])}[/]")
     if not result.get("selection", {}).get("significant", True):
-        console.print(f"[yellow]not a clear winner[/]: {result['selection']['why']}", highlight=False)
+        console.print(f"[yellow]not a clear winner[/]: {shown(result['selection']['why'])}", highlight=False)
     for card in result["scorecards"]:
         for warning in card.get("warnings", []):
-            console.print(f"[bold yellow]warning[/] ({Path(card['model']['path']).name}): {warning}", highlight=False)
+            console.print(f"[bold yellow]warning[/] ({shown(Path(card['model']['path']).name)}): {shown(warning)}",
+                          highlight=False)
 
 
 def validation(study: dict, console: Console) -> None:
@@ -173,6 +177,6 @@ def validation(study: dict, console: Console) -> None:
     for col in ("metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs", "runs"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for name, c in ranked_correlations(study):
-        table.add_row(name, c["better"] or "·", signed(c["oriented_kendall"]), signed(c["kendall"]),
+        table.add_row(shown(name), c["better"] or "·", signed(c["oriented_kendall"]), signed(c["kendall"]),
                       signed(c["spearman"]), signed(c["within_run_kendall_mean"]), str(c["runs"]))
     console.print(table)
