@@ -39,6 +39,7 @@ from genaudit.registry import Context, run
 from genaudit.score import components as score_components
 from genaudit.score import generalization_score
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+from genaudit.threads import budget
 from genaudit.version import __version__
 
 Progress = Callable[[int, int], None]
@@ -149,7 +150,12 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
 
 def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions(),
                   progress: Progress | None = None) -> Scorecard:
-    """Audit one model on an already loaded data set (shared by `compare`)."""
+    """Audit one model on an already loaded data set (shared by `compare`), within the thread budget."""
+    with budget(opts.threads):
+        return _audit_dataset(model, dataset, opts, progress)
+
+
+def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, progress: Progress | None) -> Scorecard:
     done = trunk_pass(model, dataset, opts, progress)
     file, graph, cut, layout, fs, timings = done.file, done.graph, done.cut, done.layout, done.fs, done.timings
     labels = fs.labels

@@ -59,6 +59,7 @@ def suspects(model: str | Path, data: Any = "sample", *, top: int = 20, thumbnai
     from genaudit.options import AuditOptions, DataOptions, build
     from genaudit.pipeline import trunk_pass
     from genaudit.scorecard import SCHEMA_VERSION
+    from genaudit.threads import budget
     from genaudit.version import __version__
 
     data_opts, opts = build(options, DataOptions, AuditOptions)
@@ -66,11 +67,12 @@ def suspects(model: str | Path, data: Any = "sample", *, top: int = 20, thumbnai
     if dataset.y is None or not opts.labels:
         raise GenauditError("suspects judges the given training labels, and this data has none (or --no-labels "
                             "was given). Pass data with labels (an .npz with y, a named set, an image folder).")
-    done = trunk_pass(model, dataset, opts, progress, every=True)  # every sample gets a row
-    context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
-    table = rows(context, dataset.ids, (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None,
-                 top)
-    summary = memorized(context)
+    with budget(opts.threads):
+        done = trunk_pass(model, dataset, opts, progress, every=True)  # every sample gets a row
+        context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
+        table = rows(context, dataset.ids, (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails
+                     else None, top)
+        summary = memorized(context)
     return {
         "schema_version": SCHEMA_VERSION, "genaudit_version": __version__,
         "model": {"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format},
