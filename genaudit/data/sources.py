@@ -1,20 +1,29 @@
 """Data sources: where the images come from. Each returns raw arrays (N, C, H, W) or (N, D), and labels or None.
 
 Named sets come through torchvision into a cache folder (downloaded when online, read offline); `.npz` files
-hold `x` and optionally `y`; a folder in ImageFolder layout; `sample`, a small MNIST extract shipped with
-genaudit for offline use.
+hold `x` and optionally `y`; a folder in ImageFolder layout (see `folders`: what is read, ignored or refused);
+`sample`, a small MNIST extract shipped with genaudit for offline use.
+
+A `.npz` file is a zip archive of `.npy` arrays. Only `x` and `y` are read, and each is checked before anything
+is allocated for it: a plain array (never unpickled: an object array is refused), whose .npy header agrees with
+the size the archive records for it, held in the file (not past its end) and not expanding more than
+NPZ_BOMB_RATIO times when it is larger than NPZ_BOMB_FLOOR (a decompression bomb: a small file that claims
+gigabytes). Reading an array thus allocates at most max(NPZ_BOMB_FLOOR, NPZ_BOMB_RATIO x the file's size).
 """
 
 from __future__ import annotations
 
+import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from genaudit.data import cache
-from genaudit.errors import GenauditError
+from genaudit.data.folders import IMAGE_EXTENSIONS, load_folder
+from genaudit.errors import GenauditError, first_line
 from genaudit.files import write_atomic
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "mnist_sample.npz"
@@ -40,21 +49,81 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
     raise GenauditError(f"Image arrays must have 2 to 4 dimensions (N,D / N,H,W / N,C,H,W / N,H,W,C); got {x.shape}.")
 
 
+# A member of a .npz that expands more than NPZ_BOMB_RATIO times and beyond NPZ_BOMB_FLOOR bytes is refused as a
+# decompression bomb: image arrays compress 1-10x (MNIST about 5x); only near-constant data compresses 100x.
+NPZ_BOMB_RATIO = 100
+NPZ_BOMB_FLOOR = 256 << 20
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """`x` and optional `y` of a .npz archive, each checked before it is read (see the module docstring)."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "x" not in archive:
-                raise GenauditError(
-                    f"{path} has no array named 'x' (it has: {', '.join(archive.files) or 'nothing'}). Save the "
-                    "inputs as `np.savez(path, x=images, y=labels)`; `y` is optional."
-                )
-            x = archive["x"]
-            y = archive["y"] if "y" in archive else None
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            member = {key: next((n for n in (key, f"{key}.npy") if n in names), None) for key in ("x", "y")}
+            if member["x"] is None:
+                arrays = ", ".join(sorted({n.removesuffix(".npy") for n in names})) or "nothing"
+                raise GenauditError(f"{path} has no array named 'x' (it has: {arrays}). Save the inputs as "
+                                    "`np.savez(path, x=images, y=labels)`; `y` is optional.")
+            x = _npy_member(path, archive, member["x"])
+            y = None if member["y"] is None else _npy_member(path, archive, member["y"])
     except GenauditError:
         raise
     except Exception as exc:
-        raise GenauditError(f"{path} could not be read as a .npz archive: {exc}. Save it with numpy.savez.") from None
+        raise GenauditError(f"{path} could not be read as a .npz archive: {first_line(exc)}. Save it with "
+                            "numpy.savez(path, x=..., y=...).") from None
     return from_arrays(x, y, str(path))
+
+
+def _size(n: int) -> str:
+    """A byte count for messages: '2.1 GiB', '228 bytes'."""
+    for power, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 2**power:
+            return f"{n / 2**power:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def _npy_member(path: Path, archive: zipfile.ZipFile, name: str) -> np.ndarray:
+    """One .npy member read with allow_pickle=False once its header and the archive's records agree on a sane
+    size; a GenauditError naming the member otherwise, before anything is allocated for it."""
+    info, on_disk = archive.getinfo(name), os.path.getsize(path)
+    where = f"{path}: the array '{name.removesuffix('.npy')}'"
+    if info.compress_size > on_disk:
+        raise GenauditError(f"{where} is damaged: the archive records {_size(info.compress_size)} stored for it, "
+                            f"more than the whole {_size(on_disk)} file. Save the arrays again with numpy.savez.")
+    with archive.open(info) as fh:
+        try:
+            version = np.lib.format.read_magic(fh)
+            if version not in NPY_HEADERS:
+                raise ValueError(f".npy format version {version[0]}.{version[1]}, which numpy.savez writes only for "
+                                 "arrays with named fields")
+            shape, _, dtype = NPY_HEADERS[version](fh)
+        except ValueError as exc:
+            reason = first_line(exc).split(". ")[0].rstrip(".")  # numpy goes on to advise trusting the file
+            raise GenauditError(f"{where} is not a numpy array numpy.savez wrote ({reason}). Save the arrays with "
+                                "numpy.savez(path, x=..., y=...).") from None
+        declared = fh.tell() + math.prod(shape) * dtype.itemsize
+    if dtype.hasobject:
+        raise GenauditError(
+            f"{where} holds Python objects (dtype {dtype}), stored pickled; genaudit never unpickles data, since "
+            "unpickling can run arbitrary code. Save it as a numeric array, e.g. np.savez(path, "
+            "x=np.asarray(images, dtype=np.uint8), y=np.asarray(labels, dtype=np.int64))."
+        )
+    if info.file_size != declared:
+        raise GenauditError(
+            f"{where} is damaged: its header declares shape {shape} of {dtype} ({_size(declared)} with the header), "
+            f"but the archive records {_size(info.file_size)} for it. Save the arrays again with numpy.savez."
+        )
+    if info.file_size > NPZ_BOMB_FLOOR and info.file_size > NPZ_BOMB_RATIO * info.compress_size:
+        raise GenauditError(
+            f"{where} would expand from {_size(info.compress_size)} in the file to {_size(info.file_size)} "
+            f"({info.file_size / max(info.compress_size, 1):.0f}x), so genaudit refuses it as a likely decompression "
+            f"bomb (image data compresses far less than {NPZ_BOMB_RATIO}x). If the data is genuine, save it "
+            "uncompressed, with numpy.savez instead of numpy.savez_compressed."
+        )
+    with archive.open(info) as fh:
+        return np.lib.format.read_array(fh, allow_pickle=False)
 
 
 def from_arrays(x: np.ndarray, y: np.ndarray | None, where: str = "the arrays") -> tuple[np.ndarray, np.ndarray | None]:
@@ -160,61 +229,6 @@ def class_indices(y, where: str = "the arrays") -> np.ndarray:
         i = int(np.argmax(y))
         raise GenauditError(f"{where}: y holds a label of {int(y[i])} (index {i}), far beyond any class count. {fix}")
     return y.astype(np.int64)
-
-
-class FolderImages:
-    """The images of an ImageFolder layout as RGB (torchvision's convention), decoded only when indexed: a
-    subsample of a large folder costs only its own memory. Indexing with an array of indices gives (n, 3, H, W)
-    uint8; images of other sizes are resized to `size` (H, W) as they are decoded, when it is given."""
-
-    def __init__(self, path: Path, files: list[str], size: tuple[int, int] | None = None):
-        self.path, self.files, self.size = path, files, size
-        first = self[np.array([0])]
-        self.shape, self.ndim, self.dtype = (len(files), *first.shape[1:]), first.ndim, first.dtype
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, indices: np.ndarray) -> np.ndarray:
-        from PIL import Image
-
-        images = []
-        for i in np.atleast_1d(indices):
-            with Image.open(self.files[i]) as image:
-                image = image.convert("RGB")
-                if self.size is not None and image.size != (self.size[1], self.size[0]):
-                    image = image.resize((self.size[1], self.size[0]), Image.BILINEAR)
-                images.append(np.asarray(image))
-        sizes = {im.shape[:2] for im in images}
-        if len(sizes) > 1:
-            raise GenauditError(f"Images in {self.path} have different sizes (H, W) {sorted(sizes)[:3]}…; pass "
-                                "--resize H,W to bring them to one size as they are read.")
-        return np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))  # H x W x RGB -> RGB x H x W
-
-
-# The image files an ImageFolder reads (torchvision.datasets.folder.IMG_EXTENSIONS). The listing below follows
-# torchvision's ImageFolder rules (tested against it) without importing torch, which costs seconds at start-up.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
-def load_folder(path: Path, size: tuple[int, int] | None = None) -> tuple[FolderImages, np.ndarray]:
-    """An ImageFolder layout: one sub-folder per class (sorted by name: class 0, 1, ...), image files anywhere
-    below it (sorted), decoded lazily (see FolderImages)."""
-    classes = sorted(entry.name for entry in os.scandir(path) if entry.is_dir())
-    files, labels, empty = [], [], []
-    for label, name in enumerate(classes):
-        found = [os.path.join(root, f) for root, _, names in sorted(os.walk(path / name, followlinks=True))
-                 for f in sorted(names) if f.lower().endswith(IMAGE_EXTENSIONS)]
-        files += found
-        labels += [label] * len(found)
-        empty += [] if found else [name]
-    if not classes or empty:
-        problem = "it has no class sub-folders" if not classes else f"no images in {', '.join(empty[:5])}"
-        raise GenauditError(
-            f"{path} is not an image folder in ImageFolder layout (one sub-folder per class with images, "
-            f"{'/'.join(IMAGE_EXTENSIONS)}): {problem}."
-        )
-    return FolderImages(path, files, size), np.array(labels, dtype=np.int64)
 
 
 def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -350,5 +364,5 @@ def load_source(spec: Any, split: str, data_dir: Path,
         return load_folder(path, size)
     raise GenauditError(
         f"Unknown data '{spec}': not a named data set ({', '.join(NAMED)}), not an existing .npz file, not a "
-        "folder of images. Use --data sample for the shipped offline sample."
+        f"folder of images ({'/'.join(IMAGE_EXTENSIONS)}). Use --data sample for the shipped offline sample."
     )
