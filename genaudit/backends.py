@@ -51,7 +51,8 @@ def _with_threads(shared: tuple, threads: int) -> tuple:
 def _local(task: Callable, models: list[Path], shared: tuple, jobs: int, progress: Progress | None) -> list:
     import multiprocessing
 
-    if jobs > 1 and len(models) > 1:
+    jobs = min(jobs, len(models))  # never more processes than models
+    if jobs > 1:
         shared = _with_threads(shared, max(1, (os.cpu_count() or 1) // jobs))  # the processes share the cores
     work = [(task, m, shared) for m in models]
     outcomes = []
@@ -63,7 +64,7 @@ def _local(task: Callable, models: list[Path], shared: tuple, jobs: int, progres
                 progress(len(outcomes), len(models))
         return outcomes
 
-    if jobs <= 1 or len(models) == 1:
+    if jobs <= 1:
         return collect(map(_guarded, work))
     # Workers ignore Ctrl-C: the parent gets it alone and stops them all (leaving the pool terminates them).
     with multiprocessing.Pool(jobs, initializer=signal.signal, initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:

@@ -1,25 +1,33 @@
 """The `genaudit` command line: a thin Typer layer over the Python API.
 
 Exit codes: 0 ok, 1 a threshold or baseline check failed, 2 usage or input error (one clear message, no
-traceback). Defaults come from `[tool.genaudit]` in ./pyproject.toml or ./genaudit.yaml; flags win.
+traceback). Defaults come from one configuration file ($GENAUDIT_CONFIG, else ./genaudit.yaml, else
+`[tool.genaudit]` in ./pyproject.toml; see genaudit.config); flags win. Every numeric option is parsed against
+its declared Range (command-specific ones here, the shared ones in genaudit.options).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import signal
 import sys
 import threading
+from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Callable, List, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from genaudit.errors import GenauditError
+from genaudit.options import Range
+
+if TYPE_CHECKING:
+    from genaudit.thresholds import Threshold
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Predict how well a trained classifier generalizes, without a held-out set.")
@@ -49,17 +57,55 @@ class Format(str, Enum):
     html = "html"
 
 
+@dataclass(frozen=True)
+class Bounded:
+    """Typer's parser for a numeric option: the value (as typed, or from the config file) converted and checked
+    against the option's declared `Range`; a bad value is a usage error naming the option (exit 2), before any
+    work."""
+
+    bounds: Range
+
+    def __call__(self, value: Any) -> Any:
+        try:
+            return self.bounds.convert(value)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Typer's parser for --fail-under / --fail-if: the text parsed into its Threshold (by `how`: the name of a
+    parser in genaudit.thresholds), whose bound must be finite (a NaN bound never fails, an infinite one always
+    does)."""
+
+    how: str
+
+    def __call__(self, text: Any) -> Threshold:
+        from genaudit import thresholds
+
+        try:
+            threshold = getattr(thresholds, self.how)(str(text))
+        except GenauditError as exc:
+            raise typer.BadParameter(str(exc)) from None
+        if not math.isfinite(threshold.bound):
+            raise typer.BadParameter(f"the value must be a finite number (got '{text}'): a NaN bound never fails "
+                                     "and an infinite one always does")
+        return threshold
+
+
 Data = Annotated[str, typer.Option("--data", "-d", help="Data: sample | mnist | fashion-mnist | kmnist | cifar10 | "
                                    "cifar100 | svhn | path/to/file.npz | path/to/image_folder.")]
 OutputOpt = Annotated[Optional[str], typer.Option("--output", help="The model output holding the class scores, "
                                                   "by name or index (default: the one named *logit*, else the "
                                                   "first a classification layer produces).")]
 FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="Report format on stdout.")]
-FailUnder = Annotated[List[str], typer.Option(metavar="METRIC=VALUE", help="Exit 1 if the metric is worse than VALUE: "
-                                              "below it when higher is better (ablation=0.6), above it when lower is "
-                                              "better (consistency=1.5). Repeatable.")]
-FailIf = Annotated[List[str], typer.Option(metavar="METRIC<VALUE", help="Exit 1 if the comparison holds, e.g. "
-                                           "'perplexity>0.9' or 'estimate<0.8' (any metric). Repeatable.")]
+FailUnder = Annotated[List[Any], typer.Option(metavar="METRIC=VALUE", parser=Gate("parse"),  # -> Thresholds
+                                              help="Exit 1 if the metric is worse than VALUE: below it when higher "
+                                              "is better (ablation=0.6), above it when lower is better "
+                                              "(consistency=1.5). Repeatable.")]
+FailIf = Annotated[List[Any], typer.Option(metavar="METRIC<VALUE", parser=Gate("parse_condition"),  # -> Thresholds
+                                           help="Exit 1 if the comparison holds, e.g. 'perplexity>0.9' or "
+                                           "'estimate<0.8' (any metric). Repeatable.")]
 Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML report here.")]
 Json = Annotated[Optional[Path], typer.Option("--json", help="Also write the JSON document here.")]
 Mlflow = Annotated[bool, typer.Option("--mlflow", metavar="", help="Record the numbers as metrics and the JSON/HTML "
@@ -83,8 +129,10 @@ def with_options(run: bool = False) -> Callable[[Callable], Callable]:
             for f in cli_fields(cls):
                 flags = f.metadata["flags"] or (f"--{f.name.replace('_', '-')}",)
                 kind = f.metadata["cli"] or hints[f.name]
+                bounds = f.metadata["bounds"]
                 option = typer.Option(*flags, help=f.metadata["help"], envvar=f.metadata["envvar"],
-                                      metavar="" if kind is bool else None)  # a flag takes no value: show none
+                                      metavar="" if kind is bool else None,  # a flag takes no value: show none
+                                      parser=None if bounds is None else Bounded(bounds))
                 names.append(f.name)
                 added.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
                                                annotation=Annotated[kind, option]))
@@ -187,19 +235,21 @@ def score(
     fail_if: FailIf = [],  # noqa: B006
     fail_if_worse_than: Annotated[Optional[Path], typer.Option(help="Baseline scorecard JSON: exit 1 if the "
                                                                "primary metric drops by more than --tolerance.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Allowed drop against the baseline.")] = 0.01,
+    tolerance: Annotated[float, typer.Option(help="Allowed drop of the primary metric (an accuracy) against the "
+                                             "baseline, 0 to 1.",
+                                             parser=Bounded(Range(low=0.0, high=1.0, whole=False)))] = 0.01,
     mlflow: Mlflow = False,
 ) -> None:
     """Audit one model: terminal report and JSON scorecard."""
     from genaudit import files, thresholds
     from genaudit.pipeline import audit
 
-    files.check_outputs(json_path, html, (model, data, fail_if_worse_than))
+    files.check_outputs({"--json": json_path, "--html": html}, (model, data, fail_if_worse_than))
     if mlflow:
         from genaudit.integrations import mlflow as tracking
 
         tracking.check_available()
-    checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
+    checks = [*fail_under, *fail_if]  # parsed and checked by their Gate
     baseline = None if fail_if_worse_than is None else thresholds.load_baseline(fail_if_worse_than)
     bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
     with bar:
@@ -239,14 +289,14 @@ def compare(
     from genaudit.comparison import compare as run_compare
     from genaudit.metrics import PRIMARY
 
-    files.check_outputs(json_path, html, (*models, data))
+    files.check_outputs({"--json": json_path, "--html": html}, (*models, data))
     if mlflow:
         from genaudit.integrations import mlflow as tracking
 
         tracking.check_available()
     if select not in (None, "best"):
         raise GenauditError(f"--select takes 'best' (got '{select}').")
-    checks = [*map(thresholds.parse, fail_under), *map(thresholds.parse_condition, fail_if)]
+    checks = [*fail_under, *fail_if]  # parsed and checked by their Gate
     bar, progress = _progress("models audited", fmt == Format.table)
     with bar:
         result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, progress=progress, **options)
@@ -269,8 +319,10 @@ def compare(
 def watch(
     folder: Annotated[Path, typer.Argument(help="Folder a training job writes checkpoints into.")],
     data: Data,
-    interval: Annotated[float, typer.Option(help="Seconds between looks at the folder.")] = 30.0,
-    polls: Annotated[int, typer.Option(help="Stop after this many looks (0 = until Ctrl-C).")] = 0,
+    interval: Annotated[float, typer.Option(help="Seconds between looks at the folder (at most a day).",
+                                            parser=Bounded(Range(low=0.0, high=86400.0, whole=False)))] = 30.0,
+    polls: Annotated[int, typer.Option(help="Stop after this many looks (0 = until Ctrl-C).",
+                                       parser=Bounded(Range(low=0)))] = 0,
     options=None,
     fmt: FormatOpt = Format.table,
     mlflow: Mlflow = False,
@@ -324,7 +376,7 @@ def validate(
     from genaudit import files
     from genaudit.validation import validate as run_validate
 
-    files.check_outputs(json_path, html, (*models, data, holdout, runs))
+    files.check_outputs({"--json": json_path, "--html": html}, (*models, data, holdout, runs))
     if mlflow:
         from genaudit.integrations import mlflow as tracking
 
@@ -352,7 +404,8 @@ def validate(
 def suspects(
     model: Annotated[Path, typer.Argument(help="Model file.")],
     data: Data,
-    top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.")] = 20,
+    top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.",
+                                     parser=Bounded(Range(low=1)))] = 20,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write every audited sample's row here (index, "
                                                      "label, predicted, suggested, suspicion), most suspicious "
                                                      "first.")] = None,
@@ -367,10 +420,7 @@ def suspects(
     from genaudit import files
     from genaudit.suspects import suspects as run_suspects
 
-    files.check_outputs(json_path, html, (model, data))
-    files.check_writable(csv_path, "--csv", (model, data))
-    if top < 1:
-        raise GenauditError(f"--top must be at least 1 (got {top}).")
+    files.check_outputs({"--json": json_path, "--html": html, "--csv": csv_path}, (model, data))
     bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
     with bar:
         result = run_suspects(model, data, top=top, thumbnails=html is not None or fmt == Format.html,
@@ -398,8 +448,10 @@ def _csv(rows: list[dict]) -> str:
 @user_errors
 def layers(
     model: Annotated[Path, typer.Argument(help="Model file.")],
-    input_shape: Annotated[Optional[str], typer.Option(help="Per-sample input shape C,H,W (needed for "
-                                                       "TorchScript, which does not record it).")] = None,
+    input_shape: Annotated[Optional[tuple], typer.Option(help="Per-sample input shape C,H,W (needed for "
+                                                         "TorchScript, which does not record it).", metavar="C,H,W",
+                                                         parser=Bounded(Range(low=1, high=65536, count=(1, 3))))
+                           ] = None,
     output: OutputOpt = None,
 ) -> None:
     """List the layers where the model can be cut, with shapes; the default feature layer is marked."""
@@ -407,10 +459,9 @@ def layers(
 
     from genaudit.files import model_cache_dir
     from genaudit.models import identify, open_model
-    from genaudit.options import numbers
 
     file = identify(model)
-    graph = open_model(file, numbers(input_shape, "--input-shape", int), model_cache_dir(), output=output)
+    graph = open_model(file, input_shape, model_cache_dir(), output=output)
     outputs = (f"; output '{graph.output_name}' ({graph.output_index} of {len(graph.output_names)}: "
                "--output to choose)" if len(graph.output_names) > 1 else "")
     table = Table(title=f"{model} ({file.format}); input {list(graph.input_shape)}{outputs}")
@@ -448,11 +499,43 @@ def explain(metric: Annotated[Optional[str], typer.Argument(help="Metric name or
               f"  source:   {m.source}\n  reading:  {m.reading}", highlight=False)
 
 
-def main() -> None:
-    from genaudit.config import default_map
+def configured(folder: Path) -> dict:
+    """Click's default_map from the configuration file for a run in `folder` (see genaudit.config), checked before
+    any work: every key must be an option of a command, and every value is parsed and checked as its flag's
+    would be; a bad one is a user error naming the file and the key. When several configuration files are
+    present, a notice on stderr names the one read."""
+    import typer.main
 
+    from genaudit import config
+
+    found = config.read(folder)
+    if found.ignored:
+        err.print(escape(f"note: configuration read from {found.path}; not read: {', '.join(map(str, found.ignored))} "
+                         "(one file is read: $GENAUDIT_CONFIG, else genaudit.yaml, else [tool.genaudit] in "
+                         "pyproject.toml)."), highlight=False, soft_wrap=True)  # one line, however long
+    group = typer.main.get_command(app)
+    params = {name: {p.name: p for p in group.commands[name].params} for name in config.COMMANDS}
+    defaults = found.default_map({name: set(names) for name, names in params.items()})
+    for command, values in defaults.items():
+        context = typer.Context(group.commands[command])
+        for key, value in values.items():
+            param = params[command].get(key)
+            if param is None:  # a top-level key for another command
+                continue
+            try:
+                if param.multiple != isinstance(value, list):  # a repeatable option takes a list, others one value
+                    raise typer.BadParameter("it takes a list of values" if param.multiple else
+                                             "it takes one value, not a list")
+                param.process_value(context, value)
+            except typer.BadParameter as exc:
+                raise GenauditError(f"In {found.path}, '{config.spelling(key)}' (for genaudit {command}) is wrong: "
+                                    f"{exc.message.rstrip('.')}. Fix the file.") from None
+    return defaults
+
+
+def main() -> None:
     try:
-        defaults = default_map(Path.cwd())
+        defaults = configured(Path.cwd())
     except GenauditError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         raise SystemExit(2) from None

@@ -126,7 +126,7 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
         "models": rows,
         "ranking": [str(paths[i]) for i in ranking],
         "selected": name(ranking[0] if ranking else None),
-        "selection": selection(ranking, keyed, errors, name),
+        "selection": selection(ranking, keyed, errors, name, [c["model"]["sha256"] for c in cards]),
         "early_stopping": {"peak": name(stop["peak"]), "memorization_onset": name(stop["memorization_onset"]),
                            "evidence": stop["evidence"]},
         "failed": [f.as_dict() for f in failures],
@@ -134,17 +134,31 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     }
 
 
-def selection(ranking: list[int], values: list[float | None], errors: list[float], name) -> dict:
+def selection(ranking: list[int], values: list[float | None], errors: list[float], name,
+              digests: list[str] = ()) -> dict:
     """Is the best model better than the rest beyond sampling error? The models whose (oriented) value is within
-    two combined standard errors of the best one's are tied with it (identical values always are)."""
+    two combined standard errors of the best one's are tied with it (identical values always are), and so are
+    its copies (`digests`: each model's sha256; files with the same one are the same model, whatever their
+    paths). One model alone, or only copies of one, is never a significant pick: there is nothing to tell it
+    from."""
     if not ranking:
         return {"significant": False, "tied_with": [], "why": "no model has a value"}
     best = ranking[0]
+    copies = [i for i in ranking[1:] if digests and digests[i] == digests[best]]
     tied = [i for i in ranking[1:]
-            if values[best] - values[i] <= 2 * math.hypot(errors[best], errors[i]) or values[i] == values[best]]
-    why = ("better than every other model beyond two standard errors of sampling" if not tied else
-           f"within two standard errors of sampling of {len(tied)} other model(s): the data cannot tell them apart; "
-           "prefer the earliest, or audit more samples")
+            if i in copies or values[best] - values[i] <= 2 * math.hypot(errors[best], errors[i])
+            or values[i] == values[best]]
+    if len(copies) == len(ranking) - 1:  # one model alone, or with copies of itself only
+        why = (f"only one model{' (the others are copies of it: the same file contents)' if copies else ''}: "
+               "nothing to compare it with")
+        return {"significant": False, "tied_with": [name(i) for i in tied], "why": why}
+    close = len(tied) - len(copies)
+    why = (f"within two standard errors of sampling of {close} other model(s): the data cannot tell them apart; "
+           "prefer the earliest, or audit more samples" if close else
+           "better than every other model beyond two standard errors of sampling")
+    if copies:
+        why = (f"{len(copies)} other file(s) are copies of it (the same contents, so the same model): which of them "
+               f"is picked is arbitrary; {why}")
     return {"significant": not tied, "tied_with": [name(i) for i in tied], "why": why}
 
 

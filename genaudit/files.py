@@ -25,13 +25,26 @@ def data_cache_dir() -> Path:
     return Path(os.environ["GENAUDIT_DATA_DIR"]) if os.environ.get("GENAUDIT_DATA_DIR") else cache_root() / "data"
 
 
+TEMPORARY = ".genaudit-"  # the prefix of the temporary file an atomic write renames into place
+
+
+def _temporary(folder: Path) -> tuple[int, str]:
+    """A new temporary file in `folder` (descriptor, path): a short fixed prefix and a random suffix, never derived
+    from the target's name, so it fits wherever the target's name does."""
+    return tempfile.mkstemp(dir=folder, prefix=TEMPORARY, suffix=".tmp")
+
+
 def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> None:
     """Write text, bytes, or what `content(file)` writes, so that readers see the old file or the whole new one,
-    never a half-written one. The new file gets the mode a plain open() would give it."""
+    never a half-written one (nor a temporary file left behind). The new file gets the mode a plain open() would
+    give it. A file system's refusal (no space, no permission, a name too long) is a user error naming the path."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
+    if not path.parent.exists():
         raise GenauditError(f"Cannot write {path}: folder {path.parent} does not exist. Create it or pick a path.")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = _temporary(path.parent)
+    except OSError as exc:
+        raise GenauditError(f"Cannot write {path}: {exc.strerror or exc}.") from None
     try:
         with os.fdopen(fd, "wb") as fh:
             if callable(content):
@@ -42,46 +55,73 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as exc:
+        raise GenauditError(f"Cannot write {path}: {exc.strerror or exc}.") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # after a failure or an interrupt (after the rename it is gone already)
+
+
+EXAMPLES = {"--json": "scorecard.json", "--html": "report.html", "--csv": "suspects.csv"}  # file names to suggest
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system holding `folder` (or its nearest existing parent) takes."""
+    existing = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    try:
+        return os.pathconf(existing, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows) or no answer: the common limit
+        return 255
+
+
+def _problem(path: Path, option: str, inputs: tuple) -> str | None:
+    """Why `path` cannot be written as `option`'s output (see check_writable), or None."""
+    size, limit = len(os.fsencode(path.name)), _name_max(path.parent)
+    if size > limit:
+        return f"the file name is {size} bytes long, more than the {limit} this file system takes. Pick a shorter name"
+    if path.is_dir():
+        return f"it is a folder. Give a file name in it, e.g. {path / EXAMPLES.get(option, 'output')}"
+    if any(path.resolve() == Path(str(i)).resolve() for i in inputs if i is not None and Path(str(i)).is_file()):
+        return "it is one of this run's input files, which would be overwritten. Pick another path"
+    parent = path.parent
+    blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return f"{blocking} is a file, not a folder, so nothing can be written under it. Pick another path"
+    if not parent.exists():
+        return f"folder {parent} does not exist. Create it or pick a path"
+    try:
+        fd, probe = _temporary(parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
+        return f"cannot create a file in {parent} ({reason}). Pick a writable place"
+    return None
 
 
 def check_writable(path: Path | None, option: str, inputs: tuple = ()) -> None:
-    """Refuse an output path that cannot be written, before any work: a folder, a path under a regular file, a
-    missing folder, a place without write permission, or one of the run's input files (`inputs`: a model or
-    data file it would overwrite)."""
+    """Refuse an output path that cannot be written, before any work: a name longer than the file system takes, a
+    folder, a path under a regular file, a missing folder, a place without write permission, or one of the run's
+    input files (`inputs`: a model or data file it would overwrite)."""
     if path is None:
         return
     path = Path(path)
-    problem = None
-    if path.is_dir():
-        example = path / ("scorecard.json" if option == "--json" else "report.html")
-        problem = f"it is a folder. Give a file name in it, e.g. {example}"
-    elif any(path.resolve() == Path(str(i)).resolve() for i in inputs if i is not None and Path(str(i)).is_file()):
-        problem = "it is one of this run's input files, which would be overwritten. Pick another path"
-    else:
-        parent = path.parent
-        blocking = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), None)
-        if blocking is not None:
-            problem = f"{blocking} is a file, not a folder, so nothing can be written under it. Pick another path"
-        elif not parent.exists():
-            problem = f"folder {parent} does not exist. Create it or pick a path"
-        else:
-            try:
-                fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-                os.close(fd)
-                os.unlink(probe)
-            except OSError as exc:
-                reason = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc))
-                problem = f"cannot create a file in {parent} ({reason}). Pick a writable place"
+    try:
+        problem = _problem(path, option, inputs)
+    except OSError as exc:  # e.g. a path longer than the system takes, or a folder name too long
+        problem = f"{exc.strerror or exc}. Pick another path"
     if problem:
         raise GenauditError(f"Cannot write {option} {path}: {problem}.")
 
 
-def check_outputs(json_path: Path | None, html: Path | None, inputs: tuple = ()) -> None:
-    """Check the --json/--html paths of a command before it does any work (see check_writable); they must differ."""
-    check_writable(json_path, "--json", inputs)
-    check_writable(html, "--html", inputs)
-    if json_path is not None and html is not None and Path(json_path).resolve() == Path(html).resolve():
-        raise GenauditError(f"Cannot write --json and --html to the same file {json_path}: give each its own path.")
+def check_outputs(paths: dict[str, Path | None], inputs: tuple = ()) -> None:
+    """Check a command's output paths (option -> path, None = not asked) before it does any work (see
+    check_writable); no two may be the same file."""
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        check_writable(path, option, inputs)
+        if path is not None:
+            where = Path(path).resolve()
+            if where in seen:
+                raise GenauditError(f"Cannot write {seen[where]} and {option} to the same file {path}: give each "
+                                    "its own path.")
+            seen[where] = option
