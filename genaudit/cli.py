@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from genaudit.render.escape import csv_cell, terminal_text
 
 from genaudit.errors import GenauditError
 from genaudit.options import Range
@@ -180,7 +180,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except GenauditError as exc:
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            err.print(f"[bold red]error:[/] {terminal_text(exc, keep_newlines=True)}", highlight=False)
             raise typer.Exit(2) from None
         except (KeyboardInterrupt, Exception):
             if not _interrupted:
@@ -195,10 +195,10 @@ def _finish(failed: list[str], unaudited: list[dict] = ()) -> None:
     """Exit 1 when a check failed; exit 2 when a model of the series could not be audited (the outputs hold the
     others' results and name it under `failed`)."""
     for line in failed:
-        err.print(f"check failed: {line}", highlight=False)
+        err.print(f"check failed: {terminal_text(line)}", highlight=False)
     for entry in unaudited:  # the message names the model unless the error already does
         named = entry["error"] if entry["model"] in entry["error"] else f"{entry['model']}: {entry['error']}"
-        err.print(f"[bold red]error:[/] {escape(named)}", highlight=False)
+        err.print(f"[bold red]error:[/] {terminal_text(named, keep_newlines=True)}", highlight=False)
     if unaudited:
         raise typer.Exit(2)
     if failed:
@@ -440,7 +440,7 @@ def _csv(rows: list[dict]) -> str:
     writer = csv.DictWriter(buffer, fieldnames=["index", "label", "predicted", "suggested", "suspicion"],
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
     return buffer.getvalue()
 
 
@@ -462,13 +462,14 @@ def layers(
 
     file = identify(model)
     graph = open_model(file, input_shape, model_cache_dir(), output=output)
-    outputs = (f"; output '{graph.output_name}' ({graph.output_index} of {len(graph.output_names)}: "
+    outputs = (f"; output '{terminal_text(graph.output_name)}' ({graph.output_index} of {len(graph.output_names)}: "
                "--output to choose)" if len(graph.output_names) > 1 else "")
-    table = Table(title=f"{model} ({file.format}); input {list(graph.input_shape)}{outputs}")
+    table = Table(title=f"{terminal_text(model)} ({file.format}); input {list(graph.input_shape)}{outputs}")
     for col in ("layer (use with --layer)", "op", "shape per sample", "units", "default"):
         table.add_column(col)
     for lay in graph.layers():
-        table.add_row(lay.name, lay.op, str(list(lay.shape)), str(lay.units or "?"), "★" if lay.default else "")
+        table.add_row(terminal_text(lay.name), terminal_text(lay.op), str(list(lay.shape)), str(lay.units or "?"),
+                      "★" if lay.default else "")
     out.print(table)
 
 
@@ -510,7 +511,7 @@ def configured(folder: Path) -> dict:
 
     found = config.read(folder)
     if found.ignored:
-        err.print(escape(f"note: configuration read from {found.path}; not read: {', '.join(map(str, found.ignored))} "
+        err.print(terminal_text(f"note: configuration read from {found.path}; not read: {', '.join(map(str, found.ignored))} "
                          "(one file is read: $GENAUDIT_CONFIG, else genaudit.yaml, else [tool.genaudit] in "
                          "pyproject.toml)."), highlight=False, soft_wrap=True)  # one line, however long
     group = typer.main.get_command(app)
@@ -537,6 +538,6 @@ def main() -> None:
     try:
         defaults = configured(Path.cwd())
     except GenauditError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        err.print(f"[bold red]error:[/] {terminal_text(exc, keep_newlines=True)}", highlight=False)
         raise SystemExit(2) from None
     app(default_map=defaults)

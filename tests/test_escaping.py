@@ -5,6 +5,7 @@ markup or terminal control sequences, in any format of any command."""
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import json
 import re
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from conftest import SAMPLE_MODELS
 from genaudit.cli import app
 from genaudit.render import renderer
-from genaudit.render.escape import markdown_code, markdown_text, printable
+from genaudit.render.escape import csv_cell, markdown_code, markdown_text, printable
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 # HTML, Markdown (code span, table separator, emphasis, link), Rich markup (an unbalanced closing tag raises in
@@ -162,7 +163,7 @@ def hostile_folder(tmp_path_factory):
     data = np.load(SAMPLE_MODELS.parent / "genaudit" / "sample_data" / "mnist_sample.npz")
     folder = root / "images"
     for c in range(10):
-        d = folder / (f"<b onmouseover=alert({c})>class{c}" if c % 2 else f"class{c}")
+        d = folder / ("=1+1" if c == 0 else f"<b onmouseover=alert({c})>class{c}" if c % 2 else f"class{c}")
         d.mkdir(parents=True)
         for i in np.flatnonzero(data["y"] == c)[:12]:
             name = f"<img src=x onerror=alert({i})>.png" if i % 3 == 0 else f"{i}.png"
@@ -188,3 +189,47 @@ def test_cli_html_and_markdown_escape_hostile_file_names(command, hostile_folder
     assert markdown.exit_code == 0, markdown.output
     assert "<script>" not in outside_code(markdown.output) and "<img" not in outside_code(markdown.output)
     assert "<script>alert(1)<script>.onnx" in markdown.output  # shown, in a code span
+
+
+def test_suspects_csv_cells_never_start_a_spreadsheet_formula(hostile_folder, tmp_path):
+    model, folder = hostile_folder
+    out = tmp_path / "s.csv"
+    result = runner.invoke(app, ["suspects", str(model), "--data", str(folder), "--channels", "1", "--csv", str(out)])
+    assert result.exit_code == 0, result.output
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 120 and not any(row["index"].startswith(("=", "+", "-", "@")) for row in rows)
+    assert sum("/=1+1/" in row["index"] for row in rows) == 12
+
+
+def test_csv_cells_defuse_formulas_and_control_characters():
+    assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)" and csv_cell("@SUM(1)") == "'@SUM(1)"
+    assert csv_cell("a\x1bb.png") == "a\ufffdb.png" and csv_cell(3) == 3 and csv_cell("ok.png") == "ok.png"
+
+
+@pytest.fixture(scope="module")
+def hostile_graph(tmp_path_factory):
+    """The sample MLP with its feature layer's tensor renamed to markup."""
+    import onnx
+
+    model = onnx.load(str(SAMPLE_MODELS / "mlp_clean.onnx"))
+    old, new = "/relu2/Relu_output_0", "[bold red]x[/]<img src=x onerror=alert(1)>`|\x1b[31m"
+    for node in model.graph.node:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    path = tmp_path_factory.mktemp("graph") / "named.onnx"
+    onnx.save(model, str(path))
+    return path, new
+
+
+def test_layer_names_from_the_graph_are_escaped_in_every_command(hostile_graph, tmp_path):
+    path, name = hostile_graph
+    layers = runner.invoke(app, ["layers", str(path)])
+    assert layers.exit_code == 0, layers.output
+    assert "[bold red]x[/]<img" in layers.output.replace("\n", "") and "\x1b" not in layers.output
+    page = tmp_path / "r.html"
+    score = runner.invoke(app, ["score", str(path), "--data", "sample", "--samples", "200", "--html", str(page)])
+    assert score.exit_code == 0, score.output
+    check_page(page.read_text(), shown=printable(name))
+    markdown = runner.invoke(app, ["score", str(path), "--data", "sample", "--samples", "200", "-f", "markdown"])
+    assert "<img" not in outside_code(markdown.output) and "\x1b" not in markdown.output

@@ -14,13 +14,17 @@ import re
 
 # C0 and C1 control characters (ESC starts terminal sequences; CR/LF break a table row or a line of a report)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_BUT_NEWLINE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# a spreadsheet reads a cell starting with one of these as a formula (CSV injection)
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 # characters with a meaning in (GitHub-flavoured) Markdown text and tables
 _MARKDOWN = re.compile(r"([\\`*_\[\]|~])")
 
 
-def printable(text: object) -> str:
-    """`text` as one line with every control character replaced by U+FFFD (visible, never interpreted)."""
-    return _CONTROL.sub("\ufffd", str(text))
+def printable(text: object, keep_newlines: bool = False) -> str:
+    """`text` with every control character replaced by U+FFFD (visible, never interpreted): one line, or its
+    own lines with `keep_newlines` (a message genaudit wrote over several lines)."""
+    return (_CONTROL_BUT_NEWLINE if keep_newlines else _CONTROL).sub("\ufffd", str(text))
 
 
 def html_text(text: object) -> str:
@@ -44,8 +48,17 @@ def markdown_code(text: object) -> str:
     return f"{fence}{pad}{body}{pad}{fence}"
 
 
-def terminal_text(text: object) -> str:
+def terminal_text(text: object, keep_newlines: bool = False) -> str:
     """`text` for a Rich console: Rich markup escaped, control characters (ANSI sequences) made visible."""
     from rich.markup import escape
 
-    return escape(printable(text))
+    return escape(printable(text, keep_newlines))
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell: text that a spreadsheet would run as a formula gets a leading apostrophe (OWASP's advice),
+    control characters made visible; numbers pass unchanged."""
+    if not isinstance(value, str):
+        return value
+    text = printable(value)
+    return "'" + text if text.startswith(_FORMULA) else text
