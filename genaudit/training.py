@@ -15,7 +15,9 @@ Lightning users add `genaudit.integrations.lightning.GenauditCallback`, which wr
 
 from __future__ import annotations
 
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,10 @@ class AuditMonitor:
     patience: stop after this many audits without an improvement of more than `min_delta` (0 = never on that).
     stop_on_memorization: stop when memorization sets in: the monitored value falls more than `tolerance`
       below its peak while training accuracy keeps rising (needs labels).
-    dirpath: where the audited ONNX exports go (default: a new temporary folder); only the best one is kept
-      unless `keep_all`.
+    dirpath: where the audited ONNX exports go; only the best one is kept unless `keep_all`. Default: a new
+      temporary folder (`genaudit-monitor-*` in the system's temp folder), deleted with the exports in it by
+      `close()`, when the monitor is garbage-collected, or when the process exits: pass a `dirpath` to keep the
+      best export. A folder given here is never deleted.
     example_input: a batch the model takes, for the ONNX export (default: two preprocessed samples of `data`).
     options: the audit's and the data's options, as for `genaudit.audit` (e.g. `samples=1000`,
       `preprocess="mnist"`, `layer=...`).
@@ -56,11 +60,23 @@ class AuditMonitor:
         self.every, self.patience, self.min_delta, self.tolerance = every, patience, min_delta, tolerance
         self.metric = BY_NAME[monitor]
         self.stop_on_memorization, self.keep_all, self.example_input = stop_on_memorization, keep_all, example_input
-        self.dirpath = Path(dirpath) if dirpath is not None else Path(tempfile.mkdtemp(prefix="genaudit-monitor-"))
-        self.dirpath.mkdir(parents=True, exist_ok=True)
+        if dirpath is None:  # ours: removed by close(), on garbage collection or at exit, whichever comes first
+            self.dirpath = Path(tempfile.mkdtemp(prefix="genaudit-monitor-"))
+            self._remove: weakref.finalize | None = weakref.finalize(self, shutil.rmtree, self.dirpath,
+                                                                     ignore_errors=True)
+        else:
+            self.dirpath = Path(dirpath)
+            self.dirpath.mkdir(parents=True, exist_ok=True)
+            self._remove = None
         self.history: list[dict] = []   # one entry per audit: epoch, the tracked numbers, the export's path
         self.best: dict | None = None   # the history entry of the best epoch so far
         self.reason: str | None = None  # why training should stop (None: keep going)
+
+    def close(self) -> None:
+        """Delete the temporary folder the monitor made and the exports in it, once training is over (the monitor
+        audits no more after it); a `dirpath` given is kept."""
+        if self._remove is not None:
+            self._remove()
 
     @property
     def best_path(self) -> Path | None:

@@ -248,3 +248,58 @@ def test_concurrent_loads_download_once(tmp_path, monkeypatch):
     images = _tiny_mnist()[0]
     for x, _ in results:
         assert np.array_equal(x[:, 0], images)
+
+
+def test_a_failed_download_leaves_no_empty_folders_it_made(tmp_path, monkeypatch):
+    """torchvision's own MNIST download, its network replaced by one that fails: it makes MNIST/raw, then raises;
+    `fetching` removes the folders it made and left empty, and lets the error through."""
+    import torchvision.datasets.mnist as tv_mnist
+    from urllib.error import URLError
+
+    def offline(url, **_):
+        raise URLError(f"no network for {url}")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    with pytest.raises(RuntimeError, match="Error downloading"):
+        with cache.fetching(tmp_path / "MNIST"):
+            tvd.MNIST(str(tmp_path), download=True)
+    assert list(tmp_path.iterdir()) == []
+    with cache.fetching(tmp_path / "MNIST"):  # a download that succeeds keeps what it made
+        (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    assert (tmp_path / "MNIST" / "raw").is_dir()
+
+
+def test_a_failed_download_keeps_the_folders_that_were_there_and_any_file(tmp_path):
+    folder = tmp_path / "MNIST"
+    (folder / "kept").mkdir(parents=True)  # there before, empty: stays
+
+    def download():
+        (folder / "raw" / "nested").mkdir(parents=True)
+        (folder / "partial").mkdir()
+        (folder / "partial" / "train.gz").write_bytes(b"half an archive")  # judged by the checks, not here
+        (folder / "kept" / "new").mkdir()
+        raise OSError("connection reset")
+
+    with pytest.raises(OSError, match="connection reset"):
+        with cache.fetching(folder):
+            download()
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) == ["kept", "partial",
+                                                                                  "partial/train.gz"]
+
+
+def test_a_load_whose_download_fails_leaves_no_empty_folders(tmp_path, monkeypatch):
+    """Online but the download fails (torchvision's MNIST download with its network replaced): the load names
+    the missing set, and the cache root holds only its lock file, no empty MNIST/raw."""
+    import torchvision.datasets.mnist as tv_mnist
+    from urllib.error import URLError
+
+    from genaudit.data.sources import load_named
+
+    def offline(url, **_):
+        raise URLError(f"no network for {url}")
+
+    monkeypatch.delenv("GENAUDIT_OFFLINE", raising=False)
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    with pytest.raises(GenauditError, match=r"'mnist'.*not in the cache"):
+        load_named("mnist", "train", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [".genaudit-mnist.lock"]

@@ -112,3 +112,51 @@ def test_suspects_show_the_top_rows_only():
     text = _render("markdown", "suspects", SUSPECTS)
     assert "| 2 | cats/a.png | 0 | 2 | 2 | 0.60 |" in text and "| 3 |" not in text
     assert "50.0% of the audited samples" in text and "memorized (a likely wrong label the model fits anyway): 25.0%" in text
+
+
+def _curve_readings(text: str, label: str) -> list[str]:
+    """The numbers printed on the row named `label` of the terminal report's curves panel."""
+    line = next(line for line in ANSI.sub("", text).splitlines() if line.startswith("│ ") and label in line)
+    return re.findall(r"\d\.\d\d", line.split(label, 1)[1])
+
+
+@pytest.mark.parametrize("levels", [11, 21, 8, 2])
+def test_terminal_curve_rows_print_evenly_spaced_readings_up_to_the_end_their_label_names(levels):
+    card = json.loads(json.dumps(CARD))
+    scale = [2.5 * i / (levels - 1) for i in range(levels)]
+    accuracy = [1 - i / 100 for i in range(levels)]  # distinct readings: each printed value names its level
+    card["diagnostics"]["noise"]["curve"] = {"scale": scale, "accuracy": accuracy}
+    shown = _curve_readings(_render("table", "report", card, []), "noise 0→2.5σ")
+    positions = [round(100 * (1 - float(v))) for v in shown]
+    assert positions[0] == 0 and positions[-1] == levels - 1 and 2 <= len(positions) <= 6, positions
+    assert len({b - a for a, b in zip(positions, positions[1:])}) == 1, positions  # evenly spaced
+
+
+def test_terminal_ablation_rows_end_at_the_last_fraction():
+    card = json.loads(json.dumps(CARD))
+    levels = range(13)  # every fifth reading would miss the last; every third (0, 25, 50, 75, 100%) ends on it
+    card["diagnostics"]["ablation"]["curve"] = {"fraction": [i / 12 for i in levels],
+                                                "accuracy": [1 - i / 100 for i in levels]}
+    ordered = card["diagnostics"]["selectivity"]["ordered_ablation"]["most_selective_first"]["curve"]
+    ordered["accuracy"] = [0.9 - i / 100 for i in levels]
+    text = _render("table", "report", card, [])
+    assert _curve_readings(text, "ablation 0→100%") == ["1.00", "0.97", "0.94", "0.91", "0.88"]
+    assert _curve_readings(text, "selective first") == ["0.90", "0.87", "0.84", "0.81", "0.78"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
+def test_every_report_of_a_comparison_says_when_the_selection_is_not_a_clear_winner(fmt):
+    assert COMPARISON["selection"]["significant"]
+    tied = json.loads(json.dumps(COMPARISON))
+    tied["selection"] = {"significant": False, "tied_with": [tied["models"][1]["model"]],
+                         "why": "within two standard errors of sampling of 1 other model(s)"}
+    flat = " ".join(ANSI.sub("", _render(fmt, "comparison", tied)).split())
+    assert "not a clear winner" in flat and "within two standard errors of sampling of 1 other model(s)" in flat
+    assert "not a clear winner" not in _render(fmt, "comparison", COMPARISON)
+
+
+def test_every_validation_report_orders_the_metrics_alike():
+    """Best oriented Kendall tau first, in the terminal, Markdown and HTML alike (names sort the other way)."""
+    for fmt in ("table", "markdown", "html"):
+        text = _render(fmt, "validation", STUDY)
+        assert text.index("steadiness") < text.index("ablation"), fmt

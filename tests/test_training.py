@@ -5,7 +5,13 @@ other 500 (clean) samples, which the monitor never sees."""
 from __future__ import annotations
 
 import csv
+import gc
 import importlib.util
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,6 +69,42 @@ def test_monitor_audits_only_due_epochs_and_resumes(noisy, tmp_path):
     assert len(list(tmp_path.glob("*.onnx"))) == 2  # keep_all
 
 
+def test_the_temporary_folder_goes_with_the_monitor(noisy, tmp_path):
+    """Without a dirpath the exports go to a folder of the monitor's own, deleted by close(), when the monitor is
+    garbage-collected, or at exit; a dirpath given (even one the monitor had to create) is kept."""
+    x, y, _, _ = noisy
+    closed = AuditMonitor((x, y), samples=100)
+    (closed.dirpath / "epoch_0.onnx").write_bytes(b"export")
+    assert closed.dirpath.name.startswith("genaudit-monitor-")
+    closed.close()
+    assert not closed.dirpath.exists()
+    collected = AuditMonitor((x, y), samples=100)
+    folder = collected.dirpath
+    del collected
+    gc.collect()
+    assert not folder.exists()
+    given = AuditMonitor((x, y), samples=100, dirpath=tmp_path / "exports")
+    given.close()
+    del given
+    gc.collect()
+    assert (tmp_path / "exports").is_dir()
+
+
+def test_the_temporary_folder_goes_at_exit(tmp_path):
+    """A monitor still referenced when the interpreter exits (a script's global) leaves no folder behind."""
+    script = ("import numpy as np\n"
+              "from genaudit.training import AuditMonitor\n"
+              "monitor = AuditMonitor((np.zeros((20, 1, 8, 8), np.uint8), np.arange(20) % 2), samples=20)\n"
+              "(monitor.dirpath / 'epoch_0.onnx').write_bytes(b'export')\n"
+              "print(monitor.dirpath)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.parent == tmp_path and folder.name.startswith("genaudit-monitor-")
+    assert not folder.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_monitor_refuses_a_descriptive_metric_and_an_unexportable_model(noisy):
     import torch
 
@@ -75,7 +117,7 @@ def test_monitor_refuses_a_descriptive_metric_and_an_unexportable_model(noisy):
     assert torch.is_grad_enabled()
 
 
-def test_lightning_callback_logs_keeps_the_best_and_stops(noisy, tmp_path):
+def test_lightning_callback_logs_keeps_the_best_and_stops(noisy, tmp_path, caplog, recwarn, monkeypatch):
     pytest.importorskip("lightning")  # the [lightning] extra; the test extra installs it
     import lightning
     import torch
@@ -111,17 +153,23 @@ def test_lightning_callback_logs_keeps_the_best_and_stops(noisy, tmp_path):
         torch.utils.data.TensorDataset(torch.tensor(x / 255.0, dtype=torch.float32), torch.tensor(y)),
         batch_size=50, shuffle=True, generator=torch.Generator().manual_seed(0))
     audit, held = GenauditCallback((x, y), samples=500), HeldOut()
-    trainer = lightning.Trainer(max_epochs=EPOCHS, callbacks=[held, audit], default_root_dir=tmp_path,
-                                logger=lightning.pytorch.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
-                                enable_model_summary=False, accelerator="cpu", deterministic=True)
-    lightning.seed_everything(0, verbose=False)
-    trainer.fit(Classifier(), loader)
+    # Lightning's own log (it stops at its logger unless the root logger had handlers when it was imported)
+    monkeypatch.setattr(logging.getLogger("lightning.pytorch"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="lightning.pytorch"):
+        trainer = lightning.Trainer(max_epochs=EPOCHS, callbacks=[held, audit], default_root_dir=tmp_path,
+                                    logger=lightning.pytorch.loggers.CSVLogger(tmp_path), enable_progress_bar=False,
+                                    enable_model_summary=False, accelerator="cpu", deterministic=True)
+        lightning.seed_everything(0, verbose=False)
+        trainer.fit(Classifier(), loader)
+    # saving the best checkpoint says what it saves: no "`weights_only` was not set" line, nor a torch warning
+    assert "GPU available" in caplog.text and "weights_only" not in caplog.text
+    assert not [w for w in recwarn if "weights_only" in str(w.message)]
 
     assert trainer.current_epoch < EPOCHS, "the callback stopped training early"
     assert audit.reason is not None and audit.best_onnx_path.exists()
     best = audit.monitor.best["epoch"]
     assert held.accuracy[best] >= max(held.accuracy) - 0.03, (best, held.accuracy)
-    restored = torch.load(audit.best_model_path, weights_only=False)
+    restored = torch.load(audit.best_model_path, weights_only=True)  # plain tensors and containers: safe to load
     assert restored["epoch"] == best and "GenauditCallback" in str(restored["callbacks"])
     with open(trainer.logger.log_dir + "/metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("genaudit/estimate")]

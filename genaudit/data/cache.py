@@ -3,7 +3,8 @@
 A data set's folder (e.g. `<root>/MNIST`) gets `.genaudit-manifest.json` recording the size and sha256 of each
 file under it once torchvision has read it successfully. Later loads compare the files with the manifest, so
 an interrupted download or a changed file is caught before it turns into wrong data. `lock` serializes runs
-that share one cache root, so two processes never download into the same folder at once.
+that share one cache root, so two processes never download into the same folder at once; `fetching` undoes the
+empty folders of a download that failed.
 """
 
 from __future__ import annotations
@@ -128,6 +129,34 @@ def clear(folder: Path) -> list[str]:
             else:
                 os.rmdir(path)
     return sorted(removed)
+
+
+def _folders(folder: Path) -> set[Path]:
+    """`folder` and every folder under it, when it is a real folder (symlinked folders are not entered)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return set()
+    found = {folder}
+    for top, dirs, _ in os.walk(folder):
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(top, d))]
+        found.update(Path(top, d) for d in dirs)
+    return found
+
+
+@contextmanager
+def fetching(folder: Path) -> Iterator[None]:
+    """Around a download into `folder`: when it raises, the folders it created there (`folder` itself included)
+    and left empty are removed, deepest first, so a failed (offline) download leaves no empty cache folders.
+    Folders that were there before, and any folder holding a file, stay."""
+    before = _folders(folder)
+    try:
+        yield
+    except BaseException:
+        for path in sorted(_folders(folder) - before, key=lambda p: len(p.parts), reverse=True):
+            try:
+                path.rmdir()  # only an empty folder goes
+            except OSError:
+                pass
+        raise
 
 
 @contextmanager

@@ -309,7 +309,8 @@ def _fetch(name: str, split: str, make: Callable[[bool], Any], folder: Path) -> 
             if bad:
                 cache.clear(folder)
             try:
-                dataset = make(True)
+                with cache.fetching(folder):  # a failed download leaves no empty folders behind
+                    dataset = make(True)
             except Exception:
                 dataset = None
         if dataset is None:

@@ -85,7 +85,9 @@ class GenauditCallback(Callback):
                                on_epoch=True)
         if improved:  # every rank takes part in saving (a collective under DDP)
             path = str(self._folder(trainer) / "best.ckpt")
-            trainer.save_checkpoint(path)
+            # a full checkpoint (optimizer, loops, callbacks: training resumes from it); said explicitly, since
+            # Lightning logs "`weights_only` was not set" on every save that leaves it unset
+            trainer.save_checkpoint(path, weights_only=False)
             self.best_model_path = path
         if stop and self.stop_training:
             trainer.should_stop = True

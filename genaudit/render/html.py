@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import re
+import struct
+from typing import TYPE_CHECKING
 
 from genaudit.features import CLEAN_ACCURACY
 from genaudit.metrics import HEADLINE
@@ -13,6 +16,7 @@ from genaudit.render import (
     fmt,
     head_samples_note,
     layer_columns,
+    ranked_correlations,
     rows,
     suspect_rows,
     suspects_summary,
@@ -22,13 +26,53 @@ from genaudit.render.escape import html_text as esc
 from genaudit.render.interface import Renderer
 from genaudit.scorecard import lookup
 
+if TYPE_CHECKING:
+    from matplotlib.axis import Axis
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px}
 th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr.best{background:#e6f4ea}
-.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{width:520px;border:1px solid #eee}
+.plots{display:flex;flex-wrap:wrap;gap:12px}.plots img{border:1px solid #eee}
+.suspects{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:16px 12px;margin:1em 0}
+.suspects figure{margin:0}.suspects img{display:block;border:1px solid #ccc}.suspects img.px{image-rendering:pixelated}
+.suspects figcaption{font-size:13px;margin-top:4px;overflow-wrap:anywhere}
 .meta{color:#555}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}.flag{white-space:nowrap}code{background:#f6f6f6;padding:1px 4px}
 """
+
+
+PNG_URI = "data:image/png;base64,"
+THUMBNAIL = 96  # px: the box a suspect's thumbnail is shown in (see _img)
+
+
+def _png_size(uri: str) -> tuple[int, int] | None:
+    """(width, height) of a PNG data URI, read from its IHDR chunk; None when it is not one."""
+    if not uri.startswith(PNG_URI):
+        return None
+    try:  # signature (8 bytes), IHDR's length and type (8), width and height (8): the first 32 base64 characters
+        head = base64.b64decode(uri[len(PNG_URI):len(PNG_URI) + 32], validate=True)
+    except binascii.Error:
+        return None
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return (width, height) if width and height else None
+
+
+def _img(uri: str, alt: str, fit: int | None = None) -> str:
+    """An <img> of a PNG data URI with its size set, '' when `uri` is not a PNG. Its own size, or with `fit` (a
+    thumbnail): a small image at the largest whole multiple of its size within `fit` px, its pixels kept sharp;
+    a larger one shrunk to `fit` px on its longer side. Either way the aspect ratio is the image's own."""
+    size = _png_size(uri)
+    if size is None:
+        return ""
+    width, height, sharp = *size, ""
+    if fit and max(size) <= fit:
+        scale = fit // max(size)
+        width, height, sharp = width * scale, height * scale, " class=px" if scale > 1 else ""
+    elif fit:
+        width, height = round(width * fit / max(size)), round(height * fit / max(size))
+    return f'<img src="{esc(uri)}"{sharp} width={width} height={height} alt="{esc(alt)}">'
 
 
 def _figure():
@@ -47,14 +91,24 @@ def _png(plt, fig) -> str:
     fig.tight_layout()
     fig.savefig(buffer, format="png", metadata={"Software": None})
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return _img(PNG_URI + base64.b64encode(buffer.getvalue()).decode(), "plot")
 
 
-def _curve(series: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str) -> str:
+def _whole_ticks(axis: Axis) -> None:
+    """Ticks at whole numbers only, on an axis of counts or checkpoint numbers."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _curve(series: list[tuple[str, list, list]], title: str, xlabel: str, ylabel: str, whole_x: bool = False) -> str:
+    """Line plot of (label, x, y) series; `whole_x`: x counts something (checkpoints), ticks at whole numbers."""
     plt, fig, ax = _figure()
     for label, x, y in series:
         ax.plot(x, y, marker=".", label=label)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    if whole_x:
+        _whole_ticks(ax.xaxis)
     ax.set_ylim(bottom=0)
     if len(series) > 1:
         ax.legend(fontsize=8)
@@ -68,6 +122,7 @@ def _histogram(card: dict) -> str:
     ax.bar(edges[:-1], hist["counts"], width=edges[1] - edges[0], align="edge", edgecolor="white")
     ax.set(title="Class selectivity of the units", xlabel="selectivity index (0 = all classes, 1 = one)",
            ylabel="units")
+    _whole_ticks(ax.yaxis)
     return _png(plt, fig)
 
 
@@ -144,11 +199,11 @@ def compare_page(result: dict) -> str:
     trends = [(m.label, m.path) for m in [CLEAN_ACCURACY, *HEADLINE]]
     plots = [
         _curve([(label, steps, [lookup(c, path) for c in cards]) for label, path in trends],
-               "Trends across the series", "checkpoint #", "value"),
+               "Trends across the series", "checkpoint #", "value", whole_x=True),
         _curve([("CKA to previous", steps[1:], [r["drift"]["previous"]["cka"] for r in result["models"][1:]]),
                 ("CKA to final", steps, [r["drift"]["final"]["cka"] for r in result["models"]]),
                 ("SVCCA to final", steps, [r["drift"]["final"]["svcca"] for r in result["models"]])],
-               "Representation drift", "checkpoint #", "similarity"),
+               "Representation drift", "checkpoint #", "similarity", whole_x=True),
         _curve([(f"#{i + 1}", c["diagnostics"]["ablation"]["curve"]["fraction"],
                  c["diagnostics"]["ablation"]["curve"]["accuracy"]) for i, c in enumerate(cards)],
                "Ablation curves", "fraction of units zeroed", "accuracy"),
@@ -162,13 +217,19 @@ def compare_page(result: dict) -> str:
     body = (f"<h1>genaudit comparison</h1><p class=meta>{len(cards)} models on {esc(result['data']['spec'])} "
             f"({esc(result['data']['samples'])} samples); ranked by {esc(result['rank_by']['metric'])} "
             f"({esc(result['rank_by']['better'])} is better)</p>{table}"
-            f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code><br><b>Peak:</b> "
+            f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code>{_not_clear(result)}<br><b>Peak:</b> "
             f"<code>{esc(str(stop['peak']))}</code> · <b>memorization sets in:</b> "
             f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
             + "".join(f"<p class=warn><b>Warning</b> (<code>{esc(c['model']['path'])}</code>): {_warning(w)}</p>"
                       for c in cards for w in c.get("warnings", []))
             + _not_audited(result) + f"<div class=plots>{''.join(plots)}</div>")
     return _page("genaudit comparison", body)
+
+
+def _not_clear(result: dict) -> str:
+    """Why the selected model is not a clear winner (tied with others within sampling error), or nothing."""
+    tie = result.get("selection", {})
+    return "" if tie.get("significant", True) else f" (<b>not a clear winner</b>: {esc(tie['why'])})"
 
 
 def _not_audited(document: dict) -> str:
@@ -178,7 +239,8 @@ def _not_audited(document: dict) -> str:
 
 
 def validation_page(study: dict) -> str:
-    """Validation study: oriented Kendall tau per metric, and each directional metric against holdout accuracy."""
+    """Validation study: oriented Kendall tau per metric (best first, as every format orders them), and the best
+    directional metrics against holdout accuracy."""
     corr = {k: v for k, v in study["correlations"].items() if v["oriented_kendall"] is not None}
     names = sorted(corr, key=lambda k: corr[k]["oriented_kendall"])
     plt, fig, ax = _figure()
@@ -195,7 +257,7 @@ def validation_page(study: dict) -> str:
     table = _table(["metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs"],
                    [[_code(k), v["better"] or "·", fmt(v["oriented_kendall"]), fmt(v["kendall"]),
                      fmt(v["spearman"]), fmt(v["within_run_kendall_mean"])]
-                    for k, v in sorted(study["correlations"].items(), key=lambda kv: kv[0])], numeric={2, 3, 4, 5})
+                    for k, v in ranked_correlations(study)], numeric={2, 3, 4, 5})
     body = (f"<h1>genaudit validation</h1><p class=meta>{len(study['models'])} models; training data "
             f"{esc(study['data']['spec'])}, holdout {esc(study['holdout']['spec'])}</p>{table}"
             f"{_not_audited(study)}<div class=plots>{bars}{''.join(scatter)}</div>")
@@ -203,17 +265,17 @@ def validation_page(study: dict) -> str:
 
 
 def suspects_page(result: dict) -> str:
-    """The most suspicious training samples as thumbnails with their given and suggested class."""
+    """The most suspicious training samples as a grid of thumbnails (each at a whole multiple of its own size)
+    with their given and suggested class, and the table of the same rows."""
     cards = []
     for i, row in enumerate(result["rows"][: result["top"]]):
-        image = (f'<img src="{esc(row["thumbnail"])}" width=84 height=84 alt="sample {esc(row["index"])}">'
-                 if row.get("thumbnail") else "")
-        cards.append(f"<figure class=suspect>{image}<figcaption>#{i + 1} <code>{esc(row['index'])}</code><br>"
+        image = _img(row.get("thumbnail") or "", f"sample {row['index']}", fit=THUMBNAIL)
+        cards.append(f"<figure>{image}<figcaption>#{i + 1} <code>{esc(row['index'])}</code><br>"
                      f"given <b>{esc(row['label'])}</b> · suggested <b>{esc(row['suggested'])}</b><br>predicted "
                      f"{esc(row['predicted'])} · suspicion {row['suspicion']:.2f}</figcaption></figure>")
     body = (f"<h1>genaudit suspects</h1><p class=meta>model <code>{esc(result['model']['path'])}</code> · data "
             f"{esc(result['data']['spec'])}, {esc(result['samples'])} samples</p>"
-            f"<p>{esc(suspects_summary(result))}.</p><div class=plots>{''.join(cards)}</div>"
+            f"<p>{esc(suspects_summary(result))}.</p><div class=suspects>{''.join(cards)}</div>"
             + _table(["#", *SUSPECT_COLUMNS], suspect_rows(result), numeric={0, 2, 3, 4, 5}))
     return _page("genaudit suspects", body)
 

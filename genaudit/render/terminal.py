@@ -105,11 +105,11 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
     abl, noise = diag["ablation"]["curve"], diag["noise"]["curve"]
     ordered = diag["selectivity"]["ordered_ablation"]["most_selective_first"]["curve"]["accuracy"]
     curves = Table.grid(padding=(0, 2))
-    curves.add_row("[bold]ablation[/] 0→100%", f"[cyan]{sparkline(abl['accuracy'])}[/]",
-                   " ".join(f"{a:.2f}" for a in abl["accuracy"][::5]))
-    curves.add_row("  selective first", f"[cyan]{sparkline(ordered)}[/]", " ".join(f"{a:.2f}" for a in ordered[::5]))
+    curves.add_row(f"[bold]ablation[/] 0→{abl['fraction'][-1]:.0%}", f"[cyan]{sparkline(abl['accuracy'])}[/]",
+                   readings(abl["accuracy"]))
+    curves.add_row("  selective first", f"[cyan]{sparkline(ordered)}[/]", readings(ordered))
     curves.add_row(f"[bold]noise[/] 0→{noise['scale'][-1]:g}σ", f"[cyan]{sparkline(noise['accuracy'])}[/]",
-                   " ".join(f"{a:.2f}" for a in noise["accuracy"][::2][:5]))
+                   readings(noise["accuracy"]))
     hist = diag["selectivity"]["histogram"]["counts"]
     peak = max(hist) or 1
     curves.add_row("[bold]selectivity[/] 0→1", f"[cyan]{sparkline([h / peak for h in hist])}[/]",
@@ -132,6 +132,15 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
         console.print(layers)
     for line in failures or []:
         console.print(f"[bold red]FAIL[/] {shown(line)}")
+
+
+def readings(curve: list[float], most: int = 6) -> str:
+    """At most `most` evenly spaced values of a curve, from its first to its last (the ends its label names)."""
+    span = len(curve) - 1
+    step = max(1, -(-span // (most - 1)))  # the smallest step that shows at most `most` values
+    while span % step:  # and lands on the last one
+        step += 1
+    return " ".join(f"{a:.2f}" for a in curve[::step])
 
 
 def comparison(result: dict, console: Console) -> None:
