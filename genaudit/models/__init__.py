@@ -4,10 +4,11 @@ Supported: `.onnx` (incl. external-data side files and fixed batch size), TorchS
 scripted or traced), torch.export archives (`.pt2`). Pickled `nn.Module` files and bare state_dicts are
 refused without being unpickled.
 
-The submodules: `torch_formats` converts TorchScript and torch.export files to ONNX; `graph` analyses the ONNX
-graph (OnnxGraph: outputs, shapes, layers, the default feature layer, valid cuts); `affine` reads the head
-of a cut in closed form; `runtime` builds the trunk and head of a cut and runs them in onnxruntime (cut_at,
-CutModel); `ops` is the op vocabulary `graph` and `affine` share.
+The submodules: `safety` checks a file before any library reads it (no pickle or program that runs code, no
+zip bomb, no unbounded declared size); `torch_formats` converts TorchScript and torch.export files to ONNX;
+`graph` analyses the ONNX graph (OnnxGraph: outputs, shapes, layers, the default feature layer, valid cuts);
+`affine` reads the head of a cut in closed form; `runtime` builds the trunk and head of a cut and runs them in
+onnxruntime (cut_at, CutModel); `ops` is the op vocabulary `graph` and `affine` share.
 """
 
 from __future__ import annotations
@@ -58,41 +59,23 @@ def identify(path: str | Path) -> ModelFile:
                             "export it again.")
     sha = digest.hexdigest()
     if zipfile.is_zipfile(path):
-        from genaudit.models import torch_formats
+        from genaudit.models import safety, torch_formats
 
         try:
             kind = torch_formats.zip_kind(path)
+            if kind in ("pickle", "state_dict"):
+                raise torch_formats.refuse(kind, path)
+            safety.check_archive(path, kind)  # before torch reads it: no code run, no unbounded memory
         except GenauditError:
             raise
         except Exception as exc:  # a damaged archive: bad central directory, CRC, truncated member
             raise unreadable(path, exc) from None
-        if kind in ("pickle", "state_dict"):
-            raise torch_formats.refuse(kind, path)
         return ModelFile(path, sha, kind)
     if head[:1] == b"\x80":  # a raw pickle stream: the legacy torch.save format
         from genaudit.models import torch_formats
 
         raise torch_formats.refuse("pickle", path)
     return ModelFile(path, sha, "onnx")
-
-
-def _missing_external_data(path: Path) -> list[str]:
-    """Side files named by the model's external-data tensors that are not beside it (an empty list when the
-    file cannot be parsed: the full load reports that)."""
-    import onnx
-
-    try:
-        from onnx.external_data_helper import (
-            ExternalDataInfo,
-            _get_all_tensors,
-            uses_external_data,
-        )
-
-        model = onnx.load(str(path), load_external_data=False)
-        locations = {ExternalDataInfo(t).location for t in _get_all_tensors(model) if uses_external_data(t)}
-    except Exception:
-        return []
-    return sorted(loc for loc in locations if not (path.parent / loc).is_file())
 
 
 def _check_names(graph) -> None:
@@ -107,18 +90,20 @@ def _check_names(graph) -> None:
 
 def _load_onnx(path: Path):
     import onnx
+    from onnx.external_data_helper import load_external_data_for_model
+
+    from genaudit.models import safety
 
     try:
-        model = onnx.load(str(path))  # external-data weights are read from beside the file
+        model = onnx.load(str(path), load_external_data=False)
         if not model.graph.node or not model.graph.output:
             raise ValueError("no graph in it")
         _check_names(model.graph)
+        safety.check_onnx(model, path)  # declared sizes, and where external data lies, before reading it
+        load_external_data_for_model(model, str(path.parent))  # external-data weights are read from beside the file
+    except GenauditError:
+        raise
     except Exception as exc:
-        if missing := _missing_external_data(path):
-            raise GenauditError(
-                f"{path} keeps its weights in external-data files that are not beside it: {', '.join(missing)}. "
-                f"Copy them into {path.parent} next to the .onnx file (ONNX reads them by that relative name)."
-            ) from None
         raise GenauditError(
             f"{path} is not a readable model: not a TorchScript/torch.export archive, and as ONNX it failed with "
             f"'{first_line(exc, 200)}'. genaudit reads .onnx, TorchScript (.pt/.pth/.ts) and "

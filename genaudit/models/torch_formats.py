@@ -8,15 +8,15 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import pickletools
+import os
 import re
 import warnings
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genaudit.errors import GenauditError, first_line
 from genaudit.files import write_atomic
+from genaudit.models import safety
 
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions that need it
     import torch
@@ -29,8 +29,9 @@ EXPORT_HINT = (
 
 
 def zip_kind(path: Path) -> str:
-    """Classify a torch zip archive by its members alone: 'torchscript', 'export', 'state_dict' or 'pickle'."""
-    with zipfile.ZipFile(path) as archive:
+    """Classify a torch zip archive by its members alone: 'torchscript', 'export', 'state_dict' or 'pickle'. The
+    archive's directory is checked for zip bombs first; a torch.save pickle is walked, never unpickled."""
+    with safety.open_archive(path, path.stat().st_size, str(path)) as archive:
         names = archive.namelist()
         if any(n.endswith("/archive_format") or n.endswith("models/model.json") for n in names):
             return "export"
@@ -39,27 +40,18 @@ def zip_kind(path: Path) -> str:
         data_pkl = next((n for n in names if n.endswith("data.pkl")), None)
         if data_pkl is None:
             raise GenauditError(f"{path} is a zip archive but not a PyTorch model file. {EXPORT_HINT}")
-        try:
-            has_module = _pickle_has_module(archive.read(data_pkl))
-        except Exception as exc:  # not a pickle stream: garbage, truncated, a failed CRC
-            raise GenauditError(
-                f"{path} is a zip archive like those torch.save writes, but its {data_pkl} is damaged "
-                f"({' '.join(str(exc).split())[:120] or type(exc).__name__}): the file is corrupt or truncated, or "
-                f"was not written by PyTorch. Copy or save it again. {EXPORT_HINT}"
-            ) from None
-        return "pickle" if has_module else "state_dict"
-
-
-def _pickle_has_module(payload: bytes) -> bool:
-    """Whether a pickle references classes other than tensors and dicts, read opcode by opcode, never executed."""
-    harmless = ("collections", "torch._utils", "torch", "builtins", "_codecs", "numpy")
-    for opcode, arg, _ in pickletools.genops(payload):
-        if opcode.name in ("GLOBAL", "STACK_GLOBAL") and isinstance(arg, str):
-            module = arg.split(" ")[0]
-            if not module.startswith(harmless) or module.startswith("torch.nn"):
-                return True
-    # STACK_GLOBAL takes its names from preceding string opcodes: look for nn.Module paths among them.
-    return b"torch.nn.modules" in payload or b"__main__" in payload
+        payload = safety.read_member(archive, archive.getinfo(data_pkl), str(path))
+    try:
+        safety.check_pickle(payload, safety.STATE_DICT)
+        return "state_dict"
+    except safety.Unsafe:  # classes other than tensors and dicts: a pickled nn.Module (or worse)
+        return "pickle"
+    except Exception as exc:  # not a pickle stream: garbage, truncated
+        raise GenauditError(
+            f"{path} is a zip archive like those torch.save writes, but its {data_pkl} is damaged "
+            f"({' '.join(str(exc).split())[:120] or type(exc).__name__}): the file is corrupt or truncated, or "
+            f"was not written by PyTorch. Copy or save it again. {EXPORT_HINT}"
+        ) from None
 
 
 def refuse(kind: str, path: Path) -> GenauditError:
@@ -77,6 +69,7 @@ def refuse(kind: str, path: Path) -> GenauditError:
 def _example(shape: tuple) -> torch.Tensor:
     import torch
 
+    safety.check_tensor_bytes((2, *shape), 4, "The input to run the model on")  # the shape may come from the archive
     return torch.zeros((2, *shape), dtype=torch.float32)
 
 
@@ -131,10 +124,32 @@ def _quiet():
             logger.handlers[:] = handlers
 
 
+@contextlib.contextmanager
+def _weights_only():
+    """Every torch.load torch makes meanwhile is weights-only (TORCH_FORCE_WEIGHTS_ONLY_LOAD overrides even an
+    explicit weights_only=False). torch.export.load needs it: in torch 2.14 it loads weights and constants
+    marked use_pickle with weights_only=False (export/pt2_archive/_package.py `_load_state_dict`,
+    `_load_constants`), and the example inputs, and every part of a legacy-format archive, with
+    weights_only=True but retries with weights_only=False when that fails (_export/serde/serialize.py
+    `deserialize_torch_artifact`). safety.check_archive has refused any pickle that needs more, and the
+    constants torch unpickles otherwise (`opaque_obj_*`: pickle.loads; `custom_obj_*`: TorchScript's unpickler);
+    this is the second line. torch.jit.load unpickles with TorchScript's own restricted C++ unpickler."""
+    saved = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = saved
+
+
 def _load_module_uncached(path: Path, kind: str):
+    safety.check_archive(path, kind)  # identify() checked it too: this is the moment torch reads it
     import torch
 
-    with _quiet() as logged:
+    with _quiet() as logged, _weights_only():
         try:
             if kind == "torchscript":
                 return torch.jit.load(str(path), map_location="cpu").eval()
@@ -158,9 +173,10 @@ def probe_input_shape(path: Path, kind: str, candidates: list[tuple]) -> tuple:
 
     errors = []
     for shape in candidates:
+        example = _example(shape)
         try:
             with torch.no_grad(), _quiet():
-                run(_example(shape))
+                run(example)
             return shape
         except Exception as exc:
             errors.append(f"{'x'.join(map(str, shape))}: {str(exc).strip().splitlines()[-1][:160]}")
