@@ -14,47 +14,59 @@ from genaudit.render import verdict
 
 SPEC = {
     "version": 9, "fitted_on": {"models": 3, "datasets": ["d"], "archs": ["a"]}, "requires": {"samples": 100},
-    "features": {"u": {"path": "diagnostics.u.value"}, "v": {"path": "clean_accuracy"}},
-    "intercept": 0.1, "coefficients": {"u": 0.5, "v": 0.25},
-    "conformal": {"quantile_90": 0.05}, "range": {"u": [0.2, 0.8], "v": [0.0, 1.0]},
+    "terms": {"u": {"paths": ["diagnostics.u.value"]},
+              "d": {"paths": ["clean_accuracy", "-diagnostics.neighbours.input.value"]}},
+    "intercept": 0.02, "coefficients": {"u": 0.5, "d": 0.25},
+    "conformal": {"quantile_90": 0.5, "scale_floor": 0.03}, "range": {"u": [0.0, 0.4], "d": [0.0, 1.0]},
 }
 
 
-def _card(u: float, v: float = 0.8, samples: int = 100, label_mode: str = "labels") -> dict:
-    return {"diagnostics": {"u": {"value": u}}, "clean_accuracy": v, "samples": samples, "label_mode": label_mode}
+def _card(u: float, train: float = 0.9, vote: float = 0.7, samples: int = 100, label_mode: str = "labels") -> dict:
+    return {"diagnostics": {"u": {"value": u}, "neighbours": {"input": {"value": vote, "samples": 50}}},
+            "clean_accuracy": train, "samples": samples, "label_mode": label_mode}
 
 
-def test_estimate_is_the_fitted_line_with_a_conformal_interval(monkeypatch):
+def test_estimate_is_training_accuracy_minus_the_fitted_gap_with_a_scaled_interval(monkeypatch):
     monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
-    block = estimate_module.estimate(_card(0.6))
-    assert block["accuracy"] == pytest.approx(0.1 + 0.5 * 0.6 + 0.25 * 0.8)  # 0.6
-    assert block["interval"] == pytest.approx([0.55, 0.65])
+    block = estimate_module.estimate(_card(0.2))
+    gap = 0.02 + 0.5 * 0.2 + 0.25 * (0.9 - 0.7)  # 0.17
+    assert block["gap"] == pytest.approx(gap)
+    assert block["accuracy"] == pytest.approx(0.9 - gap)
+    half = 0.5 * (0.03 + gap)  # wider for a larger predicted gap
+    assert block["interval"] == pytest.approx([0.9 - gap - half, 0.9 - gap + half])
     assert "widened" not in block["basis"] and block["level"] == 0.9
+    assert "training accuracy 0.900 minus a predicted generalization gap of +0.170" in block["basis"]
+
+
+def test_a_model_the_vote_cannot_certify_is_not_capped_at_the_votes_accuracy(monkeypatch):
+    """A model with no predicted gap keeps its training accuracy, whatever the vote's own accuracy."""
+    spec = SPEC | {"intercept": 0.0, "coefficients": {"u": 1.0, "d": 0.0}}
+    monkeypatch.setattr(estimate_module, "model", lambda: spec)
+    assert estimate_module.estimate(_card(0.0, train=0.99, vote=0.3))["accuracy"] == pytest.approx(0.99)
 
 
 def test_standard_error_counts_each_share_over_its_own_samples():
-    """Hand-computed delta method: clean accuracy is a share of all 10,000 audited samples, a neighbour vote a
-    share of its 2,000 voters; a non-share input counts as exact."""
-    predictor = {"features": {"nb": {"path": "diagnostics.neighbours.input.value"}, "acc": {"path": "clean_accuracy"},
-                              "other": {"path": "diagnostics.consistency"}},
-                 "coefficients": {"nb": 0.5, "acc": 0.25, "other": 3.0}}
+    """Hand-computed delta method: estimate = t - (b + c_u u + c_d (t - v)); clean accuracy t is a share of all
+    10,000 audited samples (gradient 1 - c_d), the vote v a share of its 2,000 voters (gradient c_d); a non-share
+    input (u) counts as exact."""
     card = {"samples": 10_000, "clean_accuracy": 0.9, "diagnostics": {
-        "neighbours": {"input": {"value": 0.8, "samples": 2000}}, "consistency": 7.0}}
-    expected = np.hypot(0.5 * np.sqrt(0.8 * 0.2 / 2000), 0.25 * np.sqrt(0.9 * 0.1 / 10_000))
-    assert estimate_module.standard_error(card, predictor) == pytest.approx(expected)
+        "neighbours": {"input": {"value": 0.8, "samples": 2000}}, "u": {"value": 7.0}}}
+    expected = np.hypot(0.25 * np.sqrt(0.8 * 0.2 / 2000), 0.75 * np.sqrt(0.9 * 0.1 / 10_000))
+    assert estimate_module.standard_error(card, SPEC) == pytest.approx(expected)
 
 
 def test_interval_widens_outside_the_zoo_and_says_why(monkeypatch):
     monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
-    block = estimate_module.estimate(_card(1.0, samples=50))  # u is 0.2 above the zoo's range
-    assert block["accuracy"] == pytest.approx(0.8)
-    assert block["interval"] == pytest.approx([0.8 - 0.05 - 0.5 * 0.2, 0.95])
-    assert "u = 1.000 outside the zoo's [0.200, 0.800]" in block["basis"] and "50" in block["basis"]
+    block = estimate_module.estimate(_card(0.6, samples=50))  # u is 0.2 above the zoos' range
+    gap = 0.02 + 0.5 * 0.6 + 0.25 * 0.2
+    half = 0.5 * (0.03 + gap) + 0.5 * 0.2
+    assert block["interval"] == pytest.approx([0.9 - gap - half, min(0.9 - gap + half, 1.0)])
+    assert "u = 0.600 outside the zoos' [0.000, 0.400]" in block["basis"] and "50" in block["basis"]
 
 
 def test_estimate_is_clipped_to_accuracies_and_undefined_without_its_inputs(monkeypatch):
     monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
-    assert estimate_module.estimate(_card(0.8, v=4.0))["accuracy"] == 1.0
+    assert estimate_module.estimate(_card(-4.0))["accuracy"] == 1.0
     missing = estimate_module.estimate({"diagnostics": {}, "clean_accuracy": 0.5, "label_mode": "labels"})
     assert missing["accuracy"] is None and missing["interval"] is None
     no_label_free = estimate_module.estimate(_card(0.5, label_mode="predictions"))

@@ -53,6 +53,7 @@ CACHE = OUT / "cache"
 ZOOS = {
     "noise": ROOT / "zoo" / "models",
     "sweep": ROOT / "zoo" / "sweep",
+    "realuse": ROOT / "zoo" / "realuse",  # zoo/build_realuse.py: full-data recipes and CIFAR-10 (zoo/REALUSE.md)
 }
 SAMPLES = 2000
 SEED = 0
@@ -64,6 +65,10 @@ CARD_PATHS = [
     "diagnostics.noise.auc", "diagnostics.steadiness.ratio", "diagnostics.consistency.value",
     "diagnostics.selectivity.mean", "diagnostics.selectivity.mutual_information.mean",
     "diagnostics.magnitude.value", "diagnostics.perplexity.value",
+    *[f"diagnostics.neighbours.{space}.{v}" for space in ("input", "early", "features")
+      for v in ("value", "reference_agreement", "vote_consistency", "samples")],
+    "diagnostics.memorization.fraction", "diagnostics.memorization.suspect_fraction",
+    "estimate.accuracy", "estimate.interval",
 ]
 
 
@@ -107,9 +112,10 @@ def zoo_entries(zoo: str) -> list[dict]:
             out.append(dict(zoo=zoo, file=str(folder / e["file"]), name=e["file"], dataset=e["dataset"],
                             arch=e["arch"], run=e["run"], group=e.get("group"),
                             groups=e.get("groups") or [e.get("group")], final=e.get("final"),
-                            regularizer=None, corruption=0,
+                            regularizer=None, corruption=e.get("corruption", 0),
                             epoch=e["epoch"], hp=hp, holdout=e["holdout_accuracy"],
-                            train_used=e.get("train_accuracy"), train_true=e.get("train_accuracy"),
+                            train_used=e.get("train_accuracy"),
+                            train_true=e.get("train_accuracy_true_labels", e.get("train_accuracy")),
                             npz=str(folder / e["train_npz"]), source_npz=None, labels_key=None))
     return out
 
@@ -976,7 +982,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compute")
-    c.add_argument("--zoo", default="all", choices=["noise", "sweep", "all"])
+    c.add_argument("--zoo", default="all", choices=[*ZOOS, "all"])
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--shard", default="0/1", help="i/n: only the runs whose name hashes to i mod n (parallel workers)")
     a = sub.add_parser("analyze")
@@ -988,7 +994,7 @@ def main(argv=None) -> int:
 
     if args.cmd == "compute":
         i, n = map(int, args.shard.split("/"))
-        compute(["noise", "sweep"] if args.zoo == "all" else [args.zoo], args.limit, log, (i, n))
+        compute(list(ZOOS) if args.zoo == "all" else [args.zoo], args.limit, log, (i, n))
     else:
         analyze(args.write_estimator, log)
     return 0
