@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 import signal
 import sys
 import threading
@@ -21,18 +22,65 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, List, Optional
 
 import typer
 from rich.console import Console
-from genaudit.render.escape import csv_cell, terminal_text
+from typer.core import TyperGroup
 
 from genaudit.errors import GenauditError
 from genaudit.options import Range
+from genaudit.render.escape import csv_cell, terminal_text
 
 if TYPE_CHECKING:
     from genaudit.thresholds import Threshold
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Predict how well a trained classifier generalizes, without a held-out set.")
 out = Console()
 err = Console(stderr=True)
+
+
+def _error(message: object) -> None:
+    """Print a user error in genaudit's one style: `error: ` and the message on the first line, never
+    hard-wrapped (paths and commands in it stay whole for copying; the terminal wraps what it must)."""
+    err.print(f"[bold red]error:[/] {terminal_text(message, keep_newlines=True)}", highlight=False, soft_wrap=True)
+
+
+def _done(what: str) -> None:
+    """One line on stderr saying where an output went (stdout stays the report's, e.g. for `-f json`)."""
+    err.print(terminal_text(what), highlight=False, soft_wrap=True)
+
+
+# Click's exception for a bad command line, from wherever this Typer takes click (Typer 0.29 bundles its own)
+ClickError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+class Commands(TyperGroup):
+    """genaudit's commands; a usage error (an unknown option, a bad value, a missing argument) is printed in the
+    style of every other error, `error: ...` first, then the usage and where the help is; exit 2."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        """Click's main, with genaudit's error style when it runs as the program (standalone)."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except ClickError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `genaudit` alone: the help
+                exc.show()
+                sys.exit(exc.exit_code)
+            _error(exc.format_message())
+            context = getattr(exc, "ctx", None)
+            if context is not None:
+                err.print(terminal_text(context.get_usage()), highlight=False, soft_wrap=True)
+                err.print(terminal_text(f"Try '{context.command_path} --help' for help."), highlight=False)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("aborted.")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+# Help as plain text (no Rich markup: the extras in install hints such as 'genaudit[mlflow]' stay as written),
+# readable at 80 columns: each option's description wraps beside it, long option names get a line of their own.
+app = typer.Typer(cls=Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Predict how well a trained classifier generalizes, without a held-out set.")
 
 
 def _version(value: bool) -> None:
@@ -152,10 +200,12 @@ def with_options(run: bool = False) -> Callable[[Callable], Callable]:
 
 
 def _progress(label: str, enabled: bool):
+    """A transient progress bar on stderr, shown only in an interactive terminal (in a CI log or a pipe it would
+    leave nothing useful but an empty line)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err, transient=True, disable=not enabled)
+                   TimeElapsedColumn(), console=err, transient=True, disable=not (enabled and err.is_interactive))
     task = bar.add_task(label, total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -180,7 +230,7 @@ def user_errors(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except GenauditError as exc:
-            err.print(f"[bold red]error:[/] {terminal_text(exc, keep_newlines=True)}", highlight=False)
+            _error(_for_command(str(exc), fn.__name__))
             raise typer.Exit(2) from None
         except (KeyboardInterrupt, Exception):
             if not _interrupted:
@@ -191,14 +241,28 @@ def user_errors(fn: Callable) -> Callable:
     return wrapper
 
 
+_FLAG = re.compile(r"--[a-z][a-z0-9-]*")
+# the last clause of a sentence (after ', ' or '; ', up to its full stop) that names an option
+_ADVICE = re.compile(r"[,;] (?:(?:[^,;.()]|[,.](?=\S))*)--[a-z](?:[^,;.()]|[,.](?=\S))*(?=\.(?:\s|$))")
+
+
+def _for_command(message: str, name: str) -> str:
+    """A library message without the advice that names an option command `name` does not take: the models'
+    messages serve every command (`layers` takes --input-shape; `score` takes the shape from its data)."""
+    import typer.main
+
+    command = typer.main.get_command(app).commands[name]
+    taken = {flag for param in command.params for flag in (*param.opts, *param.secondary_opts)}
+    return _ADVICE.sub(lambda m: m[0] if set(_FLAG.findall(m[0])) <= taken else "", message)
+
+
 def _finish(failed: list[str], unaudited: list[dict] = ()) -> None:
     """Exit 1 when a check failed; exit 2 when a model of the series could not be audited (the outputs hold the
     others' results and name it under `failed`)."""
     for line in failed:
         err.print(f"check failed: {terminal_text(line)}", highlight=False)
     for entry in unaudited:  # the message names the model unless the error already does
-        named = entry["error"] if entry["model"] in entry["error"] else f"{entry['model']}: {entry['error']}"
-        err.print(f"[bold red]error:[/] {terminal_text(named, keep_newlines=True)}", highlight=False)
+        _error(entry["error"] if entry["model"] in entry["error"] else f"{entry['model']}: {entry['error']}")
     if unaudited:
         raise typer.Exit(2)
     if failed:
@@ -206,12 +270,26 @@ def _finish(failed: list[str], unaudited: list[dict] = ()) -> None:
 
 
 def _write(path: Path | None, fmt: str, method: str, *document) -> None:
-    """Write a document in a format to a file (atomically), if a path was given."""
+    """Write a document in a format to a file (atomically), if a path was given, and say so on stderr."""
     if path is not None:
-        from genaudit.files import write_atomic
         from genaudit.render import renderer_class
 
-        write_atomic(path, renderer_class(fmt).text(method, *document))
+        _write_text(path, renderer_class(fmt).text(method, *document))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file atomically and say so on stderr: `wrote PATH`."""
+    from genaudit.files import write_atomic
+
+    write_atomic(path, text)
+    _done(f"wrote {path}")
+
+
+def _recorded(run_id: str) -> None:
+    """Say on stderr where --mlflow recorded: the run and the tracking store."""
+    import mlflow
+
+    _done(f"recorded in MLflow: run {run_id} at {mlflow.get_tracking_uri()}")
 
 
 def _show(fmt: Format, method: str, *document) -> None:
@@ -225,7 +303,8 @@ def _show(fmt: Format, method: str, *document) -> None:
 @user_errors
 @with_options()
 def score(
-    model: Annotated[Path, typer.Argument(help="Model file: .onnx, TorchScript .pt/.pth/.ts, or torch.export .pt2.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file: .onnx, TorchScript .pt/.pth/.ts, or "
+                                          "torch.export .pt2.")],
     data: Data,
     options=None,
     json_path: Json = None,
@@ -258,7 +337,7 @@ def score(
     _write(json_path, "json", "report", card)
     _write(html, "html", "report", card)
     if mlflow:
-        tracking.log_scorecard(card)
+        _recorded(tracking.log_scorecard(card))
     _show(fmt, "report", card, failed)
     _finish(failed)
 
@@ -267,15 +346,17 @@ def score(
 @user_errors
 @with_options(run=True)
 def compare(
-    models: Annotated[List[str], typer.Argument(help="Model files, globs or folders (checkpoints of a run, or a "
-                                                "sweep).")],
+    models: Annotated[List[str], typer.Argument(metavar="MODEL", help="Model files, globs or folders "
+                                                "(checkpoints of a run, or a sweep).")],
     data: Data,
     order: Annotated[str, typer.Option(help="natural: by the numbers in the file names (epoch/step); given: as "
                                        "listed.")] = "natural",
-    rank_by: Annotated[Optional[str], typer.Option(help="Metric that ranks the models (default: the primary "
-                                                   "metric).")] = None,
+    rank_by: Annotated[Optional[str], typer.Option(help="Metric that ranks the models (default: estimate, the "
+                                                   "expected held-out accuracy; without labels, which it needs: "
+                                                   "score, the label-free generalization score).")] = None,
     select: Annotated[Optional[str], typer.Option(help="'best': print only the selected model's path (it is "
-                                                  "always in the JSON as 'selected').")] = None,
+                                                  "always in the JSON as 'selected'); exit 2 when none can be "
+                                                  "selected.")] = None,
     options=None,
     json_path: Json = None,
     html: Html = None,
@@ -284,10 +365,11 @@ def compare(
     fail_if: FailIf = [],  # noqa: B006
     mlflow: Mlflow = False,
 ) -> None:
-    """Audit a series of models on the same samples: table, trend, ranking, early-stopping point, selection."""
+    """Audit and rank a series of models (checkpoints or a sweep).
+
+    On the same samples: table, trend, ranking, early-stopping point, selection."""
     from genaudit import files, thresholds
     from genaudit.comparison import compare as run_compare
-    from genaudit.metrics import PRIMARY
 
     files.check_outputs({"--json": json_path, "--html": html}, (*models, data))
     if mlflow:
@@ -299,13 +381,16 @@ def compare(
     checks = [*fail_under, *fail_if]  # parsed and checked by their Gate
     bar, progress = _progress("models audited", fmt == Format.table)
     with bar:
-        result = run_compare(models, data, order=order, rank_by=rank_by or PRIMARY, progress=progress, **options)
+        result = run_compare(models, data, order=order, rank_by=rank_by, progress=progress, **options)
     failed = [f"{card['model']['path']}: {line}" for card in result["scorecards"]
               for line in thresholds.failures(card, checks)]
     _write(json_path, "json", "comparison", result)
     _write(html, "html", "comparison", result)
     if mlflow:
-        tracking.log_comparison(result)
+        _recorded(tracking.log_comparison(result))
+    if select == "best" and result["selected"] is None:
+        raise GenauditError(f"--select best: no model can be selected: {result['selection']['why']}. Rank by a "
+                            "metric the models have a value of (--rank-by).")
     if select == "best" and fmt == Format.table:
         sys.stdout.write(f"{result['selected']}\n")  # the chosen model alone, for scripts
     else:
@@ -317,7 +402,8 @@ def compare(
 @user_errors
 @with_options()
 def watch(
-    folder: Annotated[Path, typer.Argument(help="Folder a training job writes checkpoints into.")],
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER", help="Folder a training job writes checkpoints "
+                                           "into.")],
     data: Data,
     interval: Annotated[float, typer.Option(help="Seconds between looks at the folder (at most a day).",
                                             parser=Bounded(Range(low=0.0, high=86400.0, whole=False)))] = 30.0,
@@ -327,10 +413,13 @@ def watch(
     fmt: FormatOpt = Format.table,
     mlflow: Mlflow = False,
 ) -> None:
-    """Re-audit as new checkpoints appear, beside a running training job: trend and early-stopping advice."""
+    """Re-audit a folder as a training job writes checkpoints into it.
+
+    Each new checkpoint updates the comparison: trend and early-stopping advice. What it watches and the
+    checkpoints it finds are said on stderr as they appear."""
     from contextlib import nullcontext
 
-    from genaudit.comparison import Watcher
+    from genaudit.comparison import MODEL_SUFFIXES, Watcher
 
     if not folder.is_dir():
         raise GenauditError(f"{folder} is not a folder. Point watch at the folder the checkpoints are written to.")
@@ -339,14 +428,28 @@ def watch(
 
         tracking.check_available()
     watcher = Watcher(folder, data, **options)
+    patterns = ", ".join(f"*{suffix}" for suffix in sorted(MODEL_SUFFIXES))
+    _done(f"watching {folder} for checkpoints ({patterns}), a look every {interval:g} s"
+          f"{f', up to {polls} look(s)' if polls else '; Ctrl-C to stop'}")
+    waiting = False  # said once: no checkpoint yet
+
+    def found(new: list[Path]) -> None:
+        nonlocal waiting
+        if new:
+            _done(f"found {len(new)} new checkpoint(s), {len(watcher.cards) + len(new)} in all: "
+                  f"{', '.join(p.name for p in new)}; auditing")
+        elif not watcher.cards and not waiting:
+            waiting = True
+            _done(f"no checkpoint in {folder} yet; waiting for the first")
+
     logged = 0  # checkpoints already recorded in MLflow (each is recorded once, as it appears)
     try:
         with tracking.run(f"watch {folder.name}") if mlflow else nullcontext():
-            for result in watcher.poll(interval, polls):
+            for result in watcher.poll(interval, polls, found):
                 if result is not None:
                     _show(fmt, "comparison", result)
                     if mlflow:
-                        tracking.log_comparison(result, first=logged)
+                        _recorded(tracking.log_comparison(result, first=logged))
                         logged = len(result["scorecards"])
     except KeyboardInterrupt:
         err.print("stopped watching.")
@@ -356,7 +459,8 @@ def watch(
 @user_errors
 @with_options(run=True)
 def validate(
-    models: Annotated[List[str], typer.Argument(help="Model files, globs or folders with known holdout behaviour.")],
+    models: Annotated[List[str], typer.Argument(metavar="MODEL", help="Model files, globs or folders with "
+                                                "known holdout behaviour.")],
     data: Data,
     holdout: Annotated[str, typer.Option(help="Labelled held-out data (same kinds of spec as --data).")],
     runs: Annotated[Optional[Path], typer.Option(help="JSON list of {file, run} (e.g. a zoo manifest) grouping "
@@ -368,9 +472,10 @@ def validate(
     fmt: FormatOpt = Format.table,
     mlflow: Mlflow = False,
 ) -> None:
-    """How well does each diagnostic rank these models by their true holdout accuracy (Kendall tau, Spearman rho)?
+    """Check how well each diagnostic ranks models by holdout accuracy.
 
-    Overall and within each training run."""
+    The rank correlation (Kendall tau, Spearman rho) of each diagnostic with the models' true holdout accuracy,
+    overall and within each training run."""
     import json
 
     from genaudit import files
@@ -393,7 +498,7 @@ def validate(
     _write(json_path, "json", "validation", study)
     _write(html, "html", "validation", study)
     if mlflow:
-        tracking.log_validation(study)
+        _recorded(tracking.log_validation(study))
     _show(fmt, "validation", study)
     _finish([], study["failed"])
 
@@ -402,7 +507,7 @@ def validate(
 @user_errors
 @with_options()
 def suspects(
-    model: Annotated[Path, typer.Argument(help="Model file.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file.")],
     data: Data,
     top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.",
                                      parser=Bounded(Range(low=1)))] = 20,
@@ -414,7 +519,7 @@ def suspects(
     html: Html = None,
     fmt: FormatOpt = Format.table,
 ) -> None:
-    """Which training samples did the model memorize? Training samples ranked by suspicion.
+    """Rank training samples by how likely the model memorized them.
 
     Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone."""
     from genaudit import files
@@ -426,7 +531,7 @@ def suspects(
         result = run_suspects(model, data, top=top, thumbnails=html is not None or fmt == Format.html,
                               progress=progress, **options)
     if csv_path is not None:
-        files.write_atomic(csv_path, _csv(result["rows"]))
+        _write_text(csv_path, _csv(result["rows"]))
     _write(json_path, "json", "suspects", result)
     _write(html, "html", "suspects", result)
     _show(fmt, "suspects", result)
@@ -447,52 +552,65 @@ def _csv(rows: list[dict]) -> str:
 @app.command()
 @user_errors
 def layers(
-    model: Annotated[Path, typer.Argument(help="Model file.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file.")],
     input_shape: Annotated[Optional[tuple], typer.Option(help="Per-sample input shape C,H,W (needed for "
                                                          "TorchScript, which does not record it).", metavar="C,H,W",
                                                          parser=Bounded(Range(low=1, high=65536, count=(1, 3))))
                            ] = None,
     output: OutputOpt = None,
 ) -> None:
-    """List the layers where the model can be cut, with shapes; the default feature layer is marked."""
+    """List the layers where the model can be cut (for --layer).
+
+    With each layer's op and shape; the default feature layer is marked. Layer names are shown whole, however
+    long."""
+    from rich import box
     from rich.table import Table
 
     from genaudit.files import model_cache_dir
     from genaudit.models import identify, open_model
+    from genaudit.render.terminal import print_whole
 
     file = identify(model)
     graph = open_model(file, input_shape, model_cache_dir(), output=output)
-    outputs = (f"; output '{terminal_text(graph.output_name)}' ({graph.output_index} of {len(graph.output_names)}: "
-               "--output to choose)" if len(graph.output_names) > 1 else "")
-    table = Table(title=f"{terminal_text(model)} ({file.format}); input {list(graph.input_shape)}{outputs}")
-    for col in ("layer (use with --layer)", "op", "shape per sample", "units", "default"):
-        table.add_column(col)
+    outputs = (f"; output '{graph.output_name}' ({graph.output_index} of {len(graph.output_names)}: --output to "
+               "choose)" if len(graph.output_names) > 1 else "")
+    out.print(terminal_text(f"{model} ({file.format}); input {list(graph.input_shape)}{outputs}; ★ the default "
+                            "feature layer"), highlight=False, soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)  # the name last: a long one runs on, the rest stays aligned
+    for col in ("", "op", "shape per sample", "units", "layer (use with --layer)"):
+        table.add_column(col, no_wrap=True)
     for lay in graph.layers():
-        table.add_row(terminal_text(lay.name), terminal_text(lay.op), str(list(lay.shape)), str(lay.units or "?"),
-                      "★" if lay.default else "")
-    out.print(table)
+        table.add_row("★" if lay.default else "", terminal_text(lay.op), str(list(lay.shape)), str(lay.units or "?"),
+                      terminal_text(lay.name))
+    print_whole(out, table)
 
 
 @app.command()
 @user_errors
-def explain(metric: Annotated[Optional[str], typer.Argument(help="Metric name or scorecard path; omit to "
-                                                            "list.")] = None) -> None:
-    """What a metric means, its formula, its paper, and how to read it."""
+def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", help="Metric name, label or "
+                                                            "scorecard path (as this command prints it, or without "
+                                                            "'diagnostics.'); omit to list.")] = None) -> None:
+    """What a metric means, its formula, its paper, how to read it."""
+    from rich import box
     from rich.table import Table
 
+    from genaudit.errors import did_you_mean
     from genaudit.metrics import BY_LABEL, BY_NAME, METRICS, TOP_LEVEL
 
     if metric is None:
-        table = Table(title="Metrics (genaudit explain NAME)")
-        for col in ("name", "group", "better", "meaning"):
-            table.add_column(col)
+        table = Table(title="Metrics (genaudit explain NAME)", title_justify="left", box=box.SIMPLE_HEAD,
+                      pad_edge=False)
+        for col in ("name", "group", ""):
+            table.add_column(col, no_wrap=True)
+        table.add_column("meaning")  # the one column that wraps: the names keep their width
         for m in METRICS:
             table.add_row(m.name, m.group, m.arrow, m.short)
         out.print(table)
         return
-    m = BY_NAME.get(metric) or BY_LABEL.get(metric)
+    m = BY_NAME.get(metric.removeprefix("diagnostics.")) or BY_LABEL.get(metric)
     if m is None:
-        raise GenauditError(f"Unknown metric '{metric}'. Known: {', '.join(m.name for m in METRICS)}.")
+        raise GenauditError(f"Unknown metric '{metric}'.{did_you_mean(metric, [*BY_NAME, *BY_LABEL])} Known: "
+                            f"{', '.join(m.name for m in METRICS)}.")
     better = {"higher": "higher is better", "lower": "lower is better"}.get(m.better, "descriptive (no better side)")
     where = m.path if m.name in TOP_LEVEL else f"diagnostics.{m.path}"
     out.print(f"[bold]{m.label}[/] ({m.name}; scorecard: {where})\n"
@@ -538,6 +656,6 @@ def main() -> None:
     try:
         defaults = configured(Path.cwd())
     except GenauditError as exc:
-        err.print(f"[bold red]error:[/] {terminal_text(exc, keep_newlines=True)}", highlight=False)
+        _error(exc)
         raise SystemExit(2) from None
     app(default_map=defaults)

@@ -17,8 +17,8 @@ from genaudit.backends import Failure, run_tasks, succeeded
 from genaudit.data import Dataset
 from genaudit.diagnostics import DRIFT
 from genaudit.diagnostics.similarity import Representation
-from genaudit.errors import GenauditError
-from genaudit.metrics import BY_NAME, PRIMARY
+from genaudit.errors import GenauditError, did_you_mean
+from genaudit.metrics import BY_NAME, PRIMARY, Metric
 from genaudit.options import AuditOptions, DataOptions, RunOptions, build, signature
 from genaudit.pipeline import audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
@@ -103,16 +103,37 @@ def drift(cards: list[Scorecard]) -> list[dict]:
              "final": DRIFT.compute((rep, prepared[-1]))} for i, rep in enumerate(prepared)]
 
 
-def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_by: str = PRIMARY,
-              failures: list[Failure] = ()) -> dict:
-    """The comparison document for audited models in series order: ranking, early stopping, drift, selection
-    (and the models that could not be audited, with why)."""
+# What ranks when the default, the estimate of held-out accuracy, has no value for any model (genaudit gives no
+# estimate without labels): the generalization score, label-free and documented to rank models of one task.
+LABEL_FREE = "score"
+
+
+def rank_metric(cards: list[Scorecard], rank_by: str | None) -> Metric:
+    """The metric that ranks `cards`: `rank_by` when given, else the estimate (PRIMARY), else, when no model has
+    an estimate (audited without labels), the label-free score (LABEL_FREE). A metric given by name that no
+    model has a value of cannot rank: a user error naming it."""
+    if rank_by is None:
+        has_estimate = any(lookup(c, BY_NAME[PRIMARY].path) is not None for c in cards)
+        return BY_NAME[PRIMARY if has_estimate or not cards else LABEL_FREE]
     metric = BY_NAME[rank_by]
+    if cards and all(lookup(c, metric.path) is None for c in cards):
+        unlabelled = " (the models were audited without labels)" if cards[0]["label_mode"] == "predictions" else ""
+        raise GenauditError(f"--rank-by {rank_by}: no model has a value of {metric.name}{unlabelled}, so it cannot "
+                            f"rank them. Rank by a metric they have, e.g. --rank-by {LABEL_FREE} (label-free), or "
+                            "leave --rank-by out for the default.")
+    return metric
+
+
+def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_by: str | None = None,
+              failures: list[Failure] = ()) -> dict:
+    """The comparison document for audited models in series order: ranking (by `rank_by`, else the default of
+    `rank_metric`), early stopping, drift, selection (and the models that could not be audited, with why)."""
+    metric = rank_metric(cards, rank_by)
     values = [lookup(c, metric.path) for c in cards]
     sign = 1 if metric.better == "higher" else -1
     keyed = [sign * v if v is not None else None for v in values]
     ranking = sorted((i for i, v in enumerate(keyed) if v is not None), key=lambda i: -keyed[i])
-    errors = [(lookup(c, metric.error) if metric.error else None) or 0.0 for c in cards]
+    errors = [lookup(c, metric.error) if metric.error else None for c in cards]
     stop = early_stopping(keyed, [c["clean_accuracy"] for c in cards], name=metric.name)
     similarity = drift(cards)
     name = lambda i: None if i is None else str(paths[i])  # noqa: E731
@@ -126,7 +147,7 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
         "models": rows,
         "ranking": [str(paths[i]) for i in ranking],
         "selected": name(ranking[0] if ranking else None),
-        "selection": selection(ranking, keyed, errors, name, [c["model"]["sha256"] for c in cards]),
+        "selection": selection(ranking, keyed, errors, name, [c["model"]["sha256"] for c in cards], metric.name),
         "early_stopping": {"peak": name(stop["peak"]), "memorization_onset": name(stop["memorization_onset"]),
                            "evidence": stop["evidence"]},
         "failed": [f.as_dict() for f in failures],
@@ -134,49 +155,61 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     }
 
 
-def selection(ranking: list[int], values: list[float | None], errors: list[float], name,
-              digests: list[str] = ()) -> dict:
+def selection(ranking: list[int], values: list[float | None], errors: list[float | None], name,
+              digests: list[str] = (), metric: str = "the ranking metric") -> dict:
     """Is the best model better than the rest beyond sampling error? The models whose (oriented) value is within
     two combined standard errors of the best one's are tied with it (identical values always are), and so are
     its copies (`digests`: each model's sha256; files with the same one are the same model, whatever their
     paths). One model alone, or only copies of one, is never a significant pick: there is nothing to tell it
-    from."""
+    from; nor is a pick whose `metric` carries no standard error (None in `errors`): whether it is better beyond
+    sampling error is unknown. The selection is always the best value (`ranking[0]`), and the reasons say so."""
     if not ranking:
-        return {"significant": False, "tied_with": [], "why": "no model has a value"}
+        return {"significant": False, "tied_with": [], "why": f"no model has a value of {metric}"}
     best = ranking[0]
+    spread = [e or 0.0 for e in errors]
     copies = [i for i in ranking[1:] if digests and digests[i] == digests[best]]
     tied = [i for i in ranking[1:]
-            if i in copies or values[best] - values[i] <= 2 * math.hypot(errors[best], errors[i])
+            if i in copies or values[best] - values[i] <= 2 * math.hypot(spread[best], spread[i])
             or values[i] == values[best]]
     if len(copies) == len(ranking) - 1:  # one model alone, or with copies of itself only
         why = (f"only one model{' (the others are copies of it: the same file contents)' if copies else ''}: "
                "nothing to compare it with")
         return {"significant": False, "tied_with": [name(i) for i in tied], "why": why}
     close = len(tied) - len(copies)
-    why = (f"within two standard errors of sampling of {close} other model(s): the data cannot tell them apart; "
-           "prefer the earliest, or audit more samples" if close else
-           "better than every other model beyond two standard errors of sampling")
+    unmeasured = any(errors[i] is None for i in ranking)
+    if close:
+        why = (f"within two standard errors of sampling of {close} other model(s): the data cannot tell them apart; "
+               f"the best {metric} among them is selected (audit more samples, --samples, to separate them)")
+    elif unmeasured:
+        why = (f"the best {metric}, but {metric} carries no measured sampling error: whether it is better than the "
+               "others beyond sampling error is unknown")
+    else:
+        why = "better than every other model beyond two standard errors of sampling"
     if copies:
         why = (f"{len(copies)} other file(s) are copies of it (the same contents, so the same model): which of them "
                f"is picked is arbitrary; {why}")
-    return {"significant": not tied, "tied_with": [name(i) for i in tied], "why": why}
+    return {"significant": not tied and not unmeasured, "tied_with": [name(i) for i in tied], "why": why}
 
 
 def check_rank_metric(rank_by: str) -> None:
+    """Refuse an unknown or descriptive ranking metric (before any work)."""
     if rank_by not in BY_NAME:
-        raise GenauditError(f"--rank-by: unknown metric '{rank_by}'. See `genaudit explain`.")
+        raise GenauditError(f"--rank-by: unknown metric '{rank_by}'.{did_you_mean(rank_by, BY_NAME)} See "
+                            "`genaudit explain`.")
     if BY_NAME[rank_by].better not in ("higher", "lower"):
         raise GenauditError(f"--rank-by {rank_by} is descriptive (no better side); pick a directional metric.")
 
 
-def compare(models: list[str | Path], data: Any = "sample", *, order: str = "natural", rank_by: str = PRIMARY,
+def compare(models: list[str | Path], data: Any = "sample", *, order: str = "natural", rank_by: str | None = None,
             progress: Callable[[int, int], None] | None = None, **options) -> dict:
-    """Audit a series of models on the same samples (data loaded once); rank them by `rank_by`, find the
+    """Audit a series of models on the same samples (data loaded once); rank them by `rank_by` (default: the
+    estimate of held-out accuracy, or without labels the label-free score: see `rank_metric`), find the
     early-stopping point and select the best. The keyword options are those of `genaudit compare` (same names
     as `genaudit.audit`'s, plus where the audits run: `backend="local"|"ray"`, `jobs`, `ray_address`,
     `task_cpus`). Returns the comparison document (every scorecard inside; models that failed under
     `failed`)."""
-    check_rank_metric(rank_by)
+    if rank_by is not None:
+        check_rank_metric(rank_by)
     data_opts, opts, run = build(options, DataOptions, AuditOptions, RunOptions)
     run.check()
     paths = expand(models, order)
@@ -198,14 +231,18 @@ class Watcher:
         self.dataset = data_opts.load(data, self.opts.seed)
         self.cards: dict[Path, Scorecard] = {}
 
-    def poll(self, interval: float, polls: int = 0) -> Iterator[dict | None]:
-        """Each look yields the updated comparison when new checkpoints were audited, else None. Files
-        modified in the last 2 s are left for the next look (they may still be being written)."""
+    def poll(self, interval: float, polls: int = 0,
+             found: Callable[[list[Path]], None] = lambda new: None) -> Iterator[dict | None]:
+        """Each look yields the updated comparison when new checkpoints were audited, else None; before auditing,
+        `found` is told the look's new checkpoints (possibly none). Files modified in the last 2 s are left for
+        the next look (they may still be being written)."""
         looks = 0
         while True:
             now = time.time()
-            ready = [p for p in model_files(self.folder) if p not in self.cards and now - p.stat().st_mtime > 2]
-            for path in sorted(ready, key=natural_key):
+            ready = sorted((p for p in model_files(self.folder)
+                            if p not in self.cards and now - p.stat().st_mtime > 2), key=natural_key)
+            found(ready)
+            for path in ready:
                 self.cards[path] = audit_dataset(path, self.dataset, self.opts)
             paths = sorted(self.cards, key=natural_key)
             yield summarize(paths, [self.cards[p] for p in paths], self.dataset.spec) if ready else None

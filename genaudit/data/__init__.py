@@ -62,7 +62,9 @@ class Preprocess:
             elif self.channels == 1 and x.shape[1] == 3:
                 x = np.tensordot(x, np.array([0.299, 0.587, 0.114], np.float32), axes=([1], [0]))[:, None]
             if self.resize is not None and tuple(x.shape[2:]) != tuple(self.resize):
-                import torch
+                from genaudit.models.torch_formats import require
+
+                torch = require("torch", "--resize", ", or resize the images beforehand")
                 import torch.nn.functional as nnf
 
                 x = nnf.interpolate(torch.from_numpy(x), size=self.resize, mode="bilinear", antialias=True,

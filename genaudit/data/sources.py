@@ -23,7 +23,7 @@ import numpy as np
 
 from genaudit.data import cache
 from genaudit.data.folders import IMAGE_EXTENSIONS, load_folder
-from genaudit.errors import GenauditError, first_line
+from genaudit.errors import GenauditError, did_you_mean, first_line
 from genaudit.files import write_atomic
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "mnist_sample.npz"
@@ -243,7 +243,10 @@ def load_named(name: str, split: str, data_dir: Path) -> tuple[np.ndarray, np.nd
         decoded = _decoded(folder, split)
         if decoded is not None:
             return decoded
-        import torchvision.datasets as tvd
+        from genaudit.models.torch_formats import require
+
+        tvd = require("torchvision.datasets", f"Reading the named data set '{name}' the first time (torchvision "
+                      "downloads and decodes it)", ", or pass the data as an .npz file (x, y) or an image folder")
 
         cls = getattr(tvd, cls_name)
         kwargs = {"split": split} if split_kind == "split" else {"train": split == "train"}
@@ -364,6 +367,7 @@ def load_source(spec: Any, split: str, data_dir: Path,
     if path.is_dir():
         return load_folder(path, size)
     raise GenauditError(
-        f"Unknown data '{spec}': not a named data set ({', '.join(NAMED)}), not an existing .npz file, not a "
-        f"folder of images ({'/'.join(IMAGE_EXTENSIONS)}). Use --data sample for the shipped offline sample."
+        f"Unknown data '{spec}':{did_you_mean(spec.lower(), ['sample', *NAMED])} Not a named data set "
+        f"({', '.join(NAMED)}), not an existing .npz file, not a folder of images ({'/'.join(IMAGE_EXTENSIONS)}). "
+        "Use --data sample for the shipped offline sample."
     )

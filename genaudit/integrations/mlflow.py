@@ -19,7 +19,7 @@ import importlib.util
 import tempfile
 from pathlib import Path
 
-from genaudit.errors import GenauditError, first_line
+from genaudit.errors import GenauditError, first_paragraph
 from genaudit.metrics import tracked_values
 
 PREFIX = "genaudit/"
@@ -38,7 +38,8 @@ def check_available() -> None:
 
 @contextlib.contextmanager
 def _reported():
-    """MLflow's errors (an unreachable server, a refused store, ...) as one user-facing message."""
+    """MLflow's errors (an unreachable server, a refused store, ...) as one user-facing message, with the whole
+    first paragraph of MLflow's own (where it says what to do, e.g. how to opt in to a file store)."""
     try:
         yield
     except GenauditError:
@@ -46,8 +47,9 @@ def _reported():
     except Exception as exc:  # MLflow raises its own and its HTTP client's exception types
         import mlflow
 
-        raise GenauditError(f"--mlflow: MLflow at {mlflow.get_tracking_uri()} could not record: {first_line(exc, 400)} "
-                            "(set MLFLOW_TRACKING_URI to a store or server that works).") from None
+        raise GenauditError(f"--mlflow: MLflow at {mlflow.get_tracking_uri()} could not record: "
+                            f"{first_paragraph(exc).rstrip('.')}. Fix that, or point MLFLOW_TRACKING_URI at a store or "
+                            "server that works.") from None
 
 
 @contextlib.contextmanager

@@ -27,6 +27,28 @@ EXPORT_HINT = (
     "(`torch.export.save(torch.export.export(model, (example,)), 'model.pt2')`) and audit that file."
 )
 
+TORCH_EXTRA = "pip install 'genaudit[torch]'"
+
+
+def require(module: str, what: str, alternative: str = ""):
+    """Import `module` (torch, torchvision...: optional, in the [torch] extra), or refuse `what` with one message
+    naming the extra that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise GenauditError(
+            f"{what} needs PyTorch ({module.split('.')[0]}), which is not installed: genaudit's base install audits "
+            f"ONNX files only. Install it with `{TORCH_EXTRA}`{alternative}."
+        ) from None
+
+
+def _torch(path: Path, kind: str):
+    name = "TorchScript" if kind == "torchscript" else "torch.export"
+    return require("torch", f"Reading {path} (a {name} file)",
+                   ", or export the model to ONNX and audit the .onnx file")
+
 
 def zip_kind(path: Path) -> str:
     """Classify a torch zip archive by its members alone: 'torchscript', 'export', 'state_dict' or 'pickle'. The
@@ -147,7 +169,7 @@ def _weights_only():
 
 def _load_module_uncached(path: Path, kind: str):
     safety.check_archive(path, kind)  # identify() checked it too: this is the moment torch reads it
-    import torch
+    torch = _torch(path, kind)
 
     with _quiet() as logged, _weights_only():
         try:
@@ -210,7 +232,7 @@ def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_d
 
 
 def _convert(path: Path, kind: str, candidates: list[tuple]) -> bytes:
-    import torch
+    torch = _torch(path, kind)
 
     input_shape = probe_input_shape(path, kind, candidates)
     module = _load_module(path, kind)

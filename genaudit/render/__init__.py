@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TextIO
 
-from genaudit.metrics import GROUPS, LAYER_METRICS, METRICS, Metric
+from genaudit.metrics import BY_NAME, GROUPS, LAYER_METRICS, METRICS, PRIMARY, Metric
 from genaudit.scorecard import lookup
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -89,6 +89,20 @@ def verdict(card: dict) -> str:
     if abl["auc"] is None:
         parts.append("the model gets no sample right, so robustness is undefined")
     return "; ".join(parts) + "." if parts else "undefined: no estimate or score could be computed."
+
+
+def ranking_note(result: dict) -> str:
+    """Why a comparison is not ranked by the default, the estimate of held-out accuracy, when no model has one
+    (e.g. audited without labels, which the estimate needs); '' when the estimate has a value or ranks."""
+    default = BY_NAME[PRIMARY]
+    cards = result["scorecards"]
+    if result["rank_by"]["metric"] == PRIMARY or any(lookup(c, default.path) is not None for c in cards):
+        return ""
+    why = ("the models were audited without labels, and there is no estimate without them"
+           if any(c.get("label_mode") == "predictions" for c in cards) else "no model has a value of it")
+    ranked = BY_NAME[result["rank_by"]["metric"]]
+    return (f"ranked by {ranked.name} ({ranked.label}) instead of the default, {default.name} ({default.label}): "
+            f"{why}; --rank-by picks another metric")
 
 
 def layer_columns() -> list[tuple[str, str]]:

@@ -17,6 +17,7 @@ from genaudit.render import (
     head_samples_note,
     layer_columns,
     ranked_correlations,
+    ranking_note,
     rows,
     suspect_rows,
     suspects_summary,
@@ -214,12 +215,16 @@ def compare_page(result: dict) -> str:
                      fmt(r["clean_accuracy"])] for i, r in enumerate(result["models"])], numeric={0, 2, 3, 4},
                    best=best)
     stop = result["early_stopping"]
+    note = ranking_note(result)
+    selected = (f"none ({esc(result['selection']['why'])})" if result["selected"] is None else
+                f"<code>{esc(result['selected'])}</code>{_not_clear(result)}")
+    peak = "none" if stop["peak"] is None else f"<code>{esc(stop['peak'])}</code>"
     body = (f"<h1>genaudit comparison</h1><p class=meta>{len(cards)} models on {esc(result['data']['spec'])} "
             f"({esc(result['data']['samples'])} samples); ranked by {esc(result['rank_by']['metric'])} "
-            f"({esc(result['rank_by']['better'])} is better)</p>{table}"
-            f"<p><b>Selected:</b> <code>{esc(str(result['selected']))}</code>{_not_clear(result)}<br><b>Peak:</b> "
-            f"<code>{esc(str(stop['peak']))}</code> · <b>memorization sets in:</b> "
-            f"{esc(str(stop['memorization_onset'] or 'not detected'))} ({esc(stop['evidence'])})</p>"
+            f"({esc(result['rank_by']['better'])} is better)</p>"
+            + (f"<p class=warn>{esc(note)}</p>" if note else "") + table
+            + f"<p><b>Selected:</b> {selected}<br><b>Peak:</b> {peak} · <b>memorization sets in:</b> "
+            f"{esc(stop['memorization_onset'] or 'not detected')} ({esc(stop['evidence'])})</p>"
             + "".join(f"<p class=warn><b>Warning</b> (<code>{esc(c['model']['path'])}</code>): {_warning(w)}</p>"
                       for c in cards for w in c.get("warnings", []))
             + _not_audited(result) + f"<div class=plots>{''.join(plots)}</div>")

@@ -8,6 +8,7 @@ from genaudit.render import (
     head_samples_note,
     layer_columns,
     ranked_correlations,
+    ranking_note,
     rows,
     signed,
     sparkline,
@@ -68,7 +69,9 @@ def report(card: dict, failures: list[str] | None = None) -> str:
 
 def comparison(result: dict) -> str:
     metric = result["rank_by"]
+    note = ranking_note(result)
     lines = [f"### genaudit compare: ranked by {text(metric['metric'])} ({metric['better']} is better)", "",
+             *([f"> {text(note)}", ""] if note else []),
              "| # | model | rank | value | train acc | CKA to previous |", "|---:|---|---:|---:|---:|---:|"]
     for i, row in enumerate(result["models"]):
         name = f"**{code(row['model'])}**" if row["model"] == result["selected"] else code(row["model"])
@@ -76,10 +79,14 @@ def comparison(result: dict) -> str:
         lines.append(f"| {i + 1} | {name} | {row['rank'] or '—'} | {fmt(row['value'])} | "
                      f"{fmt(row['clean_accuracy'])} | {fmt(prev['cka']) if prev else '—'} |")
     stop = result["early_stopping"]
-    tie = result.get("selection", {})
-    lines += ["", f"- **selected**: {code(result['selected'])}"
-              + ("" if tie.get("significant", True) else f" (not a clear winner: {text(tie['why'])})"),
-              f"- **peak**: {code(stop['peak'])}",
+    tie = result["selection"]
+    if result["selected"] is None:
+        selected = f"none ({text(tie['why'])})"
+    else:
+        selected = code(result["selected"]) + ("" if tie["significant"] else
+                                               f" (not a clear winner: {text(tie['why'])})")
+    lines += ["", f"- **selected**: {selected}",
+              f"- **peak**: {code(stop['peak']) if stop['peak'] else 'none'}",
               f"- **memorization sets in**: {text(stop['memorization_onset'] or 'not detected')} "
               f"({text(stop['evidence'])})"]
     lines += [f"- **warning** ({code(card['model']['path'])}): {text(w)}" for card in result["scorecards"]

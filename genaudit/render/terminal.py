@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
+from rich.padding import Padding
 from rich.panel import Panel
+from rich.segment import Segments
 from rich.table import Table
 
 from genaudit.metrics import BY_NAME, HEADLINE
@@ -16,6 +20,7 @@ from genaudit.render import (
     head_samples_note,
     layer_columns,
     ranked_correlations,
+    ranking_note,
     rows,
     signed,
     sparkline,
@@ -56,12 +61,43 @@ class TerminalRenderer(Renderer):
                       title_justify="left", box=box.SIMPLE_HEAD,
                       caption="label: given; suggested: the neighbours' vote; suspicion 0–1, higher = more likely "
                               "mislabeled or memorized", caption_justify="left")
-        for col in ("#", *SUSPECT_COLUMNS):
-            table.add_column(col, justify="left" if col == "index" else "right", overflow="fold")
+        for col in ("#", *SUSPECT_COLUMNS):  # the index (a file name in an image folder) whole, for copying
+            table.add_column(col, justify="left" if col == "index" else "right", no_wrap=True)
         for cells in suspect_rows(result):
             table.add_row(*map(shown, cells))
-        self.console.print(table)
+        print_whole(self.console, table)
         self.console.print(suspects_summary(result) + ".", highlight=False)
+
+
+def print_whole(console: Console, renderable: Table | Panel, need: int | None = None) -> None:
+    """Print a table or panel without cutting or folding what a user copies (model paths, layer names, metric
+    names): when that does not fit the console's width (80 columns in a CI log), it is drawn as wide as it
+    needs and its lines run on. `need`: that width; by default a table's natural width, for tables whose
+    columns are all no-wrap (Rich cuts a wrapping column below its longest word to fit a width), their
+    headers `stacked` to stay narrow."""
+    if need is None:
+        need = Measurement.get(console, console.options.update_width(10**6), renderable).maximum
+    if need <= console.width:
+        console.print(renderable)
+    else:
+        console.print(Segments(console.render(renderable, console.options.update_width(need))), crop=False)
+
+
+def stacked(header: str) -> str:
+    """A column header on two lines, its last word (an arrow, a unit) under the rest."""
+    return "\n".join(header.rsplit(" ", 1))
+
+
+def relative(paths: list[str]) -> tuple[str, list[str]]:
+    """The folder that holds every path ('' when they share none) and each path relative to it: a table of
+    checkpoints shows their names, not the folder over again."""
+    try:
+        folder = os.path.commonpath([str(Path(p).parent) for p in paths])
+    except ValueError:  # absolute and relative paths mixed
+        folder = ""
+    if folder in ("", "."):
+        return "", paths
+    return folder, [str(Path(p).relative_to(folder)) for p in paths]
 
 
 def report(card: dict, console: Console, failures: list[str] | None = None) -> None:
@@ -82,7 +118,9 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
                                      f"seed {card['seed']}{head_samples_note(card)}")
     summary.add_row("[bold]reference[/]", label_mode)
     summary.add_row("[bold]verdict[/]", shown(verdict(card)))
-    console.print(Panel(summary, title=f"genaudit {card['genaudit_version']}", expand=False))
+    frame = 4  # the panel's borders and padding; its text wraps, but a path longer than a line is kept whole
+    print_whole(console, Panel(summary, title=f"genaudit {card['genaudit_version']}", expand=False),
+                Measurement.get(console, console.options.update_width(10**6), summary).minimum + frame)
     for warning in card.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {shown(warning)}", highlight=False)
 
@@ -125,11 +163,11 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
                              "largest Σ intra-class variance", title_justify="left", box=box.SIMPLE_HEAD)
         layers.add_column("layer", no_wrap=True)
         for _, header in columns:
-            layers.add_column(header, justify="right", min_width=7)
+            layers.add_column(stacked(header), justify="right", no_wrap=True, min_width=5)
         for row in card["layers"]:
             mark = " ★" if row["name"] == card["layer"]["name"] else ""
             layers.add_row(shown(row["name"]) + mark, *[str(row[k]) if k == "units" else fmt(row[k]) for k, _ in columns])
-        console.print(layers)
+        print_whole(console, layers)
     for line in failures or []:
         console.print(f"[bold red]FAIL[/] {shown(line)}")
 
@@ -144,23 +182,30 @@ def readings(curve: list[float], most: int = 6) -> str:
 
 
 def comparison(result: dict, console: Console) -> None:
-    """Table (one row per model, best highlighted), trend chart, ranking, early stopping and selection."""
+    """Table (one row per model, the selected one highlighted, each model's path last and whole), trend, early
+    stopping and selection; each path a user may copy starts a line of its own and is never wrapped."""
     metric = result["rank_by"]
     ranked = BY_NAME[metric["metric"]]
     headline = [m for m in HEADLINE if m.name != ranked.name]
-    table = Table(title=f"Comparison on {shown(result['data']['spec'])} ({result['data']['samples']} samples); "
-                        f"ranked by {metric['metric']} ({metric['better']} is better)", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    console.print(f"[bold]Comparison[/] on {shown(result['data']['spec'])} ({result['data']['samples']} samples), "
+                  f"ranked by {metric['metric']} ({ranked.label}; {metric['better']} is better)")
+    note = ranking_note(result)
+    if note:
+        console.print(f"[yellow]{shown(note)}[/]")
+    folder, names = relative([row["model"] for row in result["models"]])
+    if folder:
+        console.print(f"models in {shown(folder)}{os.sep}", soft_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("model", overflow="fold", min_width=10)
     for header in ("rank", f"{ranked.tag or ranked.name} {ranked.arrow}", "train acc",
                    *[f"{m.tag} {m.arrow}" for m in headline]):
-        table.add_column(header, justify="right", min_width=5)
-    for i, (row, card) in enumerate(zip(result["models"], result["scorecards"])):
+        table.add_column(stacked(header), justify="right", no_wrap=True, min_width=5)
+    table.add_column("model", no_wrap=True)
+    for i, (row, card, name) in enumerate(zip(result["models"], result["scorecards"], names)):
         style = "bold green" if row["model"] == result["selected"] else None
-        table.add_row(str(i + 1), shown(Path(row["model"]).name), str(row["rank"] or "—"), fmt(row["value"]),
-                      fmt(row["clean_accuracy"]), *[fmt(lookup(card, m.path)) for m in headline], style=style)
-    console.print(table)
+        table.add_row(str(i + 1), str(row["rank"] or "—"), fmt(row["value"]), fmt(row["clean_accuracy"]),
+                      *[fmt(lookup(card, m.path)) for m in headline], shown(name), style=style)
+    print_whole(console, table)
     values = [row["value"] for row in result["models"]]
     known = [v for v in values if v is not None]
     if known:
@@ -168,24 +213,35 @@ def comparison(result: dict, console: Console) -> None:
         console.print(f"trend of {metric['metric']} across the series: [cyan]{sparkline(values, lo, hi)}[/] "
                       f"({lo:.3f} … {hi:.3f})")
     stop = result["early_stopping"]
-    console.print(f"[bold]peak[/]: {shown(stop['peak'])}   [bold]memorization sets in[/]: "
-                  f"{shown(stop['memorization_onset'] or 'not detected')}   [dim]({shown(stop['evidence'])})[/]")
-    console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{shown(result['selected'])}[/]")
-    if not result.get("selection", {}).get("significant", True):
-        console.print(f"[yellow]not a clear winner[/]: {shown(result['selection']['why'])}", highlight=False)
+    console.print(f"[bold]peak[/]: {shown(stop['peak'] or 'none')}", soft_wrap=True)
+    console.print(f"[bold]memorization sets in[/]: {shown(stop['memorization_onset'] or 'not detected')}",
+                  soft_wrap=True)
+    console.print(Padding(f"[dim]{shown(stop['evidence'])}[/]", (0, 0, 0, 2)))
+    selection = result["selection"]
+    if result["selected"] is None:
+        console.print(f"[bold]selected[/]: [yellow]none[/] ({shown(selection['why'])})")
+    else:
+        console.print(f"[bold]selected[/] (best {metric['metric']}): [green]{shown(result['selected'])}[/]",
+                      soft_wrap=True)
+        if not selection["significant"]:
+            console.print(f"[yellow]not a clear winner[/]: {shown(selection['why'])}")
     for card in result["scorecards"]:
         for warning in card.get("warnings", []):
-            console.print(f"[bold yellow]warning[/] ({shown(Path(card['model']['path']).name)}): {shown(warning)}",
-                          highlight=False)
+            console.print(f"[bold yellow]warning[/] ({shown(Path(card['model']['path']).name)}): {shown(warning)}")
 
 
 def validation(study: dict, console: Console) -> None:
-    """Per metric: how well it ranks the models by holdout accuracy, best first."""
+    """Per metric: how well it ranks the models by holdout accuracy, best first (metric names whole)."""
     table = Table(title=f"{len(study['models'])} models: rank correlation with holdout accuracy "
-                        "(oriented τ: + = the metric ranks models correctly)", title_justify="left")
-    for col in ("metric", "better", "oriented τ", "Kendall τ", "Spearman ρ", "mean τ within runs", "runs"):
-        table.add_column(col, justify="left" if col == "metric" else "right")
+                        "(oriented τ: + = the metric ranks models correctly)", title_justify="left",
+                  caption="↑ higher is better, ↓ lower is better, · descriptive", caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("", justify="center", no_wrap=True)
+    for col in ("oriented τ", "Kendall τ", "Spearman ρ", "τ within runs", "runs"):
+        table.add_column(stacked(col), justify="right", no_wrap=True)
     for name, c in ranked_correlations(study):
-        table.add_row(shown(name), c["better"] or "·", signed(c["oriented_kendall"]), signed(c["kendall"]),
-                      signed(c["spearman"]), signed(c["within_run_kendall_mean"]), str(c["runs"]))
-    console.print(table)
+        table.add_row(shown(name), {"higher": "↑", "lower": "↓"}.get(c["better"], "·"),
+                      *[signed(c[k]) for k in ("oriented_kendall", "kendall", "spearman", "within_run_kendall_mean")],
+                      str(c["runs"]))
+    print_whole(console, table)
