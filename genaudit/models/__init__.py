@@ -23,7 +23,16 @@ from genaudit.errors import GenauditError, first_line
 from genaudit.models.graph import Layer, OnnxGraph
 from genaudit.models.runtime import CutModel, cut_at, same_layout
 
+# The model formats: a file's suffix -> its kind (what `identify` tells from the content), and a kind -> its name in
+# reports. The suffixes are what compare and watch look for in a folder; the format itself is told by content.
+SUFFIXES = {".onnx": "onnx", ".pt": "torchscript", ".pth": "torchscript", ".ts": "torchscript", ".pt2": "export"}
 FORMAT_NAMES = {"onnx": "onnx", "torchscript": "torchscript", "export": "torch.export"}
+
+
+def formats_read() -> str:
+    """The files genaudit reads, for messages: '.onnx, TorchScript (.pt/.pth/.ts) and torch.export (.pt2)'."""
+    of = {kind: "/".join(s for s, k in SUFFIXES.items() if k == kind) for kind in FORMAT_NAMES}
+    return f"{of['onnx']}, TorchScript ({of['torchscript']}) and torch.export ({of['export']})"
 
 
 @dataclass
@@ -88,7 +97,9 @@ def _check_names(graph) -> None:
         raise ValueError(f"a name in the graph is not valid UTF-8 text ({bad[:40]!r})")
 
 
-def _load_onnx(path: Path):
+def _load_onnx(path: Path, external: list | None = None):
+    """The ONNX model in the file, its external-data weights read; `external` (when given) gets the names of the
+    tensors whose weights lay in other files."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model
 
@@ -100,14 +111,18 @@ def _load_onnx(path: Path):
             raise ValueError("no graph in it")
         _check_names(model.graph)
         safety.check_onnx(model, path)  # declared sizes, and where external data lies, before reading it
+        if external is not None:
+            from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+            external.extend(t.name for t in _get_all_tensors(model) if uses_external_data(t))
         load_external_data_for_model(model, str(path.parent))  # external-data weights are read from beside the file
     except GenauditError:
         raise
     except Exception as exc:
         raise GenauditError(
             f"{path} is not a readable model: not a TorchScript/torch.export archive, and as ONNX it failed with "
-            f"'{first_line(exc, 200)}'. genaudit reads .onnx, TorchScript (.pt/.pth/.ts) and "
-            "torch.export (.pt2) files; if the file was truncated in transfer, copy it again."
+            f"'{first_line(exc, 200)}'. genaudit reads {formats_read()} files; if the file was truncated in "
+            "transfer, copy it again."
         ) from None
     return model
 
@@ -133,18 +148,17 @@ def unreadable(path: Path, exc: BaseException) -> GenauditError:
     detail = " ".join(str(exc).split())[:200] or type(exc).__name__
     return GenauditError(
         f"{path} could not be read as a model ({type(exc).__name__}: {detail}). The file is probably truncated or "
-        "damaged (copy or export it again), or is not a model: genaudit reads .onnx, TorchScript (.pt/.pth/.ts) "
-        "and torch.export (.pt2) files."
+        f"damaged (copy or export it again), or is not a model: genaudit reads {formats_read()} files."
     )
 
 
 def _open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layout: str | None,
                 output: str | None, classes: int | None) -> OnnxGraph:
     if file.kind == "onnx":
-        return OnnxGraph(_load_onnx(file.path), output, classes)
-    import onnx
-
-    from genaudit.models import torch_formats
+        if cache_dir is None:
+            return OnnxGraph(_load_onnx(file.path), output, classes)
+        return _open_onnx_cached(file, Path(cache_dir), output, classes)
+    from genaudit.models import runtime, torch_formats
 
     if data_shape is not None:
         arranged = {"nchw": tuple(data_shape), "flat": (math.prod(data_shape),)}
@@ -159,8 +173,54 @@ def _open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layo
             f"{file.path} does not record the input shape it expects. Pass --input-shape C,H,W (or, for "
             "`score`, --data: the shape is taken from the data)."
         )
-    data = torch_formats.to_onnx(file.path, file.kind, candidates, file.sha256, cache_dir)
-    return OnnxGraph(onnx.load_from_string(data), output, classes)
+
+    def load() -> OnnxGraph:
+        import onnx
+
+        try:
+            data = torch_formats.to_onnx(file.path, file.kind, candidates, file.sha256, cache_dir)
+            return OnnxGraph(onnx.load_from_string(data), output, classes)
+        except GenauditError:
+            raise
+        except Exception as exc:
+            raise unreadable(file.path, exc) from None
+
+    if cache_dir is None:
+        return load()
+    # the graph's cache entry (see _open_onnx_cached) also names the conversion: its input shapes and version
+    key = {**runtime.graph_key(file.sha256, output, classes), "conversion": torch_formats.CONVERSION,
+           "shapes": [[int(d) for d in shape] for shape in candidates]}
+    cached = runtime.open_cached(Path(cache_dir), key, load)
+    if cached is not None:
+        return cached
+    graph = load()
+    runtime.remember_graph(Path(cache_dir), key, graph)
+    return graph
+
+
+def _open_onnx_cached(file: ModelFile, cache_dir: Path, output: str | None, classes: int | None):
+    """An ONNX model's graph from the model cache (runtime.CachedGraph: no `import onnx`, no shape inference), else
+    opened, analysed and stored there, unless its weights lie in external files (which its hash does not cover)."""
+    from genaudit.models import runtime
+
+    key = runtime.graph_key(file.sha256, output, classes)
+
+    def load() -> OnnxGraph:
+        try:
+            return OnnxGraph(_load_onnx(file.path), output, classes)
+        except GenauditError:
+            raise
+        except Exception as exc:
+            raise unreadable(file.path, exc) from None
+
+    cached = runtime.open_cached(cache_dir, key, load)
+    if cached is not None:
+        return cached
+    external: list[str] = []
+    graph = OnnxGraph(_load_onnx(file.path, external), output, classes)
+    if not external:
+        runtime.remember_graph(cache_dir, key, graph)
+    return graph
 
 
 LAYOUTS = ("nchw", "nhwc", "flat")
@@ -214,5 +274,5 @@ def input_layout(model_shape: tuple, data_shape: tuple, requested: str | None = 
     )
 
 
-__all__ = ["LAYOUTS", "Layer", "ModelFile", "OnnxGraph", "CutModel", "identify", "input_layout", "open_model",
-           "cut_at"]
+__all__ = ["FORMAT_NAMES", "LAYOUTS", "SUFFIXES", "Layer", "ModelFile", "OnnxGraph", "CutModel", "formats_read",
+           "identify", "input_layout", "open_model", "cut_at"]

@@ -9,26 +9,45 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import onnx
-from onnx import helper
 
 from genaudit.errors import GenauditError
-from genaudit.models.ops import (
-    ACTIVATIONS,
-    AFTER_CLASSIFIER,
-    CONSTANT_OPERAND,
-    FLOAT_TYPES,
-    MONOTONE,
-    NOT_A_LAYER,
-    ONLY_IF_FLOAT,
-    OUTPUT_KINDS,
-    PASS_THROUGH,
-    RANDOM_OPS,
-    attr,
-)
+
+if TYPE_CHECKING:  # bound for real by _bind_onnx, on the first OnnxGraph
+    import onnx
+    from onnx import helper
+
+    from genaudit.models.ops import (
+        ACTIVATIONS,
+        AFTER_CLASSIFIER,
+        CONSTANT_OPERAND,
+        FLOAT_TYPES,
+        MONOTONE,
+        NOT_A_LAYER,
+        ONLY_IF_FLOAT,
+        OUTPUT_KINDS,
+        PASS_THROUGH,
+        RANDOM_OPS,
+        attr,
+    )
+
+_OPS = ("ACTIVATIONS", "AFTER_CLASSIFIER", "CONSTANT_OPERAND", "FLOAT_TYPES", "MONOTONE", "NOT_A_LAYER",
+        "ONLY_IF_FLOAT", "OUTPUT_KINDS", "PASS_THROUGH", "RANDOM_OPS", "attr")
+
+
+def _bind_onnx() -> None:
+    """Import onnx (about 0.1-0.4 s) and the op vocabulary into this module on first use, not on import: an audit
+    whose graph analysis and cut come from the cache (runtime.CachedGraph) never imports onnx."""
+    if "onnx" in globals():
+        return
+    import onnx as onnx_module
+    from onnx import helper as helper_module
+
+    from genaudit.models import ops
+
+    globals().update({name: getattr(ops, name) for name in _OPS}, helper=helper_module, onnx=onnx_module)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ class OnnxGraph:
         """Analyse `model` (made batch-free in place), its class scores taken from `output` (a name or an
         index; None: chosen, see _choose_output, among the outputs with at least `classes` values per sample
         when that is given, e.g. the data's largest label + 1, and some output has that many)."""
+        _bind_onnx()
         self.model = _batch_free(model)
         graph = self.model.graph
         self._init_names = {t.name for t in graph.initializer}

@@ -4,17 +4,21 @@ reads), and run on batches."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
-from onnx import TensorProto, helper
 
 from genaudit.errors import GenauditError, first_line
 from genaudit.heads import AffineHead, Head
-from genaudit.models.affine import affine_head
-from genaudit.models.graph import OnnxGraph
+
+if TYPE_CHECKING:
+    from genaudit.models.graph import Layer, OnnxGraph
 
 
 def same_layout(model_shape: tuple, data_shape: tuple) -> bool:
@@ -138,6 +142,8 @@ class CutModel:
 def trunk_model(graph: OnnxGraph, layer: str, extra: Sequence[str] = ()) -> bytes:
     """The whole model with outputs [layer, model output, *extra], serialized: one pass gives features, outputs
     and any other layers. (The graph's outputs are swapped for the serialization only.)"""
+    from onnx import TensorProto, helper
+
     outputs = graph.model.graph.output
     saved = list(outputs)
     del outputs[:]
@@ -152,6 +158,8 @@ def trunk_model(graph: OnnxGraph, layer: str, extra: Sequence[str] = ()) -> byte
 
 def head_model(graph: OnnxGraph, layer: str) -> bytes:
     """The part of the graph from the layer's tensor to the output, serialized."""
+    from onnx import TensorProto, helper
+
     nodes = graph.head_nodes(layer)
     used = {i for n in nodes for i in n.input}
     output_type = graph.model.graph.output[graph.output_index].type.tensor_type.elem_type
@@ -165,19 +173,194 @@ def head_model(graph: OnnxGraph, layer: str) -> bytes:
     return model.SerializeToString()
 
 
-def cut_at(graph: OnnxGraph, layer: str | None, extra: Sequence[str] = (),
+def cut_at(graph: OnnxGraph | CachedGraph, layer: str | None, extra: Sequence[str] = (),
            threads: int | None = None, providers: Sequence[str] = (CPU,)) -> CutModel:
     """Cut the model at `layer` and open both parts in onnxruntime on `providers` (see providers_for) with
     `threads` intra-op threads each (None: onnxruntime's default); the trunk also returns the `extra` layers' tensors.
     `layer` is a tensor name as `resolve_layer` gives it or `layers()` lists it (taken as it is, not resolved
-    again), or None for the default feature layer."""
+    again), or None for the default feature layer. The cut's parts come from the model cache when the graph has an
+    entry there (see open_cached), and are stored in it when they are built."""
     name = graph.default_layer_name() if layer is None else layer
+    parts = _cut_parts(graph, name, tuple(extra))
     return CutModel(
         layer=name,
-        op=graph.op_of(name),
-        default=graph.is_default(name),
+        op=parts["op"],
+        default=parts["default"],
         output_kind=graph.output_kind,
-        trunk_runner=Runner(trunk_model(graph, name, extra), "trunk", threads, providers),
-        head_runner=Runner(head_model(graph, name), "head", threads, providers),
-        affine=None if (wb := affine_head(graph, name)) is None else AffineHead(*wb),
+        trunk_runner=Runner(parts["trunk"], "trunk", threads, providers),
+        head_runner=Runner(parts["head"], "head", threads, providers),
+        affine=None if parts["affine"] is None else AffineHead(*parts["affine"]),
     )
+
+
+def _build_cut(graph: OnnxGraph, name: str, extra: tuple) -> dict:
+    from genaudit.models.affine import affine_head
+
+    return {"op": graph.op_of(name), "default": graph.is_default(name), "trunk": trunk_model(graph, name, extra),
+            "head": head_model(graph, name), "affine": affine_head(graph, name)}
+
+
+# ---- the model cache ---------------------------------------------------------------------------------------------
+# A repeated audit of an ONNX file skips loading and analysing the graph (`import onnx`, shape inference to list the
+# layers) and serializing its cut: per file content (sha256), genaudit version and --output choice, a JSON entry holds
+# what the audit asks of the graph (CachedGraph); per cut (layer, extra outputs), an .npz holds the trunk and head
+# models and the closed-form head. Every entry stores its whole key and is used only when the key matches exactly
+# (a different file, version or choice never reuses one); an entry that does not parse, fails its zip CRC or
+# mismatches is ignored and rebuilt. Entries are written atomically; a cache that cannot be written is skipped.
+CACHE_FORMAT = "g1"  # bumped when what an entry holds changes
+
+
+def graph_key(sha256: str, output: str | None, classes: int | None) -> dict:
+    """The key of a graph entry: the file's content hash, genaudit's version and the choice of output."""
+    from genaudit.version import __version__
+
+    return {"format": CACHE_FORMAT, "sha256": sha256, "version": __version__, "output": output, "classes": classes}
+
+
+def _entry(folder: Path, key: dict, suffix: str) -> Path:
+    """The entry's file: named by the model's hash and a hash of the whole key (which the entry also holds)."""
+    sha = key["graph"]["sha256"] if "graph" in key else key["sha256"]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return folder / "graphs" / f"{sha[:16]}-{digest[:32]}{suffix}"
+
+
+def _write(path: Path, content: Any) -> bool:
+    """Write a cache entry atomically; False (and nothing written) when the cache cannot be written."""
+    from genaudit.files import write_atomic
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, content)
+        return True
+    except (OSError, GenauditError):
+        return False
+
+
+class CachedGraph:
+    """What an audit asks of an OnnxGraph, read from its cache entry: the input shape, the outputs and the chosen
+    one, its kind, the layers and the default and early ones. Anything else (another layer name, the graph itself)
+    loads and analyses the model (`load`: the OnnxGraph) and asks it."""
+
+    def __init__(self, summary: dict, cache: tuple[Path, dict], load: Callable[[], OnnxGraph]) -> None:
+        self._summary, self.cache, self._load = summary, cache, load
+        self.input_shape = tuple(summary["input_shape"])
+        self.output_names = list(summary["output_names"])
+        self.output_index = int(summary["output_index"])
+        self.output_name = self.output_names[self.output_index]
+        self.output_kind = summary["output_kind"]
+        self._layers = [(name, op, tuple(shape), bool(default)) for name, op, shape, default in summary["layers"]]
+        self._ops = {name: op for name, op, _, _ in self._layers}
+        self._default = summary["default"]
+        self._early = summary["early"]
+
+    shapes_inferred = True  # the entry was made after shape inference (see remember_graph)
+
+    @functools.cached_property
+    def _real(self) -> OnnxGraph:
+        graph = self._load()
+        graph._inferred  # the cuts built from it see inferred shapes, as the cached ones did
+        return graph
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_summary", "_load"):
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+    def output_sizes(self) -> list[int | None]:
+        return list(self._summary["output_sizes"])
+
+    def layers(self) -> list[Layer]:
+        from genaudit.models.graph import Layer
+
+        return [Layer(*row) for row in self._layers]
+
+    def early_layer(self) -> str | None:
+        return self._early
+
+    def default_layer_name(self) -> str:
+        return self._default if self._default is not None else self._real.default_layer_name()
+
+    def is_default(self, tensor: str) -> bool:
+        return self._default is not None and tensor == self._default
+
+    def resolve_layer(self, name: str | None) -> str:
+        if name is None:
+            return self.default_layer_name()
+        return name if name in self._ops else self._real.resolve_layer(name)
+
+    def op_of(self, tensor: str) -> str:
+        return self._ops[tensor] if tensor in self._ops else self._real.op_of(tensor)
+
+
+def open_cached(folder: Path, key: dict, load: Callable[[], OnnxGraph]) -> CachedGraph | None:
+    """The graph's cache entry as a CachedGraph, or None when there is none, or it does not parse or match `key`."""
+    try:
+        document = json.loads(_entry(folder, key, ".json").read_text(encoding="utf-8"))
+        if document.get("key") != key:
+            return None
+        return CachedGraph(document["summary"], (folder, key), load)
+    except Exception:  # missing, unreadable, corrupt or of another shape: rebuilt
+        return None
+
+
+def remember_graph(folder: Path, key: dict, graph: OnnxGraph) -> None:
+    """Store what CachedGraph answers for `graph` (inferring its shapes) and mark `graph` as cached, so its cuts are
+    stored too. Nothing is stored when the analysis fails (the audit then reports it) or the cache is not writable."""
+    try:
+        layers = graph.layers()
+        try:
+            default = graph.default_layer_name()
+        except GenauditError:
+            default = None
+        summary = {"input_shape": list(graph.input_shape), "output_names": graph.output_names,
+                   "output_index": graph.output_index, "output_kind": graph.output_kind,
+                   "output_sizes": graph.output_sizes(), "default": default, "early": graph.early_layer(),
+                   "layers": [[lay.name, lay.op, list(lay.shape), lay.default] for lay in layers]}
+        text = json.dumps({"key": key, "summary": summary})
+    except Exception:
+        return
+    if _write(_entry(folder, key, ".json"), text):
+        graph.cache = (folder, key)
+
+
+def _cut_parts(graph: OnnxGraph | CachedGraph, name: str, extra: tuple) -> dict:
+    """The cut's parts (op, default, trunk and head models, closed-form head), from the cache when the graph has an
+    entry there and the cut one, else built (and stored when the graph has an entry)."""
+    cache = graph.__dict__.get("cache")
+    if cache is None:
+        return _build_cut(graph, name, extra)
+    folder, graph_entry = cache
+    key = {"graph": graph_entry, "layer": name, "extra": list(extra), "inferred": bool(graph.shapes_inferred)}
+    path = _entry(folder, key, ".npz")
+    parts = _read_cut(path, key)
+    if parts is None:
+        parts = _build_cut(graph._real if isinstance(graph, CachedGraph) else graph, name, extra)
+        _write(path, lambda fh: _save_cut(fh, key, parts))
+    return parts
+
+
+def _save_cut(fh, key: dict, parts: dict) -> None:
+    meta = {"key": key, "op": parts["op"], "default": parts["default"], "affine": parts["affine"] is not None,
+            "trunk": len(parts["trunk"]), "head": len(parts["head"])}
+    arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+              "trunk": np.frombuffer(parts["trunk"], np.uint8), "head": np.frombuffer(parts["head"], np.uint8)}
+    if parts["affine"] is not None:
+        arrays.update(w=parts["affine"][0], b=parts["affine"][1])
+    np.savez(fh, **arrays)
+
+
+def _read_cut(path: Path, key: dict) -> dict | None:
+    """A cut's cache entry, or None when there is none or it does not parse, fails its CRC or mismatches `key`."""
+    try:
+        with np.load(path, allow_pickle=False) as entry:
+            meta = json.loads(entry["meta"].tobytes().decode("utf-8"))
+            if meta["key"] != key:
+                return None
+            trunk, head = entry["trunk"].tobytes(), entry["head"].tobytes()  # zipfile checks each member's CRC
+            if (len(trunk), len(head)) != (meta["trunk"], meta["head"]):
+                return None
+            affine = (entry["w"], entry["b"]) if meta["affine"] else None
+        return {"op": str(meta["op"]), "default": bool(meta["default"]), "trunk": trunk, "head": head,
+                "affine": affine}
+    except Exception:  # missing, truncated, corrupt: rebuilt
+        return None
