@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, Callable, List, Optional
 
 import typer
@@ -26,6 +27,7 @@ from typer.core import TyperGroup
 
 from genaudit.errors import GenauditError
 from genaudit.options import Range
+from genaudit.render import FORMATS, SUSPECT_COLUMNS
 from genaudit.render.escape import csv_cell, terminal_text
 
 if TYPE_CHECKING:
@@ -98,11 +100,7 @@ def _main(version: Annotated[bool, typer.Option("--version", callback=_version, 
     """Predict how well a trained classifier generalizes, without a held-out set."""
 
 
-class Format(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
-    html = "html"
+Format = Enum("Format", {name: name for name in FORMATS}, type=str)  # --format: one member per renderer
 
 
 @dataclass(frozen=True)
@@ -269,14 +267,6 @@ def _finish(failed: list[str], unaudited: list[dict] = ()) -> None:
         raise typer.Exit(1)
 
 
-def _write(path: Path | None, fmt: str, method: str, *document) -> None:
-    """Write a document in a format to a file (atomically), if a path was given, and say so on stderr."""
-    if path is not None:
-        from genaudit.render import renderer_class
-
-        _write_text(path, renderer_class(fmt).text(method, *document))
-
-
 def _write_text(path: Path, text: str) -> None:
     """Write a file atomically and say so on stderr: `wrote PATH`."""
     from genaudit.files import write_atomic
@@ -297,6 +287,49 @@ def _show(fmt: Format, method: str, *document) -> None:
     from genaudit.render import renderer
 
     getattr(renderer(fmt.value, sys.stdout), method)(*document)
+
+
+def _tracking(mlflow: bool) -> ModuleType | None:
+    """genaudit's MLflow integration when --mlflow asks for it (checked to be installed and configured before any
+    work), else None."""
+    if not mlflow:
+        return None
+    from genaudit.integrations import mlflow as tracking
+
+    tracking.check_available()
+    return tracking
+
+
+# what records each document in MLflow (genaudit.integrations.mlflow)
+_LOGGERS = {"report": "log_scorecard", "comparison": "log_comparison", "validation": "log_validation"}
+
+
+def _deliver(method: str, run: Callable[[Callable[[int, int], None]], Any], *, label: str, fmt: Format,
+             inputs: tuple, json_path: Path | None, html: Path | None, mlflow: bool = False,
+             also: dict[str, tuple[Path | None, Callable[[Any], str]]] | None = None) -> Any:
+    """A command's delivery of its document (`method`: the Renderer method that renders it), up to showing it:
+    the output paths checked against `inputs` and MLflow checked (before any work); `run(progress)` under a
+    progress bar named `label`; the document written to each output asked for (`also`: option -> path and the
+    document's text, e.g. --csv; then --json and --html) and recorded in MLflow. Returns the document."""
+    from genaudit.files import check_outputs
+    from genaudit.render import renderer_class
+
+    also = also or {}
+    check_outputs({"--json": json_path, "--html": html, **{option: path for option, (path, _) in also.items()}},
+                  inputs)
+    tracking = _tracking(mlflow)
+    bar, progress = _progress(label, fmt == Format.table)
+    with bar:
+        document = run(progress)
+    for path, text in also.values():
+        if path is not None:
+            _write_text(path, text(document))
+    for path, written in ((json_path, "json"), (html, "html")):
+        if path is not None:
+            _write_text(path, renderer_class(written).text(method, document))
+    if tracking is not None:
+        _recorded(getattr(tracking, _LOGGERS[method])(document))
+    return document
 
 
 @app.command()
@@ -320,24 +353,15 @@ def score(
     mlflow: Mlflow = False,
 ) -> None:
     """Audit one model: terminal report and JSON scorecard."""
-    from genaudit import files, thresholds
+    from genaudit import thresholds
     from genaudit.pipeline import audit
 
-    files.check_outputs({"--json": json_path, "--html": html}, (model, data, fail_if_worse_than))
-    if mlflow:
-        from genaudit.integrations import mlflow as tracking
-
-        tracking.check_available()
-    checks = [*fail_under, *fail_if]  # parsed and checked by their Gate
     baseline = None if fail_if_worse_than is None else thresholds.load_baseline(fail_if_worse_than)
-    bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
-    with bar:
-        card = audit(model, data, progress=progress, **options)
-    failed = thresholds.failures(card, checks) + thresholds.regressions(card, baseline, tolerance)
-    _write(json_path, "json", "report", card)
-    _write(html, "html", "report", card)
-    if mlflow:
-        _recorded(tracking.log_scorecard(card))
+    card = _deliver("report", lambda progress: audit(model, data, progress=progress, **options),
+                    label="features (one trunk pass)", fmt=fmt, inputs=(model, data, fail_if_worse_than),
+                    json_path=json_path, html=html, mlflow=mlflow)
+    failed = (thresholds.failures(card, [*fail_under, *fail_if])  # parsed and checked by their Gate
+              + thresholds.regressions(card, baseline, tolerance))
     _show(fmt, "report", card, failed)
     _finish(failed)
 
@@ -368,26 +392,17 @@ def compare(
     """Audit and rank a series of models (checkpoints or a sweep).
 
     On the same samples: table, trend, ranking, early-stopping point, selection."""
-    from genaudit import files, thresholds
+    from genaudit import thresholds
     from genaudit.comparison import compare as run_compare
 
-    files.check_outputs({"--json": json_path, "--html": html}, (*models, data))
-    if mlflow:
-        from genaudit.integrations import mlflow as tracking
-
-        tracking.check_available()
     if select not in (None, "best"):
         raise GenauditError(f"--select takes 'best' (got '{select}').")
-    checks = [*fail_under, *fail_if]  # parsed and checked by their Gate
-    bar, progress = _progress("models audited", fmt == Format.table)
-    with bar:
-        result = run_compare(models, data, order=order, rank_by=rank_by, progress=progress, **options)
+    result = _deliver("comparison", lambda progress: run_compare(models, data, order=order, rank_by=rank_by,
+                                                                 progress=progress, **options),
+                      label="models audited", fmt=fmt, inputs=(*models, data), json_path=json_path, html=html,
+                      mlflow=mlflow)
     failed = [f"{card['model']['path']}: {line}" for card in result["scorecards"]
-              for line in thresholds.failures(card, checks)]
-    _write(json_path, "json", "comparison", result)
-    _write(html, "html", "comparison", result)
-    if mlflow:
-        _recorded(tracking.log_comparison(result))
+              for line in thresholds.failures(card, [*fail_under, *fail_if])]  # parsed and checked by their Gate
     if select == "best" and result["selected"] is None:
         raise GenauditError(f"--select best: no model can be selected: {result['selection']['why']}. Rank by a "
                             "metric the models have a value of (--rank-by).")
@@ -419,16 +434,14 @@ def watch(
     checkpoints it finds are said on stderr as they appear."""
     from contextlib import nullcontext
 
-    from genaudit.comparison import MODEL_SUFFIXES, Watcher
+    from genaudit.comparison import Watcher
+    from genaudit.models import SUFFIXES
 
     if not folder.is_dir():
         raise GenauditError(f"{folder} is not a folder. Point watch at the folder the checkpoints are written to.")
-    if mlflow:
-        from genaudit.integrations import mlflow as tracking
-
-        tracking.check_available()
+    tracking = _tracking(mlflow)
     watcher = Watcher(folder, data, **options)
-    patterns = ", ".join(f"*{suffix}" for suffix in sorted(MODEL_SUFFIXES))
+    patterns = ", ".join(f"*{suffix}" for suffix in sorted(SUFFIXES))
     _done(f"watching {folder} for checkpoints ({patterns}), a look every {interval:g} s"
           f"{f', up to {polls} look(s)' if polls else '; Ctrl-C to stop'}")
     waiting = False  # said once: no checkpoint yet
@@ -444,11 +457,11 @@ def watch(
 
     logged = 0  # checkpoints already recorded in MLflow (each is recorded once, as it appears)
     try:
-        with tracking.run(f"watch {folder.name}") if mlflow else nullcontext():
+        with nullcontext() if tracking is None else tracking.run(f"watch {folder.name}"):
             for result in watcher.poll(interval, polls, found):
                 if result is not None:
                     _show(fmt, "comparison", result)
-                    if mlflow:
+                    if tracking is not None:
                         _recorded(tracking.log_comparison(result, first=logged))
                         logged = len(result["scorecards"])
     except KeyboardInterrupt:
@@ -478,27 +491,18 @@ def validate(
     overall and within each training run."""
     import json
 
-    from genaudit import files
     from genaudit.validation import validate as run_validate
 
-    files.check_outputs({"--json": json_path, "--html": html}, (*models, data, holdout, runs))
-    if mlflow:
-        from genaudit.integrations import mlflow as tracking
-
-        tracking.check_available()
     run_map = None
     if runs is not None:
         try:
             run_map = {str(e["file"]): str(e["run"]) for e in json.loads(runs.read_text())}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise GenauditError(f"--runs {runs}: expected a JSON list of {{file, run}} entries ({exc}).") from None
-    bar, progress = _progress("models audited + holdout", fmt == Format.table)
-    with bar:
-        study = run_validate(models, data, holdout, runs=run_map, progress=progress, **options)
-    _write(json_path, "json", "validation", study)
-    _write(html, "html", "validation", study)
-    if mlflow:
-        _recorded(tracking.log_validation(study))
+    study = _deliver("validation", lambda progress: run_validate(models, data, holdout, runs=run_map,
+                                                                 progress=progress, **options),
+                     label="models audited + holdout", fmt=fmt, inputs=(*models, data, holdout, runs),
+                     json_path=json_path, html=html, mlflow=mlflow)
     _show(fmt, "validation", study)
     _finish([], study["failed"])
 
@@ -511,9 +515,8 @@ def suspects(
     data: Data,
     top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.",
                                      parser=Bounded(Range(low=1)))] = 20,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write every audited sample's row here (index, "
-                                                     "label, predicted, suggested, suspicion), most suspicious "
-                                                     "first.")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write every audited sample's row here "
+                                                     f"({', '.join(SUSPECT_COLUMNS)}), most suspicious first.")] = None,
     options=None,
     json_path: Json = None,
     html: Html = None,
@@ -522,18 +525,13 @@ def suspects(
     """Rank training samples by how likely the model memorized them.
 
     Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone."""
-    from genaudit import files
     from genaudit.suspects import suspects as run_suspects
 
-    files.check_outputs({"--json": json_path, "--html": html, "--csv": csv_path}, (model, data))
-    bar, progress = _progress("features (one trunk pass)", fmt == Format.table)
-    with bar:
-        result = run_suspects(model, data, top=top, thumbnails=html is not None or fmt == Format.html,
-                              progress=progress, **options)
-    if csv_path is not None:
-        _write_text(csv_path, _csv(result["rows"]))
-    _write(json_path, "json", "suspects", result)
-    _write(html, "html", "suspects", result)
+    result = _deliver("suspects", lambda progress: run_suspects(model, data, top=top, progress=progress,
+                                                                thumbnails=html is not None or fmt == Format.html,
+                                                                **options),
+                      label="features (one trunk pass)", fmt=fmt, inputs=(model, data), json_path=json_path,
+                      html=html, also={"--csv": (csv_path, lambda found: _csv(found["rows"]))})
     _show(fmt, "suspects", result)
 
 
@@ -542,7 +540,7 @@ def _csv(rows: list[dict]) -> str:
     import io
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["index", "label", "predicted", "suggested", "suspicion"],
+    writer = csv.DictWriter(buffer, fieldnames=SUSPECT_COLUMNS,
                             extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
@@ -595,7 +593,7 @@ def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", he
     from rich.table import Table
 
     from genaudit.errors import did_you_mean
-    from genaudit.metrics import BY_LABEL, BY_NAME, METRICS, TOP_LEVEL
+    from genaudit.metrics import BY_LABEL, BY_NAME, METRICS, TOP_LEVEL, Better
 
     if metric is None:
         table = Table(title="Metrics (genaudit explain NAME)", title_justify="left", box=box.SIMPLE_HEAD,
@@ -611,7 +609,7 @@ def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", he
     if m is None:
         raise GenauditError(f"Unknown metric '{metric}'.{did_you_mean(metric, [*BY_NAME, *BY_LABEL])} Known: "
                             f"{', '.join(m.name for m in METRICS)}.")
-    better = {"higher": "higher is better", "lower": "lower is better"}.get(m.better, "descriptive (no better side)")
+    better = "descriptive (no better side)" if m.better is Better.DESCRIPTIVE else f"{m.better} is better"
     where = m.path if m.name in TOP_LEVEL else f"diagnostics.{m.path}"
     out.print(f"[bold]{m.label}[/] ({m.name}; scorecard: {where})\n"
               f"  group:    {m.group}; {better}\n  meaning:  {m.meaning}\n  formula:  {m.formula}\n"

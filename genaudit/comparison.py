@@ -18,14 +18,13 @@ from genaudit.data import Dataset
 from genaudit.diagnostics import DRIFT
 from genaudit.diagnostics.similarity import Representation
 from genaudit.errors import GenauditError, did_you_mean
-from genaudit.metrics import BY_NAME, PRIMARY, Metric
+from genaudit.metrics import BY_NAME, PRIMARY, Better, Metric
+from genaudit.models import SUFFIXES
 from genaudit.options import AuditOptions, DataOptions, RunOptions, build, signature
 from genaudit.pipeline import audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+from genaudit.threads import budget
 from genaudit.version import __version__
-
-MODEL_SUFFIXES = {".onnx", ".pt", ".pth", ".ts", ".pt2"}
-
 
 def natural_key(path: Path) -> list:
     """Sort key that orders epoch_2 before epoch_10."""
@@ -34,7 +33,7 @@ def natural_key(path: Path) -> list:
 
 def model_files(folder: Path) -> list[Path]:
     """The model files directly in a folder (by suffix), unordered."""
-    return [p for p in Path(folder).iterdir() if p.suffix in MODEL_SUFFIXES and p.is_file()]
+    return [p for p in Path(folder).iterdir() if p.suffix in SUFFIXES and p.is_file()]
 
 
 def expand(models: list[str | Path], order: str = "natural") -> list[Path]:
@@ -97,10 +96,12 @@ def early_stopping(values: list[float | None], train_accuracy: list[float | None
 
 def drift(cards: list[Scorecard]) -> list[dict]:
     """Linear CKA and SVCCA of each model's feature layer with the previous model and with the last one (each
-    model's representation prepared once: centering, Gram norm and SVD are not repeated per pair)."""
-    prepared = [Representation(c.unit_values) for c in cards]
-    return [{"previous": DRIFT.compute((prepared[i - 1], rep)) if i > 0 else None,
-             "final": DRIFT.compute((rep, prepared[-1]))} for i, rep in enumerate(prepared)]
+    model's representation prepared once: centering, Gram norm and SVD are not repeated per pair), within the
+    thread budget (BLAS's own threads made this step's SVDs 40x slower on busy cores)."""
+    with budget(None):
+        prepared = [Representation(c.unit_values) for c in cards]
+        return [{"previous": DRIFT.compute((prepared[i - 1], rep)) if i > 0 else None,
+                 "final": DRIFT.compute((rep, prepared[-1]))} for i, rep in enumerate(prepared)]
 
 
 # What ranks when the default, the estimate of held-out accuracy, has no value for any model (genaudit gives no
@@ -130,8 +131,7 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     `rank_metric`), early stopping, drift, selection (and the models that could not be audited, with why)."""
     metric = rank_metric(cards, rank_by)
     values = [lookup(c, metric.path) for c in cards]
-    sign = 1 if metric.better == "higher" else -1
-    keyed = [sign * v if v is not None else None for v in values]
+    keyed = [metric.better.oriented(v) for v in values]
     ranking = sorted((i for i, v in enumerate(keyed) if v is not None), key=lambda i: -keyed[i])
     errors = [lookup(c, metric.error) if metric.error else None for c in cards]
     stop = early_stopping(keyed, [c["clean_accuracy"] for c in cards], name=metric.name)
@@ -196,7 +196,7 @@ def check_rank_metric(rank_by: str) -> None:
     if rank_by not in BY_NAME:
         raise GenauditError(f"--rank-by: unknown metric '{rank_by}'.{did_you_mean(rank_by, BY_NAME)} See "
                             "`genaudit explain`.")
-    if BY_NAME[rank_by].better not in ("higher", "lower"):
+    if BY_NAME[rank_by].better is Better.DESCRIPTIVE:
         raise GenauditError(f"--rank-by {rank_by} is descriptive (no better side); pick a directional metric.")
 
 

@@ -25,22 +25,22 @@ from functools import lru_cache
 from pathlib import Path
 
 from genaudit.features import share_error
-from genaudit.registry import Metric
+from genaudit.registry import Better, Metric
 from genaudit.scorecard import lookup
 
 MODEL = Path(__file__).resolve().parent / "estimate_model.json"
 
-METRIC = Metric("estimate", "estimate.accuracy", "expected held-out accuracy", "estimate", "higher",
-                "accuracy expected on unseen data",
-                "expected accuracy on held-out data from the training data's distribution (90% interval in "
-                "estimate.interval)",
-                "clip(train acc - gap, 0, 1), gap = b + Σ_k c_k x_k over neighbour-vote terms; interval ± conformal "
-                "q90 · (floor + |gap|) (+ out-of-range widening)",
-                "genaudit validity study (docs/validity.md); the gap predicted after Jiang et al. 2019, the "
-                "neighbour vote after the PGDL line of work on predicting generalization from training data",
-                "An estimate, not a measurement: read it with its interval and `estimate.basis`. Validated on "
-                "MNIST, Fashion-MNIST and CIFAR-10 models, small-data zoos and full-data recipes; on very different "
-                "data or models the interval says less than it claims.", tag="est. acc",
+METRIC = Metric(name="estimate", path="estimate.accuracy", label="expected held-out accuracy", group="estimate",
+                better=Better.HIGHER, short="accuracy expected on unseen data",
+                meaning="expected accuracy on held-out data from the training data's distribution (90% interval in "
+                        "estimate.interval)",
+                formula="clip(train acc - gap, 0, 1), gap = b + Σ_k c_k x_k over neighbour-vote terms; interval ± "
+                        "conformal q90 · (floor + |gap|) (+ out-of-range widening)",
+                source="genaudit validity study (docs/validity.md); the gap predicted after Jiang et al. 2019, the "
+                       "neighbour vote after the PGDL line of work on predicting generalization from training data",
+                reading="An estimate, not a measurement: read it with its interval and `estimate.basis`. Validated on "
+                        "MNIST, Fashion-MNIST and CIFAR-10 models, small-data zoos and full-data recipes; on very "
+                        "different data or models the interval says less than it claims.", tag="est. acc",
                 error="estimate.standard_error")
 
 

@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from genaudit.errors import GenauditError
-from genaudit.registry import Metric
+from genaudit.registry import Better, Metric
 
 
 @dataclass
@@ -217,10 +217,10 @@ def compute_features(
     return FeatureSet(features, logits, logits.argmax(axis=1), labels)
 
 
-CLEAN_ACCURACY = Metric("clean_accuracy", "clean_accuracy", "clean accuracy", "accuracy", "higher",
-                        "accuracy on the audited samples",
-                        "fraction of the audited (training) samples classified correctly",
-                        "mean(argmax ψ(F) == y)", "—",
-                        "Training accuracy, not test accuracy. Near chance (1/classes) usually means wrong "
-                        "preprocessing.", tag="train acc", error="clean_accuracy_standard_error")
+CLEAN_ACCURACY = Metric(name="clean_accuracy", path="clean_accuracy", label="clean accuracy", group="accuracy",
+                        better=Better.HIGHER, short="accuracy on the audited samples",
+                        meaning="fraction of the audited (training) samples classified correctly",
+                        formula="mean(argmax ψ(F) == y)", source="—",
+                        reading="Training accuracy, not test accuracy. Near chance (1/classes) usually means wrong "
+                                "preprocessing.", tag="train acc", error="clean_accuracy_standard_error")
 

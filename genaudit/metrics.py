@@ -6,7 +6,7 @@ from __future__ import annotations
 from genaudit.diagnostics import REGISTRY
 from genaudit.estimate import METRIC as ESTIMATE
 from genaudit.features import CLEAN_ACCURACY
-from genaudit.registry import GROUPS, Metric
+from genaudit.registry import GROUPS, Better, Metric
 from genaudit.score import METRIC as SCORE
 from genaudit.scorecard import lookup
 
@@ -35,5 +35,5 @@ def tracked_values(card: dict) -> dict[str, float]:
     return {name: float(v) for name, v in values.items() if v is not None}
 
 
-__all__ = ["BY_LABEL", "BY_NAME", "GROUPS", "HEADLINE", "LAYER_METRICS", "METRICS", "PRIMARY", "TOP_LEVEL", "TRACKED", "Metric",
-           "tracked_values"]
+__all__ = ["BY_LABEL", "BY_NAME", "GROUPS", "Better", "HEADLINE", "LAYER_METRICS", "METRICS", "PRIMARY", "TOP_LEVEL",
+           "TRACKED", "Metric", "tracked_values"]

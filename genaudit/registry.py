@@ -9,7 +9,19 @@ pipeline, the scorecard's shape, `explain`, the thresholds and every renderer re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Callable, Hashable, TypeVar
+
+if TYPE_CHECKING:  # the types only: each of these modules imports this one
+    import numpy as np
+
+    from genaudit.data import Dataset
+    from genaudit.features import FeatureSet, Rows
+    from genaudit.heads import Head
+    from genaudit.models import CutModel
+    from genaudit.options import AuditOptions
+
+T = TypeVar("T")
 
 GROUPS = ["estimate", "score", "accuracy", "robustness", "class structure", "magnitude", "input-space"]
 KINDS = {
@@ -21,7 +33,28 @@ KINDS = {
 }
 
 
-@dataclass(frozen=True)
+class Better(StrEnum):
+    """Which side of a metric is better (its value is what the scorecard's documents say: 'higher', 'lower', or
+    '' for a descriptive metric, which has no better side)."""
+
+    HIGHER = "higher"
+    LOWER = "lower"
+    DESCRIPTIVE = ""
+
+    @property
+    def arrow(self) -> str:
+        """↑, ↓ or · (descriptive), as reports mark a metric."""
+        return {Better.HIGHER: "↑", Better.LOWER: "↓"}.get(self, "·")
+
+    def oriented(self, value: float | None) -> float | None:
+        """`value` turned so that higher is better (negated when lower is); None for a descriptive metric, which
+        has no better side, and for no value."""
+        if value is None or self is Better.DESCRIPTIVE:
+            return None
+        return value if self is Better.HIGHER else -value
+
+
+@dataclass(frozen=True, kw_only=True)
 class Metric:
     """One reported number: where it is in the scorecard and how to read it."""
 
@@ -29,7 +62,7 @@ class Metric:
     path: str           # dotted path in the scorecard (under `diagnostics` for diagnostics)
     label: str          # what the report calls it
     group: str          # one of GROUPS
-    better: str         # "higher", "lower" or "" (descriptive)
+    better: Better
     short: str          # the report's meaning column (fits 80 columns)
     meaning: str        # one full line
     formula: str
@@ -42,7 +75,7 @@ class Metric:
 
     @property
     def arrow(self) -> str:
-        return {"higher": "↑", "lower": "↓"}.get(self.better, "·")
+        return self.better.arrow
 
 
 @dataclass
@@ -50,21 +83,27 @@ class Context:
     """What a diagnostic may read: the cached features (`fs`), the options, and, for head and input-space
     diagnostics, the cut model, the data and its input layout; `spaces` holds the audited samples as vectors in
     other spaces than the feature layer ("input", "early": the first activation's output); `results` holds what
-    earlier diagnostics in the registry found, by key; `cache` lets diagnostics of one family share an
-    intermediate (e.g. a subsample)."""
+    earlier diagnostics in the registry found, by key; `shared` lets diagnostics of one family share an
+    intermediate (e.g. a subsample), made once per audit."""
 
-    fs: Any
-    opts: Any
-    cut: Any = None
-    dataset: Any = None
+    fs: FeatureSet
+    opts: AuditOptions
+    cut: CutModel | None = None
+    dataset: Dataset | None = None
     layout: str = "nchw"
-    spaces: dict = field(default_factory=dict)
-    results: dict = field(default_factory=dict)
-    cache: dict = field(default_factory=dict)
+    spaces: dict[str, np.ndarray | Rows] = field(default_factory=dict)
+    results: dict[str, dict] = field(default_factory=dict)
+    _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def head(self):
+    def head(self) -> Head:
         return self.cut.head
+
+    def shared(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The intermediate `key` of this audit: `make()` the first time it is asked for, the same value after."""
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
 
 @dataclass(frozen=True)
@@ -77,7 +116,7 @@ class Diagnostic:
     kind: str
     compute: Callable[[Context], dict | None]
     metrics: tuple[Metric, ...] = ()
-    enabled: Callable[[Any], bool] = lambda opts: True
+    enabled: Callable[[AuditOptions], bool] = lambda opts: True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

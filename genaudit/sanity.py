@@ -117,16 +117,16 @@ def check_finite_outputs(logits: np.ndarray, features: np.ndarray | None = None)
 MIN_SAMPLES_PER_CLASS = 2  # on average over the classes present in the reference: below it, nothing is measured
 
 
-def check_sample_size(reference: np.ndarray, labelled: bool = True) -> None:
+def check_sample_size(reference: np.ndarray, labels_used: bool = True) -> None:
     """Refuse an audit of fewer than MIN_SAMPLES_PER_CLASS samples per class on average (and so fewer than 2
     samples): class-conditional measures (intra-class variance, consistency, neighbour votes, selectivity)
     need at least two samples of a class. `reference` holds the class of every audited sample: its labels, or
-    (`labelled` False) the model's predicted classes."""
+    (`labels_used` False) the model's predicted classes."""
     n = len(reference)
     classes = len(np.unique(reference)) if n else 0
     if n >= max(MIN_SAMPLES_PER_CLASS, MIN_SAMPLES_PER_CLASS * classes):
         return
-    what = "labelled classes" if labelled else "predicted classes (--no-labels)"
+    what = "labelled classes" if labels_used else "predicted classes (--no-labels)"
     raise GenauditError(
         f"Too few samples to audit: {n} sample{'s' if n != 1 else ''} over {classes} {what}. genaudit needs at "
         f"least {MIN_SAMPLES_PER_CLASS} samples per class on average (here at least "

@@ -14,18 +14,19 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from genaudit.registry import Metric
+from genaudit.registry import Better, Metric
 from genaudit.scorecard import lookup
 
 MODEL = Path(__file__).resolve().parent / "score_model.json"
 
-METRIC = Metric("score", "score.value", "generalization score", "score", "higher",
-                "ranks models of one task (0–1)",
-                "predicted generalization in [0, 1], combining the diagnostics the validation study kept",
-                "sigmoid(b + Σ_k w_k z_k), z_k oriented diagnostics, w_k ≥ 0 (genaudit/score_model.json)",
-                "genaudit validation study (docs/validation.md): fitted on the MNIST zoo, evaluated on Fashion-MNIST",
-                "Ranks models of one task; compare models rather than reading one value as an accuracy. "
-                "See docs/validation.md for how well it ranks and where it fails.", tag="score")
+METRIC = Metric(name="score", path="score.value", label="generalization score", group="score", better=Better.HIGHER,
+                short="ranks models of one task (0–1)",
+                meaning="predicted generalization in [0, 1], combining the diagnostics the validation study kept",
+                formula="sigmoid(b + Σ_k w_k z_k), z_k oriented diagnostics, w_k ≥ 0 (genaudit/score_model.json)",
+                source="genaudit validation study (docs/validation.md): fitted on the MNIST zoo, evaluated on "
+                       "Fashion-MNIST",
+                reading="Ranks models of one task; compare models rather than reading one value as an accuracy. "
+                        "See docs/validation.md for how well it ranks and where it fails.", tag="score")
 
 
 @lru_cache(maxsize=1)

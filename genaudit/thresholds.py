@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from genaudit.errors import GenauditError
-from genaudit.metrics import BY_NAME, PRIMARY
+from genaudit.metrics import BY_NAME, PRIMARY, Better
 from genaudit.scorecard import lookup, to_json
 
 
@@ -35,10 +35,10 @@ def parse(spec: str) -> Threshold:
     except ValueError:
         raise GenauditError(f"--fail-under takes METRIC=VALUE, e.g. ablation.auc=0.6 (got '{spec}').") from None
     known = BY_NAME.get(metric)
-    if known is not None and known.better not in ("higher", "lower"):
+    if known is not None and known.better is Better.DESCRIPTIVE:
         raise GenauditError(f"--fail-under {metric}: '{known.name}' is descriptive (no better side). Say which side "
                             f"fails with --fail-if '{known.name}<{bound:g}' or '{known.name}>{bound:g}'.")
-    return Threshold(_path(metric), bound, known is None or known.better == "higher")
+    return Threshold(_path(metric), bound, known is None or known.better is Better.HIGHER)
 
 
 def parse_condition(spec: str) -> Threshold:
@@ -104,7 +104,7 @@ def regressions(card: dict, baseline: dict | None, tolerance: float) -> list[str
         raise GenauditError(f"The baseline scorecard has no '{metric.path}'; regenerate it with this genaudit.")
     if new is None:
         return [f"{metric.path} is undefined for the new model (baseline {old:.4f})"]
-    drop = (old - new) if metric.better == "higher" else (new - old)
+    drop = metric.better.oriented(old) - metric.better.oriented(new)
     if drop > tolerance:
         return [f"{metric.path} = {new:.4f} is worse than the baseline's {old:.4f} by {drop:.4f} "
                 f"(tolerance {tolerance:g})"]

@@ -51,11 +51,10 @@ def correlation_table(cards: list[dict], truth: list[float], runs: list[str]) ->
             tau = rank_correlations([values[i] for i in idx], [truth[i] for i in idx])["kendall"]
             if tau is not None:
                 within.append(tau)
-        sign = {"higher": 1, "lower": -1}.get(metric.better)
         table[metric.name] = {
             "path": metric.path, "better": metric.better, **overall,
             "within_run_kendall_mean": float(np.mean(within)) if within else None, "runs": len(within),
-            "oriented_kendall": None if sign is None or overall["kendall"] is None else sign * overall["kendall"],
+            "oriented_kendall": metric.better.oriented(overall["kendall"]),
         }
     return table
 

@@ -51,6 +51,16 @@ def test_unknown_keyword_names_the_known_ones():
         build({"use_labels": False}, DataOptions, AuditOptions)
 
 
+def test_the_config_file_takes_a_table_for_every_command_with_options():
+    import typer.main
+
+    from genaudit.config import COMMANDS as CONFIGURED
+
+    commands = typer.main.get_command(app).commands
+    with_options = {name for name, command in commands.items() if any(p.opts[0].startswith("-") for p in command.params)}
+    assert set(CONFIGURED) == with_options
+
+
 def test_config_reaches_validate_and_watch(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.genaudit]\nsamples = 123\nlayer = "fc1"\nprobes = 7\n')
     defaults = default_map(tmp_path)

@@ -1,4 +1,4 @@
-"""AL2 and NSR training regularizers (genaudit.regularizers): values by hand, schedule, gradients, state."""
+"""AL2 and NSR training regularizers (genaudit.training.regularizers): values by hand, schedule, gradients, state."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from genaudit.regularizers import AL2, NeuronSteadiness, activation_loss, al2_lambda, al2_schedule  # noqa: E402
+from genaudit.training.regularizers import AL2, NeuronSteadiness, activation_loss, al2_lambda, al2_schedule  # noqa: E402
 
 
 def _sgd_step(module: "torch.nn.Module", lr: float) -> None:

@@ -164,7 +164,7 @@ def test_too_few_samples_are_refused(trained_mlp, tmp_path):
     sanity.check_sample_size(np.array([0, 0, 1, 1, 2, 2, 3, 3]))
     sanity.check_sample_size(np.array([0, 0, 0, 0, 0, 0, 0, 3]))  # 2 per class on average is enough
     with pytest.raises(GenauditError, match="predicted classes"):
-        sanity.check_sample_size(np.array([1]), labelled=False)
+        sanity.check_sample_size(np.array([1]), labels_used=False)
 
 
 def test_small_sample_warning():

@@ -40,3 +40,22 @@ def test_the_audit_runs_within_the_budget(monkeypatch):
         genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1)
         genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1, threads=2)
     assert seen == [{1}, {2}]
+
+
+def test_the_drift_step_of_compare_runs_within_the_budget(monkeypatch):
+    from genaudit import comparison
+    from genaudit.diagnostics import similarity
+
+    seen = []
+    inner = similarity.Representation.__init__
+
+    def spy(self, *args, **kwargs):
+        seen.append(_blas())
+        inner(self, *args, **kwargs)
+
+    monkeypatch.setattr(similarity.Representation, "__init__", spy)
+    cards = [genaudit.audit(SAMPLE_MODELS / name, "sample", samples=100, repeats=1)
+             for name in ("mlp_clean.onnx", "mlp_random.onnx")]
+    with threadpool_limits(limits=2):
+        comparison.drift(cards)
+    assert seen == [{1}, {1}]

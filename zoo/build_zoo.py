@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genaudit.regularizers import AL2, NeuronSteadiness
+from genaudit.training.regularizers import AL2, NeuronSteadiness
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 ARCHS = ("mlp", "cnn")

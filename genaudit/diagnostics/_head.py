@@ -25,9 +25,7 @@ def head_view(c: Context) -> FeatureSet:
     n, limit = len(c.fs.predictions), c.opts.head_samples
     if c.cut.affine is not None or not limit or n <= limit:
         return c.fs
-    if "head_view" not in c.cache:
-        c.cache["head_view"] = c.fs.subset(stratified_indices(n, c.fs.reference, limit, c.opts.seed))
-    return c.cache["head_view"]
+    return c.shared("head_view", lambda: c.fs.subset(stratified_indices(n, c.fs.reference, limit, c.opts.seed)))
 
 
 def variant_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, n_variants: int,

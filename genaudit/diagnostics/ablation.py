@@ -11,7 +11,7 @@ import numpy as np
 from genaudit.diagnostics._head import broadcast_units, head_view, masked_accuracies, normalized_auc
 from genaudit.heads import Head
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def ablation_masks(units: int, fractions: np.ndarray, orders: np.ndarray) -> np.ndarray:
@@ -56,12 +56,13 @@ def ablation(head: Head, fs: FeatureSet, *, levels: int = 21, repeats: int = 5, 
 DIAGNOSTIC = Diagnostic(
     "ablation", "head",
     lambda c: ablation(c.head, head_view(c), levels=c.opts.ablation_levels, repeats=c.opts.repeats, seed=c.opts.seed),
-    (Metric("ablation", "ablation.auc", "ablation AUC", "robustness", "higher",
-            "accuracy kept as units are zeroed",
-            "accuracy kept as 0→100% of feature units are zeroed (random order), area relative to clean",
-            "AUC = ∫₀¹ acc(p)/acc(0) dp, acc(p) with a random ⌊pD⌋ units zeroed, mean of R orders",
-            "Morcos et al. 2018, 'On the importance of single directions for generalization'; AL2 (El Helou 2020)",
-            "Networks that memorize rely on few directions and collapse early; a generalizing one degrades "
-            "gracefully. Compare models of one architecture and data set: absolute values are not thresholds.",
+    (Metric(name="ablation", path="ablation.auc", label="ablation AUC", group="robustness", better=Better.HIGHER,
+            short="accuracy kept as units are zeroed",
+            meaning="accuracy kept as 0→100% of feature units are zeroed (random order), area relative to clean",
+            formula="AUC = ∫₀¹ acc(p)/acc(0) dp, acc(p) with a random ⌊pD⌋ units zeroed, mean of R orders",
+            source="Morcos et al. 2018, 'On the importance of single directions for generalization'; AL2 (El Helou "
+                   "2020)",
+            reading="Networks that memorize rely on few directions and collapse early; a generalizing one degrades "
+                    "gracefully. Compare models of one architecture and data set: absolute values are not thresholds.",
             tag="ablation", headline=True, error="ablation.standard_error"),),
 )

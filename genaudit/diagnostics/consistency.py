@@ -12,7 +12,7 @@ import numpy as np
 
 from genaudit.diagnostics._classes import Classes
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def consistency(fs: FeatureSet) -> dict:
@@ -41,10 +41,11 @@ def consistency(fs: FeatureSet) -> dict:
 
 DIAGNOSTIC = Diagnostic(
     "consistency", "layer", lambda c: consistency(c.fs),
-    (Metric("consistency", "consistency.value", "consistency C", "class structure", "lower",
-            "class spread / rival distance",
-            "Davies–Bouldin index of the class clusters: spread relative to distance to the nearest rival class",
-            "C = (1/J) Σ_i max_{j≠i} (S_i + S_j)/M_ij", "NSR lemma (Mao et al.); Natekar & Sharma (PGDL 2020)",
-            "Lower = classes tight relative to their separation. NSR drives it towards 0.",
+    (Metric(name="consistency", path="consistency.value", label="consistency C", group="class structure",
+            better=Better.LOWER, short="class spread / rival distance",
+            meaning="Davies–Bouldin index of the class clusters: spread relative to distance to the nearest rival "
+                    "class", formula="C = (1/J) Σ_i max_{j≠i} (S_i + S_j)/M_ij",
+            source="NSR lemma (Mao et al.); Natekar & Sharma (PGDL 2020)",
+            reading="Lower = classes tight relative to their separation. NSR drives it towards 0.",
             column="consistency", tag="C"),),
 )

@@ -14,7 +14,7 @@ import numpy as np
 
 from genaudit.data import arrange, stratified_indices
 from genaudit.diagnostics._head import normalized_auc
-from genaudit.registry import Context, Diagnostic, Metric
+from genaudit.registry import Better, Context, Diagnostic, Metric
 
 Predict = Callable[[np.ndarray], np.ndarray]  # preprocessed images (N, C, H, W) or (N, D) -> logits
 
@@ -61,7 +61,7 @@ def augmentation_agreement(predict: Predict, images: np.ndarray) -> dict:
 def probe_set(c: Context) -> tuple[Predict, np.ndarray]:
     """The whole model's predict function and the seeded stratified subsample of `--probes` images the
     input-space probes share (made once per audit)."""
-    if "probes" not in c.cache:
+    def make() -> tuple[Predict, np.ndarray]:
         idx = stratified_indices(len(c.dataset), c.fs.reference, c.opts.probes, c.opts.seed)
         images = np.concatenate(list(c.dataset.batches(len(idx), indices=idx)))
         size = c.opts.batch_size
@@ -69,8 +69,9 @@ def probe_set(c: Context) -> tuple[Predict, np.ndarray]:
         def predict(x: np.ndarray) -> np.ndarray:
             return np.concatenate([c.cut.predict(arrange(x[i : i + size], c.layout)) for i in range(0, len(x), size)])
 
-        c.cache["probes"] = predict, images
-    return c.cache["probes"]
+        return predict, images
+
+    return c.shared("probes", make)
 
 
 def _probes_on(opts) -> bool:
@@ -79,22 +80,24 @@ def _probes_on(opts) -> bool:
 
 INPUT_NOISE = Diagnostic(
     "input.noise", "input", lambda c: input_noise_agreement(*probe_set(c), seed=c.opts.seed),
-    (Metric("input_noise", "input.noise.auc", "input-noise agreement AUC", "input-space", "higher",
-            "predictions kept under input noise",
-            "prediction agreement with the clean model as Gaussian input noise grows to 0.5 σ_x, area",
-            "(1/s_max) ∫ agree(s) ds, x + N(0, (s σ_x)²)", "PGDL predictors (agreement under perturbation)",
-            "Reruns the whole model on a subsample. Lower = predictions flip under small input noise."),),
+    (Metric(name="input_noise", path="input.noise.auc", label="input-noise agreement AUC", group="input-space",
+            better=Better.HIGHER, short="predictions kept under input noise",
+            meaning="prediction agreement with the clean model as Gaussian input noise grows to 0.5 σ_x, area",
+            formula="(1/s_max) ∫ agree(s) ds, x + N(0, (s σ_x)²)",
+            source="PGDL predictors (agreement under perturbation)",
+            reading="Reruns the whole model on a subsample. Lower = predictions flip under small input noise."),),
     enabled=_probes_on,
 )
 AUGMENTATION = Diagnostic(
     "input.augmentation", "input",
     lambda c: augmentation_agreement(*probe_set(c)) if probe_set(c)[1].ndim == 4 else None,
-    (Metric("augmentation", "input.augmentation.mean", "augmentation agreement", "input-space", "higher",
-            "kept under shifts and rotations",
-            "share of predictions unchanged by 2-pixel shifts and ±10° rotations",
-            "mean over augmentations of mean(pred(aug(x)) == pred(x))",
-            "Natekar & Sharma (PGDL 2020): augmentation-based margins",
-            "Reruns the whole model on a subsample. Lower = the model is unstable around its training points."),),
+    (Metric(name="augmentation", path="input.augmentation.mean", label="augmentation agreement", group="input-space",
+            better=Better.HIGHER, short="kept under shifts and rotations",
+            meaning="share of predictions unchanged by 2-pixel shifts and ±10° rotations",
+            formula="mean over augmentations of mean(pred(aug(x)) == pred(x))",
+            source="Natekar & Sharma (PGDL 2020): augmentation-based margins",
+            reading="Reruns the whole model on a subsample. Lower = the model is unstable around its training "
+                    "points."),),
     enabled=_probes_on,
 )
 

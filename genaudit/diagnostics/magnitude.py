@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def per_sample_magnitude(features: np.ndarray) -> np.ndarray:
@@ -27,10 +27,10 @@ def magnitude(fs: FeatureSet) -> dict:
 
 DIAGNOSTIC = Diagnostic(
     "magnitude", "layer", lambda c: magnitude(c.fs),
-    (Metric("magnitude", "magnitude.value", "activation magnitude L_r", "magnitude", "lower",
-            "mean squared activation",
-            "mean squared activation of the feature layer (scale-dependent: compare one architecture)",
-            "L_r = mean_x ‖φ(x)‖² / D", "AL2 (El Helou, Dümbgen, Süsstrunk, ICASSP 2020)",
-            "Memorizing networks grow large activations; AL2 penalizes L_r progressively.",
-            column="magnitude", tag="L_r"),),
+    (Metric(name="magnitude", path="magnitude.value", label="activation magnitude L_r", group="magnitude",
+            better=Better.LOWER, short="mean squared activation",
+            meaning="mean squared activation of the feature layer (scale-dependent: compare one architecture)",
+            formula="L_r = mean_x ‖φ(x)‖² / D", source="AL2 (El Helou, Dümbgen, Süsstrunk, ICASSP 2020)",
+            reading="Memorizing networks grow large activations; AL2 penalizes L_r progressively.", column="magnitude",
+            tag="L_r"),),
 )

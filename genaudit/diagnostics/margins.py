@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def sample_margins(features: np.ndarray, weight: np.ndarray, bias: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -86,15 +86,16 @@ DIAGNOSTIC = Diagnostic(
     "margins", "head",
     lambda c: None if c.cut.affine is None else margins(c.fs.features, c.cut.affine.weight, c.cut.affine.bias,
                                                         c.fs.reference),
-    (Metric("margin", "margins.log_q2", "margin (median, log)", "class structure", "higher",
-            "median distance to the boundary",
-            "median of ln(d_n / spread) over correctly classified samples: distance of the features to the "
-            "nearest decision boundary of the (affine) head, relative to the features' spread",
-            "d_n = min_{j≠y} (z_y − z_j)/‖w_y − w_j‖; quartiles and fences of ln(d_n / sqrt(Σ Var h))",
-            "Jiang, Krishnan, Mobahi, Bengio 2019, 'Predicting the generalization gap in deep networks with "
-            "margin distributions'",
-            "Larger margins went with better generalization in the paper for a fixed training set; only for heads "
-            "that are one affine map. See docs/validity.md for how it ranked genaudit's zoos.", tag="margin"),),
+    (Metric(name="margin", path="margins.log_q2", label="margin (median, log)", group="class structure",
+            better=Better.HIGHER, short="median distance to the boundary",
+            meaning="median of ln(d_n / spread) over correctly classified samples: distance of the features to the "
+                    "nearest decision boundary of the (affine) head, relative to the features' spread",
+            formula="d_n = min_{j≠y} (z_y − z_j)/‖w_y − w_j‖; quartiles and fences of ln(d_n / sqrt(Σ Var h))",
+            source="Jiang, Krishnan, Mobahi, Bengio 2019, 'Predicting the generalization gap in deep networks with "
+                   "margin distributions'",
+            reading="Larger margins went with better generalization in the paper for a fixed training set; only for "
+                    "heads that are one affine map. See docs/validity.md for how it ranked genaudit's zoos.",
+            tag="margin"),),
 )
 
 __all__ = ["DIAGNOSTIC", "feature_spread", "margins", "sample_margins"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.diagnostics.neighbours import K, neighbours_in, voters
-from genaudit.registry import Context, Diagnostic, Metric
+from genaudit.registry import Better, Context, Diagnostic, Metric
 
 THRESHOLD = 0.5  # suspicion above this: the neighbours outvote the given label
 SPACES = ("input", "early", "features")  # where the neighbours that judge a label are found (docs/suspects.md)
@@ -89,13 +89,13 @@ def memorized(c: Context) -> dict | None:
 
 MEMORIZATION = Diagnostic(
     "memorization", "space", memorized,
-    (Metric("memorized", "memorization.fraction", "memorized training samples", "estimate", "lower",
-            "labels fit against the neighbours",
-            "estimated share of training samples the model memorized: their given label is likely wrong "
-            "(p_wrong > 0.5, a logistic model of neighbour disagreement and confidence) and the model predicts it",
-            "mean_n [p_wrong_n > 0.5 and ŷ_n = y_n], p_wrong = σ(10.26 d_input + 5.17 d_early + 0.77 d_feat "
-            "− 0.26 (1 − conf) − 12.38)",
-            "genaudit suspects study (docs/suspects.md)",
-            "Lower is better. `genaudit suspects` lists which samples; with wrong labels in the data it estimates "
-            "how many of them the model learned by rote.", tag="memorized"),),
+    (Metric(name="memorized", path="memorization.fraction", label="memorized training samples", group="estimate",
+            better=Better.LOWER, short="labels fit against the neighbours",
+            meaning="estimated share of training samples the model memorized: their given label is likely wrong "
+                    "(p_wrong > 0.5, a logistic model of neighbour disagreement and confidence) and the model predicts "
+                    "it",
+            formula="mean_n [p_wrong_n > 0.5 and ŷ_n = y_n], p_wrong = σ(10.26 d_input + 5.17 d_early + 0.77 d_feat "
+                    "− 0.26 (1 − conf) − 12.38)", source="genaudit suspects study (docs/suspects.md)",
+            reading="Lower is better. `genaudit suspects` lists which samples; with wrong labels in the data it "
+                    "estimates how many of them the model learned by rote.", tag="memorized"),),
 )

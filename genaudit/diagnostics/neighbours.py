@@ -33,7 +33,7 @@ import numpy as np
 
 from genaudit.data import stratified_indices
 from genaudit.features import Rows, flat_pooled, share_error
-from genaudit.registry import Context, Diagnostic, Metric
+from genaudit.registry import Better, Context, Diagnostic, Metric
 
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
 
@@ -229,9 +229,7 @@ def voters(c: Context, every: bool = False) -> np.ndarray:
     n = len(c.fs.predictions)
     if every:
         return np.arange(n)
-    if "voters" not in c.cache:
-        c.cache["voters"] = voter_positions(n, c.fs.labels, c.opts.seed)
-    return c.cache["voters"]
+    return c.shared("voters", lambda: voter_positions(n, c.fs.labels, c.opts.seed))
 
 
 def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
@@ -239,15 +237,15 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
     "features"), as positions among the voters; computed once per audit and shared by every diagnostic that
     votes with them; None when the space is absent."""
     chosen = voters(c, every)
-    key = f"neighbours:{space}:{len(chosen)}"
-    if key not in c.cache:
+
+    def find() -> tuple[np.ndarray, np.ndarray] | None:
         x = c.fs.features if space == "features" else c.spaces.get(space)
         if x is None or len(chosen) < 2:
-            c.cache[key] = None
-        else:  # batches kept by the trunk pass are flat already: their voters' rows go straight to float64
-            x = x.take(chosen, np.float64) if isinstance(x, Rows) else flat_space(x[chosen])
-            c.cache[key] = nearest_neighbours(x, 2 * K)
-    return c.cache[key]
+            return None
+        # batches kept by the trunk pass are flat already: their voters' rows go straight to float64
+        return nearest_neighbours(x.take(chosen, np.float64) if isinstance(x, Rows) else flat_space(x[chosen]), 2 * K)
+
+    return c.shared(("neighbours", space, len(chosen)), find)
 
 
 def _in(space: str):
@@ -282,8 +280,9 @@ def _vote_in(space: str, label: str, short: str, where: str, formula: str, sourc
     """The neighbour-vote diagnostic of one space: result at `neighbours.<space>`, metric `neighbours_<space>`."""
     return Diagnostic(
         f"neighbours.{space}", "space", _in(space),
-        (Metric(f"neighbours_{space}", f"neighbours.{space}.value", f"neighbour vote: {label}", "estimate", "higher",
-                short, _MEANING.format(k=K, where=where), formula, source, _READING, tag=tag,
+        (Metric(name=f"neighbours_{space}", path=f"neighbours.{space}.value", label=f"neighbour vote: {label}",
+                group="estimate", better=Better.HIGHER, short=short, meaning=_MEANING.format(k=K, where=where),
+                formula=formula, source=source, reading=_READING, tag=tag,
                 error=f"neighbours.{space}.standard_error"),),
     )
 

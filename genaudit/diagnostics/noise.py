@@ -11,7 +11,7 @@ import numpy as np
 from genaudit.diagnostics._head import broadcast_units, head_view, normalized_auc, shifted_accuracies
 from genaudit.heads import Head
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def unit_std(features: np.ndarray) -> np.ndarray:
@@ -41,11 +41,11 @@ DIAGNOSTIC = Diagnostic(
     "noise", "head",
     lambda c: noise_robustness(c.head, head_view(c), levels=c.opts.noise_levels, max_scale=c.opts.noise_max,
                                seed=c.opts.seed),
-    (Metric("noise", "noise.auc", "noise AUC", "robustness", "higher",
-            "accuracy kept under unit noise",
-            "accuracy kept as Gaussian noise up to 2σ of each unit is added, area relative to clean",
-            "AUC = (1/s_max) ∫₀^s_max acc(s)/acc(0) ds, unit j perturbed by N(0, (s σ_j)²)",
-            "Morcos et al. 2018",
-            "Robustness to perturbing all units in random directions; lower for memorizing networks.",
+    (Metric(name="noise", path="noise.auc", label="noise AUC", group="robustness", better=Better.HIGHER,
+            short="accuracy kept under unit noise",
+            meaning="accuracy kept as Gaussian noise up to 2σ of each unit is added, area relative to clean",
+            formula="AUC = (1/s_max) ∫₀^s_max acc(s)/acc(0) ds, unit j perturbed by N(0, (s σ_j)²)",
+            source="Morcos et al. 2018",
+            reading="Robustness to perturbing all units in random directions; lower for memorizing networks.",
             tag="noise"),),
 )

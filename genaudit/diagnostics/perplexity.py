@@ -12,7 +12,7 @@ import numpy as np
 
 from genaudit.diagnostics._classes import Classes, entropy
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 ROWS = 4096  # samples scored per block by nodes_as_classifiers (bounds the N x J score matrix)
 
@@ -93,22 +93,22 @@ def nodes_as_classifiers(fs: FeatureSet) -> dict:
 
 PERPLEXITY = Diagnostic(
     "perplexity", "layer", lambda c: perplexity(c.fs),
-    (Metric("perplexity", "perplexity.value", "layer perplexity / N_c", "class structure", "",
-            "distinct on/off codes per sample",
-            "effective number of on/off activation patterns per class, relative to the class size",
-            "mean_c e^{H(c)}/N_c, H(c) the entropy of class c's binary activation patterns",
-            "Davel et al. 2020, 'DNNs as layers of cooperating classifiers'",
-            "1 = every sample its own pattern; lower = samples of a class share codes. Descriptive: the paper "
-            "gives no better side and on the sample models the memorizing MLP scored lower. Depends on N_c.",
+    (Metric(name="perplexity", path="perplexity.value", label="layer perplexity / N_c", group="class structure",
+            better=Better.DESCRIPTIVE, short="distinct on/off codes per sample",
+            meaning="effective number of on/off activation patterns per class, relative to the class size",
+            formula="mean_c e^{H(c)}/N_c, H(c) the entropy of class c's binary activation patterns",
+            source="Davel et al. 2020, 'DNNs as layers of cooperating classifiers'",
+            reading="1 = every sample its own pattern; lower = samples of a class share codes. Descriptive: the paper "
+                    "gives no better side and on the sample models the memorizing MLP scored lower. Depends on N_c.",
             column="perplexity", tag="perplexity"),),
 )
 NODES = Diagnostic(
     "nodes", "layer", lambda c: nodes_as_classifiers(c.fs),
-    (Metric("nodes", "nodes.accuracy", "nodes-as-classifiers accuracy", "class structure", "higher",
-            "naive-Bayes vote of on/off states",
-            "accuracy of a naive-Bayes vote of every unit's on/off state used as a class estimator",
-            "argmax_c ln P(c) + Σ_n [ln P(c | s_n) − ln P(c)]", "Davel et al. 2020",
-            "How much class information the layer's binary code carries, unit by unit (in-sample).",
+    (Metric(name="nodes", path="nodes.accuracy", label="nodes-as-classifiers accuracy", group="class structure",
+            better=Better.HIGHER, short="naive-Bayes vote of on/off states",
+            meaning="accuracy of a naive-Bayes vote of every unit's on/off state used as a class estimator",
+            formula="argmax_c ln P(c) + Σ_n [ln P(c | s_n) − ln P(c)]", source="Davel et al. 2020",
+            reading="How much class information the layer's binary code carries, unit by unit (in-sample).",
             column="nodes_accuracy", tag="nodes", headline=True),),
 )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def selectivity_index(values: np.ndarray, classes: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -51,11 +51,12 @@ def selectivity(fs: FeatureSet, bins: int = 10) -> dict:
 
 DIAGNOSTIC = Diagnostic(
     "selectivity", "layer", lambda c: selectivity(c.fs),
-    (Metric("selectivity", "selectivity.mean", "class selectivity", "class structure", "",
-            "0 = all classes alike, 1 = one",
-            "mean class selectivity index: 0 = unit responds to all classes alike, 1 = to one class only",
-            "SI = (μ_max − μ_−max)/(μ_max + μ_−max) over class-conditional mean activations",
-            "Morcos et al. 2018",
-            "Descriptive. Morcos found selectivity a poor predictor of a unit's importance (see importance ρ).",
+    (Metric(name="selectivity", path="selectivity.mean", label="class selectivity", group="class structure",
+            better=Better.DESCRIPTIVE, short="0 = all classes alike, 1 = one",
+            meaning="mean class selectivity index: 0 = unit responds to all classes alike, 1 = to one class only",
+            formula="SI = (μ_max − μ_−max)/(μ_max + μ_−max) over class-conditional mean activations",
+            source="Morcos et al. 2018",
+            reading="Descriptive. Morcos found selectivity a poor predictor of a unit's importance (see importance "
+                    "ρ).",
             column="selectivity_mean", tag="selectivity"),),
 )

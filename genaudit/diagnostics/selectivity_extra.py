@@ -12,7 +12,7 @@ from genaudit.diagnostics._head import head_view, variant_accuracies
 from genaudit.heads import Head
 from genaudit.diagnostics.ablation import ablation, ablation_curve
 from genaudit.features import FeatureSet
-from genaudit.registry import Context, Diagnostic, Metric
+from genaudit.registry import Better, Context, Diagnostic, Metric
 
 
 def mi_selectivity(fs: FeatureSet) -> dict:
@@ -107,31 +107,30 @@ def _importance(c: Context) -> dict:
 
 MUTUAL_INFORMATION = Diagnostic(
     "selectivity.mutual_information", "layer", lambda c: mi_selectivity(c.fs),
-    (Metric("mi_selectivity", "selectivity.mutual_information.mean", "MI selectivity", "class structure", "",
-            "class info in units' on/off state",
-            "information a unit's on/off state carries about the class, as a fraction of class entropy",
-            "I(class; unit > median) / H(class)", "Morcos et al. 2018 (mutual-information variant)",
-            "Descriptive; with J balanced classes a binary state carries at most ln2/lnJ.",
+    (Metric(name="mi_selectivity", path="selectivity.mutual_information.mean", label="MI selectivity",
+            group="class structure", better=Better.DESCRIPTIVE, short="class info in units' on/off state",
+            meaning="information a unit's on/off state carries about the class, as a fraction of class entropy",
+            formula="I(class; unit > median) / H(class)", source="Morcos et al. 2018 (mutual-information variant)",
+            reading="Descriptive; with J balanced classes a binary state carries at most ln2/lnJ.",
             column="mi_selectivity_mean", tag="MI sel."),),
 )
 ORDERED_ABLATION = Diagnostic(
     "selectivity.ordered_ablation", "head", _ordered,
-    (Metric("selectivity_ordered", "selectivity.ordered_ablation.most_selective_first.auc",
-            "ablation AUC, selective first", "robustness", "",
-            "ablation AUC, selective first",
-            "ablation AUC when the most class-selective units go first (compare with random order)",
-            "as ablation AUC, with units ordered by decreasing selectivity index",
-            "Morcos et al. 2018",
-            "Morcos found removing selective units first no more harmful than random: if this is much lower than "
-            "the random-order AUC, the network leans on its selective units.", tag="abl. sel."),),
+    (Metric(name="selectivity_ordered", path="selectivity.ordered_ablation.most_selective_first.auc",
+            label="ablation AUC, selective first", group="robustness", better=Better.DESCRIPTIVE,
+            short="ablation AUC, selective first",
+            meaning="ablation AUC when the most class-selective units go first (compare with random order)",
+            formula="as ablation AUC, with units ordered by decreasing selectivity index", source="Morcos et al. 2018",
+            reading="Morcos found removing selective units first no more harmful than random: if this is much lower "
+                    "than the random-order AUC, the network leans on its selective units.", tag="abl. sel."),),
 )
 IMPORTANCE = Diagnostic(
     "selectivity.importance_correlation", "head", _importance,
-    (Metric("importance_rho", "selectivity.importance_correlation.spearman", "selectivity–importance ρ",
-            "class structure", "",
-            "ρ(selectivity, unit importance)",
-            "Spearman correlation of unit selectivity with the accuracy lost when that unit alone is zeroed",
-            "ρ_Spearman(SI_j, acc(0) − acc(without j))", "Morcos et al. 2018",
-            "Morcos measured it near zero: selective units are not the important ones.", tag="SI–imp. ρ"),),
+    (Metric(name="importance_rho", path="selectivity.importance_correlation.spearman",
+            label="selectivity–importance ρ", group="class structure", better=Better.DESCRIPTIVE,
+            short="ρ(selectivity, unit importance)",
+            meaning="Spearman correlation of unit selectivity with the accuracy lost when that unit alone is zeroed",
+            formula="ρ_Spearman(SI_j, acc(0) − acc(without j))", source="Morcos et al. 2018",
+            reading="Morcos measured it near zero: selective units are not the important ones.", tag="SI–imp. ρ"),),
 )
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from genaudit.diagnostics._classes import Classes
 from genaudit.features import FeatureSet
-from genaudit.registry import Diagnostic, Metric
+from genaudit.registry import Better, Diagnostic, Metric
 
 
 def intra_class_variance(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -44,17 +44,18 @@ def steadiness(fs: FeatureSet) -> dict:
 
 DIAGNOSTIC = Diagnostic(
     "steadiness", "layer", lambda c: steadiness(c.fs),
-    (Metric("steadiness", "steadiness.ratio", "intra-class variance ratio", "class structure", "lower",
-            "within-class share of variance",
-            "share of the units' variance that is within-class (Σ intra-class var / Σ total var)",
-            "Σ_n Σ_c α_c Var(F_n | c) / Σ_n Var(F_n)", "Mao et al., Neuron Steadiness Regularization",
-            "Lower = units respond steadily within a class; NSR lowers it and improves generalization.",
+    (Metric(name="steadiness", path="steadiness.ratio", label="intra-class variance ratio", group="class structure",
+            better=Better.LOWER, short="within-class share of variance",
+            meaning="share of the units' variance that is within-class (Σ intra-class var / Σ total var)",
+            formula="Σ_n Σ_c α_c Var(F_n | c) / Σ_n Var(F_n)",
+            source="Mao et al., Neuron Steadiness Regularization",
+            reading="Lower = units respond steadily within a class; NSR lowers it and improves generalization.",
             column="intra_class_variance_ratio", tag="intra/total", headline=True),
-     Metric("steadiness_sum", "steadiness.sum", "Σ intra-class variance", "class structure", "",
-            "within-class variance, Σ units",
-            "aggregated intra-class variance of the layer (Σ over units; scale-dependent)",
-            "Σ_n Σ_c α_c Var(F_n | c)", "Mao et al., Neuron Steadiness Regularization",
-            "Scale-dependent: compare layers of one model. The layer where it is largest is where NSR would "
-            "help most (the per-layer table names it).",
-            column="intra_class_variance_sum", tag="Σ intra var")),
+     Metric(name="steadiness_sum", path="steadiness.sum", label="Σ intra-class variance", group="class structure",
+            better=Better.DESCRIPTIVE, short="within-class variance, Σ units",
+            meaning="aggregated intra-class variance of the layer (Σ over units; scale-dependent)",
+            formula="Σ_n Σ_c α_c Var(F_n | c)", source="Mao et al., Neuron Steadiness Regularization",
+            reading="Scale-dependent: compare layers of one model. The layer where it is largest is where NSR would "
+                    "help most (the per-layer table names it).", column="intra_class_variance_sum",
+            tag="Σ intra var")),
 )

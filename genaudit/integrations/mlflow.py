@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from genaudit.errors import GenauditError, first_paragraph
-from genaudit.metrics import tracked_values
+from genaudit.metrics import Better, tracked_values
 
 PREFIX = "genaudit/"
 
@@ -135,9 +135,9 @@ def log_validation(study: dict) -> str:
         for name, c in study["correlations"].items():
             if c["oriented_kendall"] is not None:
                 values[f"{PREFIX}tau/{name}"] = c["oriented_kendall"]
-            if c["within_run_kendall_mean"] is not None and c["better"] in ("higher", "lower"):
-                sign = 1 if c["better"] == "higher" else -1
-                values[f"{PREFIX}tau_within_runs/{name}"] = sign * c["within_run_kendall_mean"]
+            within = Better(c["better"]).oriented(c["within_run_kendall_mean"])
+            if within is not None:
+                values[f"{PREFIX}tau_within_runs/{name}"] = within
         mlflow.log_metrics(values)
         mlflow.set_tags({PREFIX + "data": str(study["data"].get("spec")),
                          PREFIX + "holdout": str(study["holdout"].get("spec")),

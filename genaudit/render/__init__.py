@@ -40,13 +40,13 @@ def ranked_correlations(study: dict) -> list[tuple[str, dict]]:
     return sorted(study["correlations"].items(), key=lambda kv: -(kv[1]["oriented_kendall"] or -9))
 
 
-SUSPECT_COLUMNS = ["index", "label", "suggested", "predicted", "suspicion"]
+SUSPECT_COLUMNS = ["index", "label", "predicted", "suggested", "suspicion"]  # the suspects table's and CSV's
 
 
 def suspect_rows(result: dict) -> list[list[str]]:
     """The `top` rows of a suspects document as text cells (SUSPECT_COLUMNS), with their rank."""
-    return [[str(i + 1), str(r["index"]), str(r["label"]), str(r["suggested"]), str(r["predicted"]),
-             f"{r['suspicion']:.2f}"] for i, r in enumerate(result["rows"][: result["top"]])]
+    return [[str(i + 1), *(f"{r[c]:.2f}" if c == "suspicion" else str(r[c]) for c in SUSPECT_COLUMNS)]
+            for i, r in enumerate(result["rows"][: result["top"]])]
 
 
 def suspects_summary(result: dict) -> str:

@@ -13,7 +13,7 @@ from rich.panel import Panel
 from rich.segment import Segments
 from rich.table import Table
 
-from genaudit.metrics import BY_NAME, HEADLINE
+from genaudit.metrics import BY_NAME, HEADLINE, Better
 from genaudit.render import (
     SUSPECT_COLUMNS,
     fmt,
@@ -241,7 +241,7 @@ def validation(study: dict, console: Console) -> None:
     for col in ("oriented τ", "Kendall τ", "Spearman ρ", "τ within runs", "runs"):
         table.add_column(stacked(col), justify="right", no_wrap=True)
     for name, c in ranked_correlations(study):
-        table.add_row(shown(name), {"higher": "↑", "lower": "↓"}.get(c["better"], "·"),
+        table.add_row(shown(name), Better(c["better"]).arrow,
                       *[signed(c[k]) for k in ("oriented_kendall", "kendall", "spearman", "within_run_kendall_mean")],
                       str(c["runs"]))
     print_whole(console, table)

@@ -98,8 +98,7 @@ class AuditMonitor:
         return (epoch + 1) % self.every == 0
 
     def _oriented(self, entry: dict) -> float | None:
-        value = entry.get(self.metric.name)
-        return None if value is None else value if self.metric.better == "higher" else -value
+        return self.metric.better.oriented(entry.get(self.metric.name))
 
     def _example(self, model):
         import torch
