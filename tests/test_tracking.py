@@ -68,6 +68,9 @@ def test_compare_records_each_checkpoint_as_a_step(store):
     assert [m.value for m in history] == pytest.approx([c["estimate"]["accuracy"] for c in comparison["scorecards"]],
                                                        rel=1e-5, abs=1e-6)  # the JSON rounds to 6 digits
     assert run.data.tags["genaudit/selected"] == comparison["selected"]
+    assert "None" not in run.data.tags.values()  # no onset detected: no tag, not the word None
+    assert ("genaudit/memorization_onset" in run.data.tags) == (comparison["early_stopping"]["memorization_onset"]
+                                                               is not None)
     assert {a.path for a in store.list_artifacts(run.info.run_id, "genaudit")} == {
         "genaudit/comparison.json", "genaudit/comparison.html"}
 

@@ -115,11 +115,12 @@ def log_comparison(result: dict, first: int = 0) -> str:
         for step, card in enumerate(result["scorecards"]):
             if step >= first:
                 _metrics(card, step)
-        mlflow.set_tags({PREFIX + "selected": str(result["selected"]),
-                         PREFIX + "rank_by": result["rank_by"]["metric"],
+        known = {"selected": result["selected"], "memorization_onset": result["early_stopping"]["memorization_onset"]}
+        mlflow.set_tags({PREFIX + "rank_by": result["rank_by"]["metric"],
                          PREFIX + "data": str(result["data"].get("spec")),
-                         PREFIX + "memorization_onset": str(result["early_stopping"]["memorization_onset"]),
-                         PREFIX + "failed": str(len(result.get("failed", [])))})
+                         PREFIX + "failed": str(len(result.get("failed", []))),
+                         # a model is named only when there is one (no tag rather than the word None)
+                         **{PREFIX + key: str(value) for key, value in known.items() if value is not None}})
         _artifacts("comparison", result, "comparison")
         return current.info.run_id
 
