@@ -20,12 +20,11 @@ is at most 1 MiB, a value is a string, number, boolean or a list of them, and th
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genaudit.errors import GenauditError
+from genaudit.errors import GenauditError, did_you_mean
 
 COMMANDS = ("score", "compare", "watch", "validate", "suspects", "layers")
 RENAMES = {"json": "json_path", "format": "fmt", "csv": "csv_path"}  # option name -> the command parameter holding it
@@ -67,8 +66,7 @@ class Config:
         spelled = {spelling(n) for n in names} | (set() if where else set(COMMANDS))
         for key in settings:
             if _key(key) not in names:
-                close = difflib.get_close_matches(spelling(_key(key)), sorted(spelled), n=1)
-                hint = f" Did you mean '{close[0]}'?" if close else ""
+                hint = did_you_mean(spelling(_key(key)), spelled)
                 table = f" (in the '{where}' table)" if where else ""
                 raise GenauditError(
                     f"In {self.path}, '{key}'{table} is not an option of "
