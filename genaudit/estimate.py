@@ -96,9 +96,10 @@ def standard_error(card: dict, spec: dict) -> float:
     once with its total derivative; clean accuracy's includes the 1 of `clean_accuracy - gap`)."""
     gradient = {"clean_accuracy": 1.0}
     for name, term in spec["terms"].items():
-        factors = [(term["paths"], _sum(card, term.get("times", [])) if "times" in term else 1.0)]
-        if "times" in term:
-            factors.append((term["times"], _sum(card, term["paths"])))
+        if "times" in term:  # d(a·b) = b·da + a·db
+            factors = [(term["paths"], _sum(card, term["times"])), (term["times"], _sum(card, term["paths"]))]
+        else:
+            factors = [(term["paths"], 1.0)]
         for paths, other in factors:
             for path in paths:
                 sign, path = _signed(path)

@@ -68,7 +68,7 @@ CARD_PATHS = [
     *[f"diagnostics.neighbours.{space}.{v}" for space in ("input", "early", "features")
       for v in ("value", "reference_agreement", "vote_consistency", "samples")],
     "diagnostics.memorization.fraction", "diagnostics.memorization.suspect_fraction",
-    "estimate.accuracy", "estimate.interval",
+    "estimate.accuracy",
 ]
 
 
