@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from genaudit.diagnostics.margins import feature_spread, margins, sample_margins
-from genaudit.diagnostics.neighbours import nearest_neighbours, neighbour_agreement, neighbour_vote
+from genaudit.diagnostics.neighbours import (
+    extrapolate,
+    nearest_neighbours,
+    neighbour_agreement,
+    neighbour_vote,
+    vote_curve,
+)
 
 
 def brute_force_vote(x, reference, k):
@@ -211,3 +220,69 @@ def test_margin_properties_scale_units_and_predictions():
     pred = (h @ w + b).argmax(axis=1)
     assert margins(h, w, b, pred)["negative_fraction"] == 0.0
     assert base["negative_fraction"] == pytest.approx(1 - np.mean(pred == y))
+
+
+# ----------------------------------------------------------------------------- the vote at the training set's size
+
+
+def test_extrapolate_hand_case():
+    """Disagreements 0.2, 0.16, 0.128, 0.1024 at 250..2,000 voters shrink by 0.8 per doubling (b = log2 0.8): two
+    more doublings to 8,000 give 0.1024 * 0.64 = 0.065536."""
+    points = [(250, 0.8), (500, 0.84), (1000, 0.872), (2000, 0.8976)]
+    value, b = extrapolate(points, 8000)
+    assert b == pytest.approx(math.log2(0.8))
+    assert value == pytest.approx(1 - 0.065536)
+
+
+def test_extrapolate_needs_more_voters_and_never_makes_the_vote_worse():
+    points = [(250, 0.8), (500, 0.84), (1000, 0.872), (2000, 0.8976)]
+    assert extrapolate(points, 2000) == (0.8976, 0.0)  # the training set is no larger than the vote: as measured
+    assert extrapolate(points, 1500) == (0.8976, 0.0)
+    worse = [(250, 0.9), (500, 0.85), (1000, 0.8)]  # a vote that got worse with more voters: held, not extrapolated
+    assert extrapolate(worse, 10_000) == (0.8, 0.0)
+    # at most 100 times the voters, and never faster than 1/m
+    assert extrapolate(points, 10**9)[0] == pytest.approx(extrapolate(points, 200_000)[0])
+    steep = [(100, 0.0), (200, 0.9)]  # 1.0 -> 0.1 disagreement would be b = -3.3: clipped to -1
+    assert extrapolate(steep, 400) == (pytest.approx(0.95), -1.0)
+
+
+@given(st.lists(st.tuples(st.integers(2, 5000), st.floats(0, 1)), min_size=1, max_size=5, unique_by=lambda p: p[0]),
+       st.integers(1, 10**6))
+@settings(max_examples=200, deadline=None)
+def test_extrapolated_agreement_lies_between_the_measured_one_and_one(points, size):
+    value, b = extrapolate(points, size)
+    a_n = max(points)[1]
+    assert -1.0 <= b <= 0.0
+    assert a_n - 1e-12 <= value <= 1.0
+
+
+def test_vote_curve_sizes_and_model_free_reference():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 5)) + np.repeat(np.eye(4, 5) * 3, 100, axis=0)
+    y = np.repeat(np.arange(4), 100)
+    pred = y.copy()
+    pred[::7] = (pred[::7] + 1) % 4
+    curve = vote_curve(x, y, pred, 10, seed=0, strata=y)
+    assert [p["voters"] for p in curve] == [50, 100, 200]  # 400/8 and up; none of at most 2k = 20 voters
+    assert [p["reference_agreement"] for p in vote_curve(x, y, y, 10, seed=0, strata=y)] == \
+        [p["reference_agreement"] for p in curve]  # the reference column does not read the model
+    for p in vote_curve(x, y, y, 10, seed=0, strata=y):
+        assert p["value"] == p["reference_agreement"]  # a model that predicts its labels agrees as they do
+    small = vote_curve(x[:100], y[:100], pred[:100], 10, seed=0)
+    assert [p["voters"] for p in small] == [25, 50]
+
+
+def test_scorecard_carries_the_vote_at_the_training_sets_size():
+    import genaudit
+
+    model = Path(__file__).resolve().parents[1] / "sample_models" / "mlp_clean.onnx"
+    whole = genaudit.audit(model, "sample", samples=None, seed=0)  # 1,000 samples: all of the sample data
+    vote = whole["diagnostics"]["neighbours"]["input"]
+    assert vote["at_training_size"]["size"] == 1000 and vote["at_training_size"]["value"] == vote["value"]
+    part = genaudit.audit(model, "sample", samples=500, seed=0)
+    vote = part["diagnostics"]["neighbours"]["input"]
+    at = vote["at_training_size"]
+    assert at["size"] == 1000 and [p["voters"] for p in at["curve"]] == [62, 125, 250]
+    assert at["value"] >= vote["value"] and at["reference_agreement"] >= vote["reference_agreement"]
+    points = [(p["voters"], p["value"]) for p in at["curve"]] + [(500, vote["value"])]
+    assert at["value"] == pytest.approx(extrapolate(points, 1000)[0], abs=1e-6)

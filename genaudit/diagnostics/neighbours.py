@@ -204,7 +204,45 @@ def neighbour_agreement(x: np.ndarray | None, reference: np.ndarray, predictions
     }
 
 
-__all__ = ["nearest_neighbours", "neighbour_agreement", "neighbour_vote", "vote_of"]
+CURVE_FRACTIONS = (8, 4, 2)  # the vote is also run among n/8, n/4 and n/2 of its n voters
+MAX_EXTRAPOLATION = 100  # a training set is read as at most 100 times the voters (30x is validated: 2,000 -> 60,000)
+
+
+def vote_curve(x: np.ndarray, reference: np.ndarray, predictions: np.ndarray, k: int = 10, *, seed: int = 0,
+               strata: np.ndarray | None = None, max_block: int = DEFAULT_BLOCK) -> list[dict]:
+    """The vote's learning curve: `neighbour_agreement` among seeded subsamples of n/8, n/4 and n/2 of the n
+    samples of `x` (stratified by `strata` when given; a subsample of at most 2k samples is skipped). Returns one
+    {"voters", "value", "reference_agreement"} per size, smallest first. Model-free in the reference column."""
+    n = len(x)
+    out = []
+    for fraction in CURVE_FRACTIONS:
+        m = n // fraction
+        if m <= 2 * k:
+            continue
+        pos = stratified_indices(n, strata, m, seed)
+        r = neighbour_agreement(x[pos], reference[pos], predictions[pos], k, max_block=max_block)
+        out.append({"voters": m, "value": r["value"], "reference_agreement": r["reference_agreement"]})
+    return out
+
+
+def extrapolate(points: list[tuple[int, float]], size: int) -> tuple[float, float]:
+    """An agreement carried from the largest of `points` (voters m, agreement a) to `size` voters: the
+    disagreement 1 - a is a power law c * m^b (least squares in log-log, disagreements floored at 0.001, b clipped
+    to [-1, 0]: more voters never make the vote worse, nor better faster than 1/m), so
+    a(size) = 1 - (1 - a_n) * (size / n)^b with size capped at MAX_EXTRAPOLATION * n. Returns (a(size), b);
+    a size at or below n returns a_n (no extrapolation)."""
+    points = sorted(points)
+    n, a_n = points[-1]
+    if size <= n or len(points) < 2:
+        return float(a_n), 0.0
+    m = np.log([p[0] for p in points])
+    e = np.log(np.maximum([1.0 - p[1] for p in points], 1e-3))
+    b = float(np.clip(np.polyfit(m, e, 1)[0], -1.0, 0.0))
+    ratio = min(size / n, MAX_EXTRAPOLATION)
+    return float(1.0 - (1.0 - a_n) * ratio**b), b
+
+
+__all__ = ["extrapolate", "nearest_neighbours", "neighbour_agreement", "neighbour_vote", "vote_curve", "vote_of"]
 
 
 # ----------------------------------------------------------------------------------------------- registration
@@ -239,13 +277,41 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
     chosen = voters(c, every)
 
     def find() -> tuple[np.ndarray, np.ndarray] | None:
-        x = c.fs.features if space == "features" else c.spaces.get(space)
-        if x is None or len(chosen) < 2:
-            return None
-        # batches kept by the trunk pass are flat already: their voters' rows go straight to float64
-        return nearest_neighbours(x.take(chosen, np.float64) if isinstance(x, Rows) else flat_space(x[chosen]), 2 * K)
+        x = voter_rows(c, space, chosen)
+        return None if x is None or len(chosen) < 2 else nearest_neighbours(x, 2 * K)
 
     return c.shared(("neighbours", space, len(chosen)), find)
+
+
+def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
+    """The `chosen` samples as float64 vectors in `space` (None when the audit has no such space)."""
+    x = c.fs.features if space == "features" else c.spaces.get(space)
+    if x is None:
+        return None
+    # batches kept by the trunk pass are flat already: their voters' rows go straight to float64
+    return x.take(chosen, np.float64) if isinstance(x, Rows) else flat_space(x[chosen])
+
+
+def training_size(c: Context) -> int:
+    """How many samples the data set holds (read as the model's training set); the audited count without one."""
+    spec = c.dataset.spec if c.dataset is not None else {}
+    return int(spec.get("source_size") or len(c.fs.predictions))
+
+
+def at_training_size(c: Context, result: dict) -> dict:
+    """The input vote carried to the training set's size: the model trained on all of it, the vote ran among
+    `samples` of it, and a vote among more neighbours agrees more (with the labels and with a model that
+    generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law (see `extrapolate`)."""
+    chosen = voters(c)
+    labels = c.fs.labels[chosen] if c.fs.labels is not None else None
+    curve = vote_curve(voter_rows(c, "input", chosen), c.fs.reference[chosen], c.fs.predictions[chosen], K,
+                       seed=c.opts.seed, strata=labels)
+    size = training_size(c)
+    out = {"size": size, "curve": curve}
+    for key in ("value", "reference_agreement"):
+        points = [(p["voters"], p[key]) for p in curve] + [(result["samples"], result[key])]
+        out[key], out[f"{key}_exponent"] = extrapolate(points, size)
+    return out
 
 
 def _in(space: str):
@@ -256,7 +322,10 @@ def _in(space: str):
         chosen = voters(c)
         result = neighbour_agreement(None, c.fs.reference[chosen], c.fs.predictions[chosen], K, space=space,
                                      neighbours=found)
-        return {**result, "standard_error": share_error(result["value"], result["samples"])}
+        result["standard_error"] = share_error(result["value"], result["samples"])
+        if space == "input":
+            result["at_training_size"] = at_training_size(c, result)
+        return result
     return compute
 
 
