@@ -82,6 +82,11 @@ def _share_error(card: dict, path: str) -> float:
     """The sampling standard error sqrt(p (1 - p) / n) of a value that is a share: clean accuracy (n = every
     audited sample) or a neighbour-vote share (n = that vote's voters, its block's `samples`: at most 2,000
     whatever the audit's size); 0 for values that are not shares."""
+    if ".at_training_size." in path:  # a(N) = 1 - (1 - a_n) r^b: the error of a_n scaled by r^b
+        block, key = path.split(".at_training_size.")
+        measured, carried = lookup(card, f"{block}.{key}"), lookup(card, path)
+        scale = (1.0 - carried) / (1.0 - measured) if measured < 1.0 else 1.0
+        return _share_error(card, f"{block}.{key}") * scale
     if path == "clean_accuracy":
         n = card.get("samples")
     elif path.startswith("diagnostics.neighbours."):
@@ -139,6 +144,13 @@ def estimate(card: dict) -> dict:
              f"{', '.join(fitted['archs'])}); 90% split-conformal interval ±{half:.3f}, wider for larger gaps")
     if outside:
         basis += "; widened because " + "; ".join(outside)
+    carried = lookup(card, "diagnostics.neighbours.input.at_training_size.size")
+    voters = lookup(card, "diagnostics.neighbours.input.samples")
+    if any(".at_training_size." in p for t in spec["terms"].values() for p in t["paths"]) and carried and voters:
+        carried, voters = int(carried), int(voters)
+        basis += (f"; the input vote is carried from its {voters} voters to the {carried} training images "
+                  "(--train-size, else the data set's size: audit the whole training set or give its size)"
+                  if carried > voters else f"; the input vote ran on all {carried} training images")
     if not card.get("layer", {}).get("default", True):
         basis += ("; fitted on audits of the default feature layer, and this one audits another (--layer): the "
                   "feature-space vote means something else here")

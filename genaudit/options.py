@@ -140,6 +140,9 @@ class DataOptions(Checked):
     data_dir: Optional[Path] = option(None, "Cache folder for named data sets.", envvar="GENAUDIT_DATA_DIR")
     samples: Optional[int] = option(2000, "Number of samples (stratified, seeded subsample; all if omitted in "
                                     "Python with None).", cli=int, bounds=Range(low=1))
+    train_size: Optional[int] = option(None, "How many images the model was trained on, when --data holds only a "
+                                       "part of its training set (default: all of --data). The estimate reads the "
+                                       "input vote at this size.", bounds=Range(low=1))
     preprocess: Any = option(None, "Preprocessing preset: unit ([0,1], the default) | raw (0..255) | center "
                              "([-1,1]) | mnist | cifar10 | imagenet (their mean/std).", cli=Optional[str])
     channels: Optional[int] = option(None, "Convert images to 1 (grayscale) or 3 (RGB) channels.",
@@ -169,7 +172,7 @@ class DataOptions(Checked):
         from genaudit.data import load_data
 
         return load_data(data, split=self.split, data_dir=self.data_dir, samples=self.samples, seed=seed,
-                         preprocess=self.preprocessing())
+                         preprocess=self.preprocessing(), train_size=self.train_size)
 
 
 @dataclass(frozen=True)

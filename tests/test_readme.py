@@ -74,7 +74,7 @@ def ran(workdir, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
 
 def test_the_readme_keeps_the_install_and_test_commands_ci_runs():
     assert ("python3.11 -m venv .venv && . .venv/bin/activate && pip install -e '.[test]'\n"
-            "genaudit score sample_models/mlp_clean.onnx --data sample\n") in README
+            "genaudit score sample_models/mlp_clean.onnx --data sample --train-size 10000\n") in README
     assert "```bash\npython -m pytest\n```" in README
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install -e '.[test]'" in ci and "python -m pytest" in ci
@@ -97,7 +97,7 @@ def test_readme_example_runs(line, ran):
 def test_the_terminal_excerpt_is_real_output(ran):
     """The report pasted in the README is what the command prints (80 columns); the timing line may differ.
     After a change to the report or the estimate, paste the output of the command again."""
-    command = "genaudit score sample_models/mlp_clean.onnx --data sample"
+    command = "genaudit score sample_models/mlp_clean.onnx --data sample --train-size 10000"
     pasted = blocks(README, "text")[0]
     printed = ran[command].stdout
 

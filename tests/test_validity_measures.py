@@ -286,3 +286,9 @@ def test_scorecard_carries_the_vote_at_the_training_sets_size():
     assert at["value"] >= vote["value"] and at["reference_agreement"] >= vote["reference_agreement"]
     points = [(p["voters"], p["value"]) for p in at["curve"]] + [(500, vote["value"])]
     assert at["value"] == pytest.approx(extrapolate(points, 1000)[0], abs=1e-6)
+    told = genaudit.audit(model, "sample", samples=None, seed=0, train_size=10_000)  # the sample is 1/10 of it
+    vote = told["diagnostics"]["neighbours"]["input"]
+    assert told["data"]["train_size"] == 10_000 and vote["at_training_size"]["size"] == 10_000
+    assert vote["at_training_size"]["value"] > vote["value"]
+    assert "carried from its 1000 voters to the 10000 training images" in told["estimate"]["basis"]
+    assert told["estimate"]["accuracy"] > whole["estimate"]["accuracy"]

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""The estimate of held-out accuracy, v3: training accuracy minus a predicted generalization gap, evaluated the
-way users meet it. The study behind docs/validity.md ("Estimator v3") and genaudit/estimate_model.json.
+"""The estimate of held-out accuracy, v4: training accuracy minus a predicted generalization gap, evaluated the
+way users meet it. The study behind docs/validity.md ("Estimator v4") and genaudit/estimate_model.json.
 
     python zoo/study_validity.py compute --zoo all        # the per-model caches (three zoos)
-    python zoo/study_estimate.py [--write-estimator]      # tables -> zoo/validity/estimate_v3.md, .json
+    python zoo/study_curve.py                             # the input vote at each training set's size
+    python zoo/study_estimate.py [--write-estimator]      # tables -> zoo/validity/estimate_v4.md, .json
 
 Why this form. Reading the estimate off the neighbour vote caps it at the vote's own accuracy: a model that fits
 clean labels agrees with the vote exactly as often as the labels do, so the v0.2 estimate saturated at 0.87-0.90
@@ -18,7 +19,10 @@ predictions on its training images depart from what a reference that never memor
   vote can (the part of the training accuracy no neighbour reference certifies: hard data or memorization);
 - `consistency_<space>`: agreement of two disjoint votes (how reliable that reference is, model-free for input);
 
-in the input (pixel), early-layer and feature-layer spaces. The forms (fixed below before any evaluation) are
+in the input (pixel), early-layer and feature-layer spaces; and the input vote carried to the size of the model's
+training set (`above_input_at_size`, from `diagnostics.neighbours.input.at_training_size`): the vote among 2,000
+audited samples is a k-NN classifier trained on 2,000 images, which a model trained on 60,000 is bound to beat,
+so read raw it made every well-trained full-data model look like it had a gap of 0.08-0.09. The forms (fixed below before any evaluation) are
 least squares of the gap on those terms; the form used in each split is the sparsest whose grouped (by training
 run) 5-fold cross-validated MAE inside that split's fitting data is within 0.002 of the best. The 90% interval
 is split conformal on residuals normalized by (0.01 + |predicted gap|) (errors grow with the gap: narrow where a
@@ -43,6 +47,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from study_validity import (  # noqa: E402
+    CACHE,
     OUT,
     ROOT,
     conformal_quantile,
@@ -66,7 +71,14 @@ for short, space in SPACES.items():
     # the same, weighted by how reliable the pixel neighbours are (their vote consistency)
     PATHS[f"above_{short}_x_reliability"] = (["clean_accuracy", f"-{base}.value"],
                                              ["diagnostics.neighbours.input.vote_consistency"])
+AT_SIZE = "diagnostics.neighbours.input.at_training_size"
+PATHS["above_input_at_size"] = ["clean_accuracy", f"-{AT_SIZE}.value"]
+PATHS["above_input_at_size_x_reliability"] = (["clean_accuracy", f"-{AT_SIZE}.value"],
+                                              ["diagnostics.neighbours.input.vote_consistency"])
 DESCRIPTIONS = {
+    "above_input_at_size": "input space: training accuracy minus the model's agreement with the neighbour vote "
+                           "carried to the training set's size (the vote's learning curve)",
+    "above_input_at_size_x_reliability": "above_input_at_size times the pixel vote's consistency",
     "train_acc": "training accuracy on the audited samples (given labels)",
     **{f"shortfall_{s}": f"{sp} space: labels' agreement with the neighbour vote minus the model's (memorization)"
        for s, sp in SPACES.items()},
@@ -113,6 +125,16 @@ FORMS = {
         "above_input_x_reliability", "above_feat_x_reliability", "above_early_x_reliability"],
     "R2: R1 without the early layer": ["train_acc", "above_input", "above_feat", "consistency_input", "noise_input",
                                        "above_input_x_reliability", "above_feat_x_reliability"],
+    "X0: V1 without the early layer, the pixel vote at the training set's size": ["above_input_at_size",
+                                                                                   "above_feat"],
+    "X1: X0, each space's weight moved by the pixel vote's reliability": [
+        "above_input_at_size", "above_feat", "above_input_at_size_x_reliability", "above_feat_x_reliability"],
+    "X2: R2 with the pixel vote at the training set's size": [
+        "train_acc", "above_input_at_size", "above_feat", "consistency_input", "noise_input",
+        "above_input_at_size_x_reliability", "above_feat_x_reliability"],
+    "X3: R1 with the pixel vote at the training set's size": [
+        "train_acc", "above_input_at_size", "above_feat", "above_early", "consistency_input", "noise_input",
+        "above_input_at_size_x_reliability", "above_feat_x_reliability", "above_early_x_reliability"],
 }
 BASELINE = "T: training accuracy (gap 0)"
 PARSIMONY = 0.002
@@ -138,6 +160,14 @@ def read(record: dict, name: str) -> float | None:
         a, b = (signed_sum(record, part) for part in spec)
         return None if a is None or b is None else a * b
     return signed_sum(record, spec)
+
+
+def with_curves(records: list[dict]) -> list[dict]:
+    """Each record's scorecard values plus the input vote at the training set's size (zoo/study_curve.py)."""
+    curves = json.loads((CACHE / "curves.json").read_text())
+    for r in records:
+        r["card"].update(curves.get(f"{r['zoo']}/{r['name']}", {}))
+    return records
 
 
 def usable(records: list[dict]) -> list[dict]:
@@ -250,6 +280,13 @@ def group_of(r: dict) -> str:
     return "realuse CIFAR-10" if r["dataset"] == "cifar10" else f"realuse {r['dataset']} (full data)"
 
 
+def clean_group(r: dict) -> str | None:
+    """The well-trained models the issue's MAE target names: full-data runs on clean labels (every epoch)."""
+    if r["zoo"] == "realuse" and r["dataset"] != "cifar10" and not r["corruption"]:
+        return f"realuse {r['dataset']} (full data, clean labels)"
+    return None
+
+
 def splits(records) -> dict:
     """Fit on one part, evaluate on a part never fitted on."""
     def by(keep):
@@ -284,8 +321,8 @@ def evaluate(records) -> dict:
         p, gap, widen = predict(model, test)
         half = model["conformal"]["quantile_90"] * scale(gap) + widen
         rows = {}
-        for group in sorted({group_of(r) for r in test}):
-            idx = [i for i, r in enumerate(test) if group_of(r) == group]
+        for group in sorted({group_of(r) for r in test} | {clean_group(r) for r in test} - {None}):
+            idx = [i for i, r in enumerate(test) if group in (group_of(r), clean_group(r))]
             sub = [test[i] for i in idx]
             rows[group] = {
                 "estimate": metrics(sub, p[idx], half[idx]),
@@ -308,8 +345,9 @@ def fmt(v, digits=3) -> str:
 
 
 def report(records, results) -> str:
-    lines = [f"# Estimator v3: held-out evaluation ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-             "Generated by `python zoo/study_estimate.py` from the caches of `zoo/study_validity.py compute`.", "",
+    lines = [f"# Estimator v4: held-out evaluation ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
+             "Generated by `python zoo/study_estimate.py` from the caches of `zoo/study_validity.py compute` and "
+             "`zoo/study_curve.py`.", "",
              "Models: " + ", ".join(f"{g} {sum(group_of(r) == g for r in records)}"
                                     for g in sorted({group_of(r) for r in records})) + ".", ""]
     for name, res in results.items():
@@ -340,7 +378,7 @@ def spec(records) -> dict:
         terms[name] = ({"paths": paths[0], "times": paths[1]} if isinstance(paths, tuple) else {"paths": paths})
         terms[name]["description"] = DESCRIPTIONS[name]
     return {
-        "version": 3,
+        "version": 4,
         "what": "expected accuracy on held-out data from the training data's distribution, with a 90% interval; "
                 "read from a scorecard audited WITH labels (the training labels as given)",
         "formula": "estimate = clip(clean_accuracy - gap, 0, 1), gap = intercept + sum_k coefficients[k] * x_k, "
@@ -361,10 +399,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write-estimator", action="store_true", help="also write genaudit/estimate_model.json")
     args = p.parse_args(argv)
-    records = usable(load_records(("noise", "sweep", "realuse")))
+    records = usable(with_curves(load_records(("noise", "sweep", "realuse"))))
     results = evaluate(records)
-    (OUT / "estimate_v3.json").write_text(json.dumps(results, indent=1))
-    (OUT / "estimate_v3.md").write_text(report(records, results))
+    (OUT / "estimate_v4.json").write_text(json.dumps(results, indent=1))
+    (OUT / "estimate_v4.md").write_text(report(records, results))
     print(report(records, results))
     if args.write_estimator:
         (ROOT / "genaudit" / "estimate_model.json").write_text(json.dumps(spec(records), indent=2) + "\n")

@@ -4,8 +4,8 @@ tell? The real-use zoo's MNIST / Fashion-MNIST runs (zoo/build_realuse.py) keep 
 
     python zoo/study_picks.py        # -> zoo/validity/picks.md and .json
 
-Each run is compared exactly as a user would (`genaudit.compare(checkpoints, train_npz)`, 2,000 seeded samples, the
-labels it was trained on). A pick is "confident" when compare calls it significant (better than every other
+Each run is compared exactly as a user would (`genaudit.compare(checkpoints, train_npz, train_size=60000)`: the
+file holds 4,000 of the 60,000 training images, 2,000 seeded samples audited, the labels it was trained on). A pick is "confident" when compare calls it significant (better than every other
 checkpoint beyond two standard errors); a confident pick more than 0.5 points below the run's best held-out
 accuracy is a confident wrong pick, the failure the validity issue forbids.
 """
@@ -39,7 +39,7 @@ def main() -> int:
     for run, entries in sorted(runs.items()):
         entries.sort(key=lambda e: e["epoch"])
         result = genaudit.compare([ZOO / e["file"] for e in entries], str(ZOO / entries[0]["train_npz"]),
-                                  order="given", samples=2000, seed=0)
+                                  order="given", samples=2000, seed=0, train_size=entries[0]["train_size"])
         picked = next(e for e in entries if Path(result["selected"]).name == e["file"])
         best = max(e["holdout_accuracy"] for e in entries)
         tied = {Path(p).name for p in result["selection"].get("tied_with", [])} | {picked["file"]}

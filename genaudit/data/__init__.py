@@ -155,9 +155,10 @@ def load_data(
     samples: int | None = 2000,
     seed: int = 0,
     preprocess: Preprocess = Preprocess(),
+    train_size: int | None = None,
 ) -> Dataset:
     """Load `spec` ('sample', a named set, .npz, image folder, or arrays `(x, y)` / `{"x", "y"}`), subsample
-    it, attach preprocessing."""
+    it, attach preprocessing. `train_size`: how many images the model trained on (default: all of `spec`)."""
     if samples is not None and samples < 1:
         raise GenauditError(f"--samples must be at least 1 (got {samples}).")
     root = Path(data_dir) if data_dir else data_cache_dir()
@@ -167,7 +168,8 @@ def load_data(
     preprocess.validate(x.shape[1] if x.ndim == 4 else None)
     idx = stratified_indices(len(x), y, samples, seed)
     description = {"spec": str(spec) if isinstance(spec, (str, Path)) else "arrays", "split": split,
-                   "source_size": int(len(x)), "samples": int(len(idx)),
+                   "source_size": int(len(x)), "train_size": int(train_size or len(x)),
+                   "samples": int(len(idx)),
                    "labels": y is not None, "preprocess": preprocess.describe(x.dtype)}
     ids = [x.files[i] for i in idx] if hasattr(x, "files") else [int(i) for i in idx]
     return Dataset(x[idx], None if y is None else y[idx], preprocess, description, ids)

@@ -293,9 +293,10 @@ def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
 
 
 def training_size(c: Context) -> int:
-    """How many samples the data set holds (read as the model's training set); the audited count without one."""
+    """How many images the model trained on: `--train-size`, else the data set's size (read as its training set);
+    the audited count without a data set."""
     spec = c.dataset.spec if c.dataset is not None else {}
-    return int(spec.get("source_size") or len(c.fs.predictions))
+    return int(spec.get("train_size") or spec.get("source_size") or len(c.fs.predictions))
 
 
 def at_training_size(c: Context, result: dict) -> dict:
