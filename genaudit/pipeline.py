@@ -12,16 +12,9 @@ import numpy as np
 from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, arrange, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
-from genaudit.diagnostics.neighbours import flat_space, voter_positions
 from genaudit.errors import GenauditError
 from genaudit.estimate import estimate
-from genaudit.features import (
-    FeatureSet,
-    Rows,
-    compute_features,
-    share_error,
-    unit_values,
-)
+from genaudit.features import FeatureSet, compute_features, share_error, unit_values
 from genaudit.files import model_cache_dir
 from genaudit.metrics import LAYER_METRICS
 from genaudit.models import (
@@ -39,6 +32,7 @@ from genaudit.registry import Context, run
 from genaudit.score import components as score_components
 from genaudit.score import generalization_score
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+from genaudit.spaces import SpaceCollector
 from genaudit.threads import budget
 from genaudit.version import __version__
 
@@ -106,22 +100,13 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
 
     start = time.perf_counter()
     streams = {name: ([], []) for name in extra}
-    early_values: list[np.ndarray] = []
-    input_values: list[np.ndarray] = []
     # The neighbour votes read the input and early-layer vectors of their voters only (all samples with `every`).
-    keep = np.arange(len(dataset)) if every else voter_positions(len(dataset), labels, opts.seed)
-    offsets = {"input": 0, "early": 0}
-
-    def kept(space: str, size: int) -> np.ndarray:
-        """Which rows of the next batch (of `size`) this space keeps, as positions within the batch."""
-        lo = offsets[space]
-        offsets[space] += size
-        return keep[np.searchsorted(keep, lo) : np.searchsorted(keep, lo + size)] - lo
+    collector = SpaceCollector.of_voters(len(dataset), labels, opts.seed, every)
 
     def batches():
-        """The preprocessed batches in the model's layout, keeping the voters' input-space vectors on the way."""
+        """The preprocessed batches in the model's layout, handed to the collector (the input space) on the way."""
         for x in dataset.batches(batch):
-            input_values.append(flat_space(x[kept("input", len(x))]))
+            collector.take("input", x)
             yield arrange(x, layout)
 
     def reduce_extra(arrays: list[np.ndarray]) -> None:
@@ -130,22 +115,22 @@ def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress
                 streams[name][0].append(unit_values(array).astype(np.float32))
                 streams[name][1].append(per_sample_magnitude(array))
             if name == early:
-                early_values.append(flat_space(array[kept("early", len(array))]))
+                collector.take("early", array)
 
-    done = [0]
+    seen = 0
 
     def advance(n: int) -> None:
-        done[0] += n
+        nonlocal seen
+        seen += n
         if progress is not None:
-            progress(done[0], len(dataset))
+            progress(seen, len(dataset))
 
     fs = compute_features(cut.trunk, batches(), labels, advance, reduce_extra)
     sanity.check_classifier(fs, labels)
-    spaces = {"input": Rows(input_values, keep)}  # the voters' rows, in their batches
-    if early is not None:
-        spaces["early"] = Rows(early_values, keep) if early != main else flat_space(fs.features)
+    if early == main:  # the early layer is the feature layer: its values are the features
+        collector.take("early", fs.features)
     timings["features"] = time.perf_counter() - start
-    return Pass(file, graph, cut, layout, fs, spaces, streams, listed, timings)
+    return Pass(file, graph, cut, layout, fs, collector.spaces(), streams, listed, timings)
 
 
 def audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions = AuditOptions(),

@@ -113,9 +113,9 @@ def test_neighbour_vote_does_not_depend_on_unit_order():
 
 
 def test_neighbour_votes_run_on_a_bounded_stratified_subsample(trained_mlp, tiny_data, monkeypatch):
-    from genaudit.diagnostics import neighbours
+    from genaudit import spaces
 
-    monkeypatch.setattr(neighbours, "VOTERS", 40)  # 200 audited samples, 40 voters
+    monkeypatch.setattr(spaces, "VOTERS", 40)  # 200 audited samples, 40 voters
     card = genaudit.audit(trained_mlp["onnx"], str(tiny_data), samples=None)
     assert card["samples"] == 200
     assert card["diagnostics"]["neighbours"]["input"]["samples"] == 40
@@ -125,15 +125,15 @@ def test_neighbour_votes_run_on_a_bounded_stratified_subsample(trained_mlp, tiny
 def test_the_trunk_pass_keeps_the_voters_vectors_only(trained_mlp, tiny_data, monkeypatch):
     """The voters depend on the data alone (labels, seed), so the pass keeps only their input and early-layer
     rows; `every` (the suspects table) keeps every sample's."""
+    from genaudit import spaces
     from genaudit.data import load_data
-    from genaudit.diagnostics import neighbours
     from genaudit.options import AuditOptions
     from genaudit.pipeline import trunk_pass
 
-    monkeypatch.setattr(neighbours, "VOTERS", 40)
+    monkeypatch.setattr(spaces, "VOTERS", 40)
     dataset = load_data(str(tiny_data), samples=None, seed=0)
     opts = AuditOptions()
-    chosen = neighbours.voter_positions(200, dataset.y, 0)
+    chosen = spaces.voter_positions(200, dataset.y, 0)
     assert len(chosen) == 40 and np.array_equal(np.bincount(dataset.y[chosen]), [10] * 4)  # stratified
     done = trunk_pass(trained_mlp["onnx"], dataset, opts)
     assert np.array_equal(done.spaces["input"].positions, chosen)

@@ -148,9 +148,10 @@ def model_path(e: dict) -> Path:
 
 def compute_one(e: dict) -> str:
     from genaudit.data import load_data
-    from genaudit.diagnostics.neighbours import flat_space, nearest_neighbours
+    from genaudit.diagnostics.neighbours import nearest_neighbours
     from genaudit.options import AuditOptions
     from genaudit.pipeline import trunk_pass
+    from genaudit.spaces import flat_space
 
     out = model_path(e)
     if out.exists() and "nn_feat" in np.load(out).files:
@@ -207,7 +208,7 @@ def compute(args) -> None:
     for ds in sorted({e["dataset"] for e in todo}):  # shared input neighbours, once, before the workers
         from genaudit.data import load_data
         d = load_data(str(label_npz(ds, 0)), samples=SAMPLES, seed=SEED)
-        from genaudit.diagnostics.neighbours import flat_space
+        from genaudit.spaces import flat_space
         input_neighbours(ds, np.concatenate([flat_space(b) for b in d.batches(256)]))
         for c in args.corruptions:
             label_npz(ds, c)

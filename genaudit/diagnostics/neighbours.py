@@ -32,8 +32,9 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.data import stratified_indices
-from genaudit.features import Rows, flat_pooled, share_error
+from genaudit.features import Rows, share_error
 from genaudit.registry import Better, Context, Diagnostic, Metric
+from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
 
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
 
@@ -250,18 +251,6 @@ __all__ = ["extrapolate", "nearest_neighbours", "neighbour_agreement", "neighbou
 K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
 
 
-VOTERS = 2000  # audited samples that vote: the estimate was fitted on votes among 2,000 (more changes their
-#                meaning, and the cost grows as N²); a larger audit votes on a seeded subsample (voter_positions)
-
-
-def voter_positions(n: int, labels: np.ndarray | None, seed: int) -> np.ndarray:
-    """The audited samples (positions) the neighbour votes run on: all of them up to VOTERS, else a seeded
-    subsample of VOTERS, stratified by the labels when the audit uses them (uniform without). It depends on the
-    data only, not on the model's outputs, so the trunk pass knows it before it runs and keeps only these rows
-    of the input and early-layer spaces."""
-    return np.arange(n) if n <= VOTERS else stratified_indices(n, labels, VOTERS, seed)
-
-
 def voters(c: Context, every: bool = False) -> np.ndarray:
     """The voters of this audit (see `voter_positions`; `every`: all samples, e.g. for a per-sample table)."""
     n = len(c.fs.predictions)
@@ -329,13 +318,6 @@ def _in(space: str):
         return result
     return compute
 
-
-def flat_space(x: np.ndarray) -> np.ndarray:
-    """A space's samples as bounded float vectors (see genaudit.features.flat_pooled)."""
-    return flat_pooled(x, MAX_DIMS)
-
-
-MAX_DIMS = 4096  # larger samples (big images, early conv maps) are average-pooled to at most this many values
 
 _MEANING = ("Fraction of audited samples whose prediction equals the leave-one-out vote of their {k} nearest "
             "audited neighbours' reference labels{where}: an out-of-sample guess of each sample's class built from "
