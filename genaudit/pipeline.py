@@ -14,7 +14,7 @@ from genaudit.data import PRESETS, Dataset, Preprocess, arrange, stratified_indi
 from genaudit.diagnostics import of_kind, per_sample_magnitude
 from genaudit.errors import GenauditError
 from genaudit.estimate import estimate
-from genaudit.features import FeatureSet, compute_features, share_error, unit_values
+from genaudit.features import FeatureSet, Rows, compute_features, share_error, unit_values
 from genaudit.files import model_cache_dir
 from genaudit.metrics import LAYER_METRICS
 from genaudit.models import (
@@ -62,19 +62,19 @@ def layer_block(fs: FeatureSet, opts: AuditOptions) -> dict:
 @dataclass
 class Pass:
     """One trunk pass over the data and what the diagnostics read: the opened model and its cut, the features
-    (`fs`), the sample spaces of the neighbour votes (`spaces`), the reduced extra layers of the per-layer table
-    (`streams`: unit values and magnitudes per layer; `listed`: the table's layers in graph order), and the
-    seconds each phase took."""
+    (`fs`), the voters' rows in the neighbour votes' spaces (`spaces`, kept by a `SpaceCollector`), the reduced
+    extra layers of the per-layer table (`streams`: unit values and magnitudes per layer; `listed`: the table's
+    layers in graph order), and the seconds each phase took."""
 
     file: ModelFile
     graph: OnnxGraph
     cut: CutModel
     layout: str
     fs: FeatureSet
-    spaces: dict
-    streams: dict
+    spaces: dict[str, Rows]
+    streams: dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
     listed: list[str]
-    timings: dict
+    timings: dict[str, float]
 
 
 def trunk_pass(model: str | Path, dataset: Dataset, opts: AuditOptions, progress: Progress | None = None,

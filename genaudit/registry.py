@@ -13,8 +13,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Callable, Hashable, TypeVar
 
 if TYPE_CHECKING:  # the types only: each of these modules imports this one
-    import numpy as np
-
     from genaudit.data import Dataset
     from genaudit.features import FeatureSet, Rows
     from genaudit.heads import Head
@@ -81,8 +79,9 @@ class Metric:
 @dataclass
 class Context:
     """What a diagnostic may read: the cached features (`fs`), the options, and, for head and input-space
-    diagnostics, the cut model, the data and its input layout; `spaces` holds the audited samples as vectors in
-    other spaces than the feature layer ("input", "early": the first activation's output); `results` holds what
+    diagnostics, the cut model, the data and its input layout; `spaces` holds the voters' rows (all samples' for
+    a per-sample table) as vectors in other spaces than the feature layer ("input", "early": the first
+    activation's output), as the trunk pass's `genaudit.spaces.SpaceCollector` kept them; `results` holds what
     earlier diagnostics in the registry found, by key; `shared` lets diagnostics of one family share an
     intermediate (e.g. a subsample), made once per audit."""
 
@@ -91,7 +90,7 @@ class Context:
     cut: CutModel | None = None
     dataset: Dataset | None = None
     layout: str = "nchw"
-    spaces: dict[str, np.ndarray | Rows] = field(default_factory=dict)
+    spaces: dict[str, Rows] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
     _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
