@@ -57,27 +57,35 @@ def nearest_neighbours(x: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_B
     sq = np.einsum("ij,ij->i", x, x)
     indices = np.empty((n, k), np.int64)
     distances = np.empty((n, k), np.float64)
-    rows = _chunk_rows(n, max_block)
+    rows, sub = _chunk_rows(n, max_block), _sub_rows(n)
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         d = x[start:stop] @ x.T  # the one BLAS call; the distances below are computed from it in place
-        _distances_in_place(d, sq[start:stop], sq)
-        np.maximum(d, 0.0, out=d)
-        d[np.arange(stop - start), np.arange(start, stop)] = np.inf  # leave one out
-        _select(d, k, indices[start:stop], distances[start:stop])
+        for s in range(start, stop, sub):  # each sub-block from products to neighbours while it is in cache
+            e = min(stop, s + sub)
+            block = d[s - start : e - start]
+            _distances_in_place(block, sq[s:e], sq, s)
+            _select(block, k, indices[s:e], distances[s:e])
     return indices, distances
 
 
-_SUB = 256  # rows per temporary in the in-place steps (a 256 x N float64 block: 4 MB at N = 2,000)
+_SUB_ENTRIES = 1 << 16  # distances per sub-block (512 KB of float64: the steps after the product run in cache)
 
 
-def _distances_in_place(d: np.ndarray, sq_rows: np.ndarray, sq: np.ndarray) -> None:
-    """d (the products a.b) becomes ||a||^2 + ||b||^2 - 2 a.b, the same float64 operations in the same order as
-    `(sq_rows[:, None] + sq[None, :]) - 2.0 * d` (d * -2 is exact, and t - 2p == t + (-2p) in IEEE arithmetic),
-    without the three full-size temporaries."""
+def _sub_rows(n: int) -> int:
+    """Rows per sub-block of a chunk (at least 8, so that per-call overheads stay small at large N)."""
+    return max(8, _SUB_ENTRIES // n)
+
+
+def _distances_in_place(d: np.ndarray, sq_rows: np.ndarray, sq: np.ndarray, first: int) -> None:
+    """d (the products a.b of rows first, first + 1, ... with every row) becomes the clipped distances
+    max(0, ||a||^2 + ||b||^2 - 2 a.b), with inf at each row's own column (leave one out): the same float64
+    operations in the same order as `np.maximum((sq_rows[:, None] + sq[None, :]) - 2.0 * d, 0.0)` (d * -2 is
+    exact, and t - 2p == t + (-2p) in IEEE arithmetic), without the full-size temporaries."""
     d *= -2.0
-    for s in range(0, len(d), _SUB):
-        d[s : s + _SUB] += sq_rows[s : s + _SUB, None] + sq[None, :]
+    d += sq_rows[:, None] + sq[None, :]
+    np.maximum(d, 0.0, out=d)
+    d[np.arange(len(d)), np.arange(first, first + len(d))] = np.inf
 
 
 def _select(d: np.ndarray, k: int, indices: np.ndarray, distances: np.ndarray) -> None:
@@ -88,21 +96,20 @@ def _select(d: np.ndarray, k: int, indices: np.ndarray, distances: np.ndarray) -
     nearest: those below kth, then the lowest columns at exactly kth, as the definition says. NaN distances
     (non-finite inputs) compare false and are never candidates; a row left with fewer than k candidates falls
     back to the full-row rule (which then raises as before)."""
-    for s in range(0, len(d), _SUB):
-        block = d[s : s + _SUB]
-        m = len(block)
-        kth = np.partition(block, k - 1, axis=1)[:, k - 1]
-        r, c = np.nonzero(block <= kth[:, None])
-        counts = np.bincount(r, minlength=m)
-        if np.any(counts < k):
-            _select_full(block, k, kth, indices[s : s + m], distances[s : s + m])
-            continue
-        v = block[r, c]
-        order = np.lexsort((c, v, r))  # by row, then distance, then column
-        first = np.concatenate(([0], np.cumsum(counts)[:-1]))  # each row's first candidate in that order
-        take = order[(first[:, None] + np.arange(k)[None, :]).ravel()]
-        indices[s : s + m] = c[take].reshape(m, k)
-        distances[s : s + m] = v[take].reshape(m, k)
+    m, n = d.shape
+    kth = np.partition(d, k - 1, axis=1)[:, k - 1]
+    flat = np.flatnonzero(d <= kth[:, None])  # row by row, columns ascending
+    r, c = np.divmod(flat, n)
+    counts = np.bincount(r, minlength=m)
+    if np.any(counts < k):
+        _select_full(d, k, kth, indices, distances)
+        return
+    v = d.reshape(-1)[flat]
+    order = np.lexsort((v, r))  # by row, then distance; stable, so equal distances keep column order
+    first = np.concatenate(([0], np.cumsum(counts)[:-1]))  # each row's first candidate in that order
+    take = order[(first[:, None] + np.arange(k)[None, :]).ravel()]
+    indices[:] = c[take].reshape(m, k)
+    distances[:] = v[take].reshape(m, k)
 
 
 def _select_full(d: np.ndarray, k: int, kth: np.ndarray, indices: np.ndarray, distances: np.ndarray) -> None:
