@@ -101,6 +101,70 @@ def test_nearest_neighbours_all_equal_like_the_definition():
     same(np.ones((3, 2), np.float32), 5)
 
 
+def plain_neighbours(x, k):
+    """The definition written out plainly: the float64 distances of every pair from one product, clipped at 0,
+    and each row's columns sorted by (distance, index), the sample itself left out."""
+    x = np.asarray(x, np.float64).reshape(len(x), -1)
+    n = len(x)
+    k = min(k, n - 1)
+    sq = np.einsum("ij,ij->i", x, x)
+    d = np.maximum((sq[:, None] + sq[None, :]) - 2.0 * (x @ x.T), 0.0)
+    np.fill_diagonal(d, np.inf)
+    order = np.stack([np.lexsort((np.arange(n), row))[:k] for row in d])
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+def same_as_plain(x, k):
+    got, want = nearest_neighbours(x, k), plain_neighbours(x, k)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1].tobytes() == want[1].tobytes()
+
+
+@st.composite
+def hard_samples(draw):
+    """Inputs where the (distance, index) rule is easy to get wrong: exact ties, distances lost in rounding
+    (clipped to 0), huge magnitudes, constant vectors, duplicates, and as few as 2 samples."""
+    n, d = draw(st.integers(2, 60)), draw(st.integers(1, 24))
+    kind = draw(st.sampled_from(["normal", "levels", "huge", "tiny", "constant"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if kind == "normal":
+        x = rng.standard_normal((n, d)) * 10.0 ** draw(st.integers(-30, 30))
+    elif kind == "levels":  # few distinct values: equal distances at the k-th place are common
+        x = rng.integers(0, draw(st.integers(1, 3)), (n, d)).astype(np.float64)
+    elif kind == "huge":  # squares near 1e300, and differences far below their rounding
+        x = 10.0 ** draw(st.integers(100, 150)) * (1 + rng.integers(-2, 3, (n, d)) * 10.0 ** -draw(st.integers(0, 17)))
+    elif kind == "tiny":  # a shared offset with differences at or below its last bits
+        x = draw(st.floats(-1e6, 1e6)) + rng.standard_normal((n, d)) * 10.0 ** -draw(st.integers(6, 16))
+    else:
+        x = np.full((n, d), draw(st.floats(-1e100, 1e100)))
+    copies = rng.random(n) < draw(st.floats(0, 0.6))
+    x[copies] = x[rng.integers(0, n, int(copies.sum()))]
+    if draw(st.booleans()) and np.all(np.abs(x) < 1e30):
+        x = x.astype(np.float32)
+    return x, draw(st.integers(1, n + 2))  # k above N - 1 is capped
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=hard_samples())
+def test_nearest_neighbours_equal_the_plain_definition(case):
+    same_as_plain(*case)
+
+
+@pytest.mark.parametrize("x", [np.array([[0.0], [1.0]]), np.array([[1.0, 2.0], [1.0, 2.0]]),
+                               np.array([[5.0], [5.0], [5.0]]), np.array([[0.0], [2.0], [1.0]]),
+                               np.array([[1e153], [-1e153], [1e153]])])
+@pytest.mark.parametrize("k", [1, 2, 10])
+def test_nearest_neighbours_of_two_and_three_samples(x, k):
+    same_as_plain(x, k)
+
+
+def test_nearest_neighbours_of_random_images_equal_the_plain_definition():
+    rng = np.random.default_rng(784)
+    x = (rng.integers(0, 256, (2000, 784)) / 255).astype(np.float32)
+    x[1000:1040] = x[:40]  # duplicates: distance 0 at the front of their rows
+    same_as_plain(x, 20)
+
+
 def reference_pooled(x, max_dims):
     """flat_pooled before the fast block means (kept verbatim)."""
     x = np.asarray(x, np.float32)
