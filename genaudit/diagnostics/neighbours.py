@@ -22,7 +22,7 @@ Definition (exact, deterministic):
 - value = mean_n [predictions_n == vote_n].
 
 Rows are processed in chunks of about `max_block` distance entries (4 million by default: 32 MB of float64
-distances, formed in place from the one matrix product, plus temporaries of 256 rows), so memory is O(chunk x N),
+distances, formed in place from the one matrix product, plus temporaries of 512 KB), so memory is O(chunk x N),
 never N x N; N = 10,000 runs in chunks of 400 rows. The neighbours of a row are found among the candidates at
 most its k-th smallest distance (a partition), sorted by (distance, index): the rule above, exactly.
 """
