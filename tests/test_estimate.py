@@ -64,6 +64,22 @@ def test_interval_widens_outside_the_zoo_and_says_why(monkeypatch):
     assert "u = 0.600 outside the zoos' [0.000, 0.400]" in block["basis"] and "50" in block["basis"]
 
 
+def test_an_unreliable_pixel_reference_gets_the_absolute_floor_and_says_so(monkeypatch):
+    """Where two disjoint pixel votes agree on fewer than half the samples, the half-width is at least the floor
+    (hand case: normalized half 0.5 * (0.03 + 0.17) = 0.1 < floor 0.3); a reliable reference keeps 0.1."""
+    spec = SPEC | {"conformal": {"quantile_90": 0.5, "scale_floor": 0.03, "abs_unreliable": 0.3,
+                                 "unreliable_below": 0.5}}
+    monkeypatch.setattr(estimate_module, "model", lambda: spec)
+    card = _card(0.2)
+    card["diagnostics"]["neighbours"]["input"]["vote_consistency"] = 0.39
+    block = estimate_module.estimate(card)
+    assert block["interval"] == pytest.approx([0.73 - 0.3, 1.0])
+    assert "two disjoint votes agree on 39% of samples" in block["basis"] and "±0.300" in block["basis"]
+    card["diagnostics"]["neighbours"]["input"]["vote_consistency"] = 0.9
+    block = estimate_module.estimate(card)
+    assert block["interval"] == pytest.approx([0.73 - 0.1, 0.73 + 0.1]) and "reliable" not in block["basis"]
+
+
 def test_estimate_is_clipped_to_accuracies_and_undefined_without_its_inputs(monkeypatch):
     monkeypatch.setattr(estimate_module, "model", lambda: SPEC)
     assert estimate_module.estimate(_card(-4.0))["accuracy"] == 1.0
