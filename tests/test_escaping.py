@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from conftest import SAMPLE_MODELS
 from genaudit.cli import app
-from genaudit.render import renderer
+from genaudit.render import FORMATS, renderer
 from genaudit.render.escape import csv_cell, markdown_code, markdown_text, printable
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -115,6 +115,14 @@ def check_page(page: str, shown: str | None = SHOWN) -> None:
             assert attrs["src"].startswith("data:image/png;base64,"), attrs
     assert shown is None or shown in "".join(parser.text)
     assert "\x1b" not in page
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("method,document", DOCUMENTS, ids=IDS)
+def test_no_format_passes_a_control_character_through(fmt, method, document):
+    # every format in FORMATS, a new one included without a test edit; each format's own escaping is tested below
+    text = _render(fmt, method, document)
+    assert "\x1b" not in text and "\r" not in text
 
 
 @pytest.mark.parametrize("method,document", DOCUMENTS, ids=IDS)

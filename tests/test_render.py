@@ -105,6 +105,13 @@ def test_json_renders_the_document_itself():
     assert json.loads(_render("json", "validation", STUDY)) == STUDY
 
 
+def test_a_format_says_whether_it_writes_the_document_itself():
+    # what tests and callers ask instead of a format's name: a document format (JSON) shows null where a report
+    # says "none", and a new document format (e.g. YAML) declares it once, on its class
+    assert renderer_class("json").verbatim
+    assert not any(renderer_class(name).verbatim for name in ("table", "markdown", "html"))
+
+
 def test_every_metric_declares_a_short_meaning_that_fits_the_report():
     for metric in METRICS:
         assert metric.short and len(metric.short) <= 34, metric.name

@@ -12,6 +12,9 @@ class Renderer(ABC):
     """A format. Each method writes one document to `stream`; `text` renders into a string instead."""
 
     name: str = ""
+    # True for a format that writes the documents themselves (every key and value, null for a missing one), not a
+    # report for people: what such a format shows is checked against the document, not against a report's wording
+    verbatim: bool = False
 
     def __init__(self, stream: TextIO):
         self.stream = stream

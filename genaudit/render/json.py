@@ -8,6 +8,7 @@ from genaudit.scorecard import to_json
 
 class JsonRenderer(Renderer):
     name = "json"
+    verbatim = True
 
     def report(self, card: dict, failures: list[str] | None = None) -> None:
         self.stream.write(to_json(card))
