@@ -26,6 +26,7 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from genaudit.errors import GenauditError
+from genaudit.models import formats_read  # no heavy library: onnx, onnxruntime and torch load where they are used
 from genaudit.options import Range
 from genaudit.render import FORMATS, SUSPECT_COLUMNS
 from genaudit.render.escape import csv_cell, terminal_text
@@ -336,8 +337,7 @@ def _deliver(method: str, run: Callable[[Callable[[int, int], None]], Any], *, l
 @user_errors
 @with_options()
 def score(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file: .onnx, TorchScript .pt/.pth/.ts, or "
-                                          "torch.export .pt2.")],
+    model: Annotated[Path, typer.Argument(metavar="MODEL", help=f"Model file: {formats_read()}.")],
     data: Data,
     options=None,
     json_path: Json = None,

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import genaudit
 from genaudit.cli import app
+from genaudit.models import SUFFIXES, formats_read
 from genaudit.render import FORMATS, renderer, renderer_class
 
 runner = CliRunner()
@@ -197,6 +198,12 @@ def test_help_keeps_the_extras_of_install_hints():
     assert run("-h").stdout == run("--help").stdout
 
 
+def test_score_help_names_every_model_file_suffix():
+    text = " ".join(run("score", "--help").stdout.split())
+    assert f"Model file: {formats_read()}." in text  # from SUFFIXES: a new suffix needs no help edit
+    assert all(suffix in text for suffix in SUFFIXES)
+
+
 # ---- messages -------------------------------------------------------------------------------------------------
 
 def test_every_error_starts_with_error_on_its_first_line():
@@ -274,8 +281,9 @@ def test_watch_says_what_it_watches_and_what_it_finds(tmp_path):
     empty = run("watch", folder, "--data", "sample", "--samples", 100, "--polls", 1, "--interval", 0)
     assert empty.exit_code == 0, empty.output
     assert empty.stdout == ""
+    patterns = ", ".join(f"*{suffix}" for suffix in sorted(SUFFIXES))  # *.onnx, *.pt, *.pt2, *.pth, *.ts, ...
     assert empty.stderr.splitlines() == [
-        f"watching {folder} for checkpoints (*.onnx, *.pt, *.pt2, *.pth, *.ts), a look every 0 s, up to 1 look(s)",
+        f"watching {folder} for checkpoints ({patterns}), a look every 0 s, up to 1 look(s)",
         f"no checkpoint in {folder} yet; waiting for the first"]
     for i, model in enumerate(MODELS):
         shutil.copy(model, folder / f"ckpt_{i}.onnx")
