@@ -616,6 +616,13 @@ def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", he
               f"  source:   {m.source}\n  reading:  {m.reading}", highlight=False)
 
 
+def configurable(group: Any) -> list[str]:
+    """The commands a configuration file may configure: every command of `group` (the app's Click group) that
+    takes an option, in the order `--help` lists them; a new command is one of them by declaring its options."""
+    return [name for name, command in group.commands.items()
+            if any(p.param_type_name == "option" for p in command.params)]
+
+
 def configured(folder: Path) -> dict:
     """Click's default_map from the configuration file for a run in `folder` (see genaudit.config), checked before
     any work: every key must be an option of a command, and every value is parsed and checked as its flag's
@@ -631,7 +638,7 @@ def configured(folder: Path) -> dict:
                          "(one file is read: $GENAUDIT_CONFIG, else genaudit.yaml, else [tool.genaudit] in "
                          "pyproject.toml)."), highlight=False, soft_wrap=True)  # one line, however long
     group = typer.main.get_command(app)
-    params = {name: {p.name: p for p in group.commands[name].params} for name in config.COMMANDS}
+    params = {name: {p.name: p for p in group.commands[name].params} for name in configurable(group)}
     defaults = found.default_map({name: set(names) for name, names in params.items()})
     for command, values in defaults.items():
         context = typer.Context(group.commands[command])

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from genaudit.errors import GenauditError, did_you_mean
 
-COMMANDS = ("score", "compare", "watch", "validate", "suspects", "layers")
 RENAMES = {"json": "json_path", "format": "fmt", "csv": "csv_path"}  # option name -> the command parameter holding it
 MAX_BYTES = 1 << 20  # a configuration file is read whole: far more than any needs, and bounded
 SCALARS = (str, int, float, bool)
@@ -41,29 +40,31 @@ class Config:
     section: dict = field(default_factory=dict)
     ignored: tuple[Path, ...] = ()
 
-    def default_map(self, known: dict[str, set[str]] | None = None) -> dict:
-        """Click's default_map: per command, option name -> default value. With `known` (per command, the names
-        of its parameters), a key that no command takes, or that its command's table's command does not take, is
-        a user error naming the file and the nearest known key."""
-        tables = {k: v for k, v in self.section.items() if k in COMMANDS}
-        shared = {k: v for k, v in self.section.items() if k not in COMMANDS}
+    def default_map(self, known: dict[str, set[str]]) -> dict:
+        """Click's default_map: per command, option name -> default value. `known` holds the commands a file may
+        configure, each with the names of its parameters: the command line's own commands that take options
+        (genaudit.cli.configured reads them from the commands themselves, so a new command is configurable
+        without an entry here). A key that no command takes, or that its table's command does not take, is a
+        user error naming the file and the nearest known key."""
+        tables = {k: v for k, v in self.section.items() if k in known}
+        shared = {k: v for k, v in self.section.items() if k not in known}
         for command, table in tables.items():
             if not isinstance(table, dict):
                 raise GenauditError(f"In {self.path}, '{command}' must be a table of that command's options "
                                     f"([tool.genaudit.{command}], or a '{command}:' mapping in YAML).")
         for where, settings in [(None, shared), *tables.items()]:
-            if known is not None:
-                self._check_keys(settings, set().union(*known.values()) if where is None else known[where], where)
+            self._check_keys(settings, set().union(*known.values()) if where is None else known[where], where,
+                             list(known))
             for key, value in settings.items():
                 if not (isinstance(value, SCALARS) or isinstance(value, list) and all(isinstance(v, SCALARS)
                                                                                        for v in value)):
                     raise GenauditError(f"In {self.path}, '{key}' must be a string, a number, true/false or a list "
                                         f"of them (got {type(value).__name__}).")
         return {command: {**{_key(k): v for k, v in shared.items()},
-                          **{_key(k): v for k, v in tables.get(command, {}).items()}} for command in COMMANDS}
+                          **{_key(k): v for k, v in tables.get(command, {}).items()}} for command in known}
 
-    def _check_keys(self, settings: dict, names: set[str], where: str | None) -> None:
-        spelled = {spelling(n) for n in names} | (set() if where else set(COMMANDS))
+    def _check_keys(self, settings: dict, names: set[str], where: str | None, commands: list[str]) -> None:
+        spelled = {spelling(n) for n in names} | (set() if where else set(commands))
         for key in settings:
             if _key(key) not in names:
                 hint = did_you_mean(spelling(_key(key)), spelled)
@@ -72,7 +73,7 @@ class Config:
                     f"In {self.path}, '{key}'{table} is not an option of "
                     f"{'genaudit ' + where if where else 'any genaudit command'}.{hint} Keys are the long options "
                     f"without their dashes (genaudit {where or 'COMMAND'} --help)"
-                    f"{'' if where else ', or a table per command: ' + ', '.join(COMMANDS)}.")
+                    f"{'' if where else ', or a table per command: ' + ', '.join(commands)}.")
 
 
 def read(folder: Path) -> Config:
@@ -99,11 +100,6 @@ def read(folder: Path) -> Config:
             raise GenauditError(f"GENAUDIT_CONFIG names {named}, which has no [tool.genaudit] table. Add one, or "
                                 "point GENAUDIT_CONFIG at the file that has it.")
     return Config() if chosen is None else Config(chosen.path, chosen.section, tuple(ignored))
-
-
-def default_map(folder: Path) -> dict:
-    """Click's default_map from the configuration in `folder` (see `read`), its keys and values unchecked."""
-    return read(folder).default_map()
 
 
 def _section(path: Path) -> dict | None:

@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pytest
+import typer.main
 from conftest import SAMPLE_MODELS, assert_user_error
 from typer.testing import CliRunner
 
@@ -181,7 +182,7 @@ def test_validate_at_80_columns_shows_every_metric_name_whole(monkeypatch):
         assert any(line.lstrip().startswith(name + " ") for line in lines), name
 
 
-@pytest.mark.parametrize("command", ["score", "compare", "watch", "validate", "suspects", "layers", "explain"])
+@pytest.mark.parametrize("command", list(typer.main.get_command(app).commands))  # every command, a new one too
 def test_help_is_readable_at_80_columns(command):
     result = run(command, "--help")
     assert result.exit_code == 0, result.output

@@ -122,13 +122,13 @@ def test_baseline_gate_passes_and_fails(series, tmp_path):
 
 
 def test_config_file_gives_defaults_and_flags_win(series, tmp_path, monkeypatch):
-    from genaudit.config import default_map
+    from genaudit.cli import configured
 
     folder, data, _ = series
     (tmp_path / "pyproject.toml").write_text(
         f'[tool.genaudit]\ndata = "{data}"\nsamples = 120\nfail-under = ["ablation=2"]\n'
         "[tool.genaudit.compare]\nsamples = 150\n")
-    defaults = default_map(tmp_path)
+    defaults = configured(tmp_path)
     from_config = run("score", folder / "ckpt_e2.onnx", "-f", "json", default_map=defaults)
     assert from_config.exit_code == 1 and json.loads(from_config.output.split("check failed")[0])["samples"] == 120
     flags = run("score", folder / "ckpt_e2.onnx", "-f", "json", "--samples", 100, "--fail-under", "ablation=0",
@@ -137,15 +137,15 @@ def test_config_file_gives_defaults_and_flags_win(series, tmp_path, monkeypatch)
     compared = run("compare", folder / "ckpt_e1.onnx", folder / "ckpt_e2.onnx", "-f", "json", default_map=defaults)
     assert json.loads(compared.output.split("check failed")[0])["data"]["samples"] == 150
     (tmp_path / "genaudit.yaml").write_text("samples: 90\npreprocess: center\nlayout: flat\n")  # takes precedence
-    assert default_map(tmp_path)["score"]["samples"] == 90
+    assert configured(tmp_path)["score"]["samples"] == 90
     card = json.loads(run("score", folder / "ckpt_e2.onnx", "--data", data, "-f", "json",
-                          default_map=default_map(tmp_path)).output)
+                          default_map=configured(tmp_path)).output)
     assert card["data"]["preprocess"]["preset"] == "center" and card["model"]["input_layout"] == "flat"
     (tmp_path / "genaudit.yaml").write_text("samples: [unclosed\n")
     from genaudit.errors import GenauditError
 
     with pytest.raises(GenauditError, match="genaudit.yaml"):
-        default_map(tmp_path)
+        configured(tmp_path)
 
 
 class _Collector(HTMLParser):

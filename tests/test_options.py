@@ -11,8 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import genaudit
-from genaudit.cli import app
-from genaudit.config import default_map
+from genaudit.cli import app, configured
 from genaudit.options import AuditOptions, DataOptions, build, cli_fields
 
 runner = CliRunner()
@@ -51,19 +50,38 @@ def test_unknown_keyword_names_the_known_ones():
         build({"use_labels": False}, DataOptions, AuditOptions)
 
 
-def test_the_config_file_takes_a_table_for_every_command_with_options():
+def test_the_config_file_takes_a_table_for_every_command_with_options(tmp_path):
     import typer.main
-
-    from genaudit.config import COMMANDS as CONFIGURED
 
     commands = typer.main.get_command(app).commands
     with_options = {name for name, command in commands.items() if any(p.opts[0].startswith("-") for p in command.params)}
-    assert set(CONFIGURED) == with_options
+    (tmp_path / "pyproject.toml").write_text("[tool.genaudit]\n" + "".join(f"[tool.genaudit.{name}]\n"
+                                                                           for name in sorted(with_options)))
+    assert set(configured(tmp_path)) == with_options
+    (tmp_path / "pyproject.toml").write_text("[tool.genaudit.explain]\n")  # no option: nothing to configure
+    with pytest.raises(genaudit.errors.GenauditError, match="'explain' is not an option of any genaudit command"):
+        configured(tmp_path)
+
+
+def test_a_new_command_is_configurable_with_no_list_to_edit(tmp_path, monkeypatch):
+    monkeypatch.setattr(app, "registered_commands", list(app.registered_commands))  # restored afterwards
+
+    @app.command()
+    def hello(samples: int = 10, name: str = "x") -> None:
+        """A command added by a test."""
+
+    (tmp_path / "genaudit.yaml").write_text("samples: 5\nhello:\n  name: y\n")
+    defaults = configured(tmp_path)
+    assert defaults["hello"] == {"samples": 5, "name": "y"} and defaults["score"] == {"samples": 5}
+    (tmp_path / "genaudit.yaml").write_text("hello:\n  nme: y\n")
+    with pytest.raises(genaudit.errors.GenauditError, match="'nme' .in the 'hello' table. is not an option of "
+                                                            "genaudit hello. Did you mean 'name'"):
+        configured(tmp_path)
 
 
 def test_config_reaches_validate_and_watch(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[tool.genaudit]\nsamples = 123\nlayer = "fc1"\nprobes = 7\n')
-    defaults = default_map(tmp_path)
+    defaults = configured(tmp_path)
     for command in ("validate", "watch", "score", "compare"):
         assert defaults[command] == {"samples": 123, "layer": "fc1", "probes": 7}
 
