@@ -190,7 +190,7 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
     card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts)
     card["estimate"] = estimate(card)
     card["score"] = generalization_score(
-        card if not fs.labels_used else {"diagnostics": score_inputs(cut, fs.without_labels(), opts)})
+        card if not fs.labels_used else {"diagnostics": score_inputs(context)})
     if layers_table is not None:
         card["layers"] = layers_table
         steadiest = max(layers_table, key=lambda r: r["intra_class_variance_sum"])
@@ -203,12 +203,15 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
     return card
 
 
-def score_inputs(cut: CutModel, fs: FeatureSet, opts: AuditOptions) -> dict:
-    """The diagnostics the generalization score reads, computed on `fs`. The score was fitted on label-free
-    audits, so with labels it is computed from the label-free versions of its components (the same number
-    with or without labels; the reported diagnostics still use the labels)."""
+def score_inputs(context: Context) -> dict:
+    """The label-free versions of the diagnostics the generalization score reads, for a labelled audit's
+    `context`. The score was fitted on label-free audits, so with labels it is computed from the label-free
+    versions of its components (the same number with or without labels; the reported diagnostics still use the
+    labels). The rerun shares the labelled diagnostics' head outputs (`Context.common`): where both measure on
+    the same samples (always at a closed-form head), its ablation compares the predictions already made on each
+    variant with the clean predictions, without evaluating the head again."""
     needed = score_components()
-    return run([d for d in of_kind("layer", "head") if d.top in needed], Context(fs, opts, cut))
+    return run([d for d in of_kind("layer", "head") if d.top in needed], context.without_labels())
 
 
 def open_for(model: str | Path, dataset: Dataset, layout: str | None = None, output: str | None = None,

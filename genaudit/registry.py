@@ -83,7 +83,8 @@ class Context:
     a per-sample table) as vectors in other spaces than the feature layer ("input", "early": the first
     activation's output), as the trunk pass's `genaudit.spaces.SpaceCollector` kept them; `results` holds what
     earlier diagnostics in the registry found, by key; `shared` lets diagnostics of one family share an
-    intermediate (e.g. a subsample), made once per audit."""
+    intermediate (e.g. a subsample), made once per audit; `common` one that does not depend on the labels, made
+    once for the labelled diagnostics and the label-free score's rerun (`without_labels`)."""
 
     fs: FeatureSet
     opts: AuditOptions
@@ -93,6 +94,7 @@ class Context:
     spaces: dict[str, Rows] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
     _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
+    _common: dict[Hashable, Any] = field(default_factory=dict, repr=False)
 
     @property
     def head(self) -> Head:
@@ -103,6 +105,20 @@ class Context:
         if key not in self._shared:
             self._shared[key] = make()
         return self._shared[key]
+
+    def common(self, key: Hashable, make: Callable[[], T]) -> T:
+        """As `shared`, for an intermediate that does not depend on the reference labels (e.g. the head's outputs
+        on modified features): it is shared with this audit's label-free context too (`without_labels`)."""
+        if key not in self._common:
+            self._common[key] = make()
+        return self._common[key]
+
+    def without_labels(self) -> Context:
+        """This audit's context with the model's own clean predictions as the reference (what a labelled audit
+        reruns its label-free score on): the same features, model and data, no earlier results, and the
+        intermediates made with `common` (not those made with `shared`, which may depend on the labels)."""
+        return Context(self.fs.without_labels(), self.opts, self.cut, self.dataset, self.layout, self.spaces,
+                       _common=self._common)
 
 
 @dataclass(frozen=True)

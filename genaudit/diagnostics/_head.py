@@ -1,4 +1,16 @@
-"""Batched head evaluation: many modified copies of the features per head call."""
+"""Batched head evaluation: many modified copies of the features per head call, and each distinct variant
+evaluated once per audit.
+
+The head-evaluated diagnostics (ablation, noise, ordered ablation, unit importance) read the head's *predicted
+class* for each variant of the features and compare it with a reference. A `MemoHead` remembers those
+predictions by variant, so a variant two diagnostics share (the unmasked features are the first point of every
+ablation curve and the importance's clean accuracy; every unit zeroed is the last point of every curve) is
+evaluated once, and the label-free rerun a labelled audit makes for its score (`Context.without_labels`), when
+it measures on the same samples, compares the same predictions against the clean predictions instead of
+evaluating the head again. On the CPU the head's
+outputs for a sample do not depend on which other rows share its onnxruntime call, so a remembered prediction is
+the one a fresh evaluation gives (tests/test_head_reuse.py).
+"""
 
 from __future__ import annotations
 
@@ -22,57 +34,147 @@ def head_view(c: Context) -> FeatureSet:
     small matrix product). Otherwise (a conv layer's head reruns on every one of ~220 variants) a seeded,
     class-stratified subsample of `head_samples` (0 = all): each accuracy is then an unbiased estimate of the
     all-sample one, and the diagnostic records how many samples it used (`samples`)."""
-    n, limit = len(c.fs.predictions), c.opts.head_samples
+    fs = c.fs
+    n, limit = len(fs.predictions), c.opts.head_samples
     if c.cut.affine is not None or not limit or n <= limit:
-        return c.fs
-    return c.shared("head_view", lambda: c.fs.subset(stratified_indices(n, c.fs.reference, limit, c.opts.seed)))
+        return fs
+    rows, features = c.common(("head_rows", fs.labels_used), lambda: _rows(fs, limit, c.opts.seed))
+    return c.shared("head_view", lambda: FeatureSet(features, fs.logits[rows], fs.predictions[rows],
+                                                    None if fs.labels is None else fs.labels[rows]))
+
+
+def memo_head(c: Context) -> MemoHead:
+    """The audit's head, remembering its predictions on the variants it evaluates (shared with the label-free
+    rerun of the score)."""
+    return c.common("head", lambda: MemoHead(c.head))
+
+
+def _rows(fs: FeatureSet, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = stratified_indices(len(fs.predictions), fs.reference, limit, seed)
+    return rows, fs.features[rows]
+
+
+class MemoHead:
+    """A head that remembers the predicted class of every sample under each masked variant of a feature array it
+    has evaluated, keyed by the array (held here, so its id is never reused while remembered) and the mask. Each
+    distinct variant is evaluated once, however many diagnostics ask for it and whatever they compare it with.
+    Called as a function, it is the head."""
+
+    def __init__(self, head: Head) -> None:
+        self.head = head
+        self._seen: dict[int, tuple[np.ndarray, dict[tuple, np.ndarray]]] = {}
+        self.evaluated = 0  # distinct variants evaluated (for tests and profiling)
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        return self.head(features)
+
+    def masked_predictions(self, features: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """predictions[k] (K x N): the predicted classes with the features multiplied by keep-mask k."""
+        _, memo = self._seen.setdefault(id(features), (features, {}))
+        masks = np.asarray(masks, np.float32)
+        keys = [(m.shape, m.tobytes()) for m in masks]
+        new = {}  # key -> the first mask with it, for the variants not seen yet
+        for k, key in enumerate(keys):
+            if key not in memo:
+                new.setdefault(key, k)
+        if new:
+            found = masked_predictions(self.head, features, masks[list(new.values())])
+            memo.update(zip(new, found))
+            self.evaluated += len(new)
+        return np.stack([memo[key] for key in keys])
+
+
+def _class_dtype(classes: int) -> np.dtype:
+    """The smallest unsigned type holding class ids 0..classes-1 (remembered predictions stay small)."""
+    return np.min_scalar_type(max(classes - 1, 0))
+
+
+def variant_predictions(head: Head, features: np.ndarray, n_variants: int, make: VariantMaker) -> np.ndarray:
+    """pred[k] = argmax head(variant k) for every sample (K x N), evaluating as many variants per call as fit."""
+    per_variant = max(features.nbytes, 1)
+    step = max(1, CHUNK_BYTES // per_variant)
+    n = len(features)
+    pred = None
+    for start in range(0, n_variants, step):
+        ks = np.arange(start, min(start + step, n_variants))
+        out = head(make(ks))
+        out = out.reshape(len(ks), n, -1)
+        if pred is None:
+            pred = np.empty((n_variants, n), _class_dtype(out.shape[2]))
+        pred[ks] = out.argmax(axis=2)
+    return pred if pred is not None else np.empty((0, n), np.uint8)
 
 
 def variant_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, n_variants: int,
                        make: VariantMaker) -> np.ndarray:
     """acc[k] = mean(argmax head(variant k) == reference), evaluating as many variants per call as fit."""
-    per_variant = max(features.nbytes, 1)
-    step = max(1, CHUNK_BYTES // per_variant)
-    acc = np.empty(n_variants)
-    n = len(features)
-    for start in range(0, n_variants, step):
-        ks = np.arange(start, min(start + step, n_variants))
-        out = head(make(ks))
-        pred = out.reshape(len(ks), n, -1).argmax(axis=2)
-        acc[ks] = (pred == reference[None, :]).mean(axis=1)
-    return acc
+    return accuracies(variant_predictions(head, features, n_variants, make), reference)
 
 
-def masked_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """acc[k] with the features multiplied by keep-mask k (masks: K x feature shape, broadcastable)."""
+def accuracies(predictions: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """acc[k] = share of samples whose prediction under variant k (predictions: K x N) equals the reference."""
+    return (predictions == reference[None, :]).mean(axis=1)
+
+
+def masked_predictions(head: Head, features: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """pred[k] (K x N): the predicted classes with the features multiplied by keep-mask k (masks: K x feature
+    shape, broadcastable). A `MemoHead` evaluates only the masks it has not seen."""
+    if isinstance(head, MemoHead):
+        return head.masked_predictions(features, masks)
     if isinstance(head, AffineHead):  # (F * m) @ W = F @ (m[:, None] * W): no masked copies of F at all
         flat = features.reshape(len(features), -1).astype(np.float32)
         weight = head.weight.astype(np.float32)
         m = np.broadcast_to(masks, (len(masks), *features.shape[1:])).reshape(len(masks), -1).astype(np.float32)
-        acc = np.empty(len(masks))
+        pred = np.empty((len(masks), len(flat)), _class_dtype(weight.shape[1]))
         step = max(1, CHUNK_BYTES // max(weight.nbytes + flat.shape[0] * weight.shape[1] * 4, 1))
         for start in range(0, len(masks), step):
             ks = slice(start, start + step)
             stacked = (m[ks, :, None] * weight[None]).transpose(1, 0, 2).reshape(weight.shape[0], -1)
             out = (flat @ stacked).reshape(len(flat), -1, weight.shape[1]) + head.bias  # one BLAS call
-            acc[ks] = (out.argmax(axis=2) == reference[:, None]).mean(axis=0)
-        return acc
+            pred[ks] = out.argmax(axis=2).T
+        return pred
     # Each distinct mask once: the curves repeat some (no unit or every unit zeroed, in every order).
     distinct, back = np.unique(masks.reshape(len(masks), -1), axis=0, return_inverse=True)
     distinct = distinct.reshape(len(distinct), *masks.shape[1:])
-    acc = variant_accuracies(head, features, reference, len(distinct),
-                             lambda ks: (features[None] * distinct[ks][:, None]).reshape(-1, *features.shape[1:]))
-    return acc[back.reshape(-1)]
+    pred = variant_predictions(head, features, len(distinct),
+                               lambda ks: (features[None] * distinct[ks][:, None]).reshape(-1, *features.shape[1:]))
+    return pred[back.reshape(-1)]
+
+
+def masked_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """acc[k] with the features multiplied by keep-mask k (masks: K x feature shape, broadcastable)."""
+    return accuracies(masked_predictions(head, features, masks), reference)
+
+
+def clean_accuracy(head: Head, features: np.ndarray, reference: np.ndarray) -> float:
+    """The accuracy of the head on the unmodified features. A head that is not affine reads it as the variant
+    with every unit kept (features * 1 are the features, bit for bit), which a `MemoHead` has usually seen."""
+    if isinstance(head, AffineHead) or (isinstance(head, MemoHead) and isinstance(head.head, AffineHead)):
+        return float(variant_accuracies(head, features, reference, 1, lambda ks: features)[0])
+    keep = np.ones((1, *features.shape[1:2]) + (1,) * (features.ndim - 2), np.float32)
+    return float(masked_accuracies(head, features, reference, keep)[0])
 
 
 def shifted_accuracies(head: Head, features: np.ndarray, reference: np.ndarray, direction: np.ndarray,
                        scales: np.ndarray) -> np.ndarray:
     """acc[k] with the features moved to features + scales[k] * direction."""
-    if isinstance(head, AffineHead):  # head(F + s D) = head(F) + s * (D @ W)
-        base, delta = head(features), direction.reshape(len(direction), -1) @ head.weight
+    inner = head.head if isinstance(head, MemoHead) else head
+    if isinstance(inner, AffineHead):  # head(F + s D) = head(F) + s * (D @ W)
+        base, delta = inner(features), direction.reshape(len(direction), -1) @ inner.weight
         return np.array([np.mean((base + s * delta).argmax(axis=1) == reference) for s in scales])
-    return variant_accuracies(head, features, reference, len(scales),
-                              lambda ks: np.concatenate([features + np.float32(scales[k]) * direction for k in ks]))
+    acc = np.empty(len(scales))
+    todo = np.arange(len(scales))
+    zero = scales == 0
+    if zero.any() and _same_bits(features + np.float32(0) * direction, features):
+        acc[zero] = clean_accuracy(head, features, reference)  # the unmodified features: already evaluated
+        todo = np.flatnonzero(~zero)
+    acc[todo] = variant_accuracies(inner, features, reference, len(todo), lambda ks: np.concatenate(
+        [features + np.float32(scales[k]) * direction for k in todo[ks]]))
+    return acc
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
 
 
 def normalized_auc(x: np.ndarray, acc: np.ndarray) -> float:

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics._head import broadcast_units, head_view, normalized_auc, shifted_accuracies
+from genaudit.diagnostics._head import (
+    broadcast_units,
+    head_view,
+    memo_head,
+    normalized_auc,
+    shifted_accuracies,
+)
 from genaudit.heads import Head
 from genaudit.features import FeatureSet
 from genaudit.registry import Better, Diagnostic, Metric
@@ -39,7 +45,7 @@ def noise_robustness(head: Head, fs: FeatureSet, *, levels: int = 11, max_scale:
 
 DIAGNOSTIC = Diagnostic(
     "noise", "head",
-    lambda c: noise_robustness(c.head, head_view(c), levels=c.opts.noise_levels, max_scale=c.opts.noise_max,
+    lambda c: noise_robustness(memo_head(c), head_view(c), levels=c.opts.noise_levels, max_scale=c.opts.noise_max,
                                seed=c.opts.seed),
     (Metric(name="noise", path="noise.auc", label="noise AUC", group="robustness", better=Better.HIGHER,
             short="accuracy kept under unit noise",

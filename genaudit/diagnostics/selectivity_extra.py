@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from genaudit.diagnostics._classes import Classes, entropy
-from genaudit.diagnostics._head import head_view, variant_accuracies
+from genaudit.diagnostics._head import clean_accuracy, head_view, memo_head
 from genaudit.heads import Head
 from genaudit.diagnostics.ablation import ablation, ablation_curve
 from genaudit.features import FeatureSet
@@ -43,7 +43,7 @@ def single_unit_importance(head: Head, fs: FeatureSet, units: np.ndarray | None 
     important; can be negative."""
     d = fs.units
     units = np.arange(d) if units is None else np.asarray(units)
-    clean = variant_accuracies(head, fs.features, fs.reference, 1, lambda ks: fs.features)[0]
+    clean = clean_accuracy(head, fs.features, fs.reference)
     first = (units[:, None] + np.arange(d)[None, :]) % d               # order j starts with unit j
     return clean - ablation_curve(head, fs, np.array([1.0 / d]), first)[:, 0]
 
@@ -92,7 +92,7 @@ def importance_correlation(si: np.ndarray, importance: np.ndarray) -> dict:
 
 def _ordered(c: Context) -> dict:
     si = np.asarray(c.results["selectivity"]["per_unit"])
-    return selectivity_ordered_ablation(c.head, head_view(c), si, levels=c.opts.ablation_levels)
+    return selectivity_ordered_ablation(memo_head(c), head_view(c), si, levels=c.opts.ablation_levels)
 
 
 def _importance(c: Context) -> dict:
@@ -100,7 +100,7 @@ def _importance(c: Context) -> dict:
     rng = np.random.default_rng(c.opts.seed)
     units = np.sort(rng.choice(c.fs.units, size=min(c.fs.units, c.opts.importance_units), replace=False))
     view = head_view(c)
-    importance = single_unit_importance(c.head, view, units)
+    importance = single_unit_importance(memo_head(c), view, units)
     return {**importance_correlation(si[units], importance), "units": int(len(units)),
             "samples": int(len(view.predictions))}
 
