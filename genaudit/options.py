@@ -192,8 +192,9 @@ class AuditOptions(Checked):
                          "model) on this many samples. 0 = off.", record="probe_samples", bounds=Range(low=0))
     head_samples: int = option(500, "Samples the head-evaluated curves (ablation, noise, ordered ablation, unit "
                                "importance) use when the head is not one affine map (at a conv layer it reruns for "
-                               "each of ~220 variants): a seeded stratified subsample. 0 = all. A closed-form head "
-                               "always uses all samples.", bounds=Range(low=0))
+                               "each of ~220 variants): a seeded subsample stratified by the predicted class (the "
+                               "same with or without labels). 0 = all. A closed-form head always uses all samples.",
+                               bounds=Range(low=0))
     layout: Optional[str] = option(None, "How the model takes images: nchw | nhwc (channels-last, e.g. TensorFlow "
                                    "exports) | flat (vectors). Default: detected from the model's declared input.")
     output: Optional[str] = option(None, "The model output holding the class scores, by name or index (default: "

@@ -207,9 +207,9 @@ def score_inputs(context: Context) -> dict:
     """The label-free versions of the diagnostics the generalization score reads, for a labelled audit's
     `context`. The score was fitted on label-free audits, so with labels it is computed from the label-free
     versions of its components (the same number with or without labels; the reported diagnostics still use the
-    labels). The rerun shares the labelled diagnostics' head outputs (`Context.common`): where both measure on
-    the same samples (always at a closed-form head), its ablation compares the predictions already made on each
-    variant with the clean predictions, without evaluating the head again."""
+    labels). The rerun shares the labelled diagnostics' head outputs (`Context.common`) and their samples
+    (`head_view`): its ablation compares the predictions already made on each variant with the clean
+    predictions, without evaluating the head again."""
     needed = score_components()
     return run([d for d in of_kind("layer", "head") if d.top in needed], context.without_labels())
 

@@ -129,3 +129,36 @@ def test_a_conv_layer_audit_keeps_its_values_with_the_shared_head():
     assert with_labels["label_mode"] == "labels"
     assert with_labels["score"]["value"] == without["score"]["value"]
     assert with_labels["diagnostics"]["ablation"] != without["diagnostics"]["ablation"]  # labels vs predictions
+
+
+def test_the_label_free_score_rerun_at_a_conv_layer_evaluates_no_variant():
+    """The head's subsample is stratified by the clean predictions, so the labelled diagnostics and the label-free
+    rerun measure on the same samples: the rerun's ablation reads the predictions already made."""
+    context, counter = audit_context(layer=CONV, head_samples=120)
+    run(of_kind("layer", "head"), context)
+    rows = counter.rows
+    rerun = score_inputs(context)
+    assert counter.rows == rows
+    fresh = run([d for d in of_kind("layer", "head") if d.top in rerun], Context(context.fs.without_labels(),
+                                                                                 context.opts, context.cut))
+    assert counter.rows > rows and as_json(rerun) == as_json(fresh)
+    assert head_view(context).labels is not None and head_view(context.without_labels()).labels is None
+
+
+def test_the_subsample_is_the_same_with_or_without_labels():
+    from genaudit.data import stratified_indices
+
+    context, _ = audit_context(layer=CONV, head_samples=120)
+    view, free = head_view(context), head_view(context.without_labels())
+    rows = stratified_indices(len(context.fs.predictions), context.fs.predictions, 120, context.opts.seed)
+    assert view.features is free.features
+    np.testing.assert_array_equal(view.features, context.fs.features[rows])
+    np.testing.assert_array_equal(view.labels, context.fs.labels[rows])
+    np.testing.assert_array_equal(free.reference, context.fs.predictions[rows])
+
+
+def test_a_subsampled_conv_audit_scores_as_its_label_free_audit():
+    with_labels = genaudit.audit(CNN, "sample", samples=300, layer=CONV, head_samples=120)
+    without = genaudit.audit(CNN, "sample", samples=300, layer=CONV, head_samples=120, labels=False)
+    assert with_labels["diagnostics"]["ablation"]["samples"] == 120
+    assert with_labels["score"]["value"] == without["score"]["value"]

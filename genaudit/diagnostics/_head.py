@@ -5,9 +5,9 @@ The head-evaluated diagnostics (ablation, noise, ordered ablation, unit importan
 class* for each variant of the features and compare it with a reference. A `MemoHead` remembers those
 predictions by variant, so a variant two diagnostics share (the unmasked features are the first point of every
 ablation curve and the importance's clean accuracy; every unit zeroed is the last point of every curve) is
-evaluated once, and the label-free rerun a labelled audit makes for its score (`Context.without_labels`), when
-it measures on the same samples, compares the same predictions against the clean predictions instead of
-evaluating the head again. On the CPU the head's
+evaluated once, and the label-free rerun a labelled audit makes for its score (`Context.without_labels`) compares
+the same predictions against the clean predictions instead of evaluating the head again (both measure on the same
+samples: `head_view`). On the CPU the head's
 outputs for a sample do not depend on which other rows share its onnxruntime call, so a remembered prediction is
 the one a fresh evaluation gives (tests/test_head_reuse.py).
 """
@@ -31,14 +31,16 @@ CHUNK_BYTES = 16 << 20  # feature copies per head call (16 MB measured fastest: 
 def head_view(c: Context) -> FeatureSet:
     """The samples the head-evaluated diagnostics (ablation, noise, ordered ablation, unit importance) measure
     their accuracies on. All audited samples when the head is closed-form (one affine map: a variant costs one
-    small matrix product). Otherwise (a conv layer's head reruns on every one of ~220 variants) a seeded,
-    class-stratified subsample of `head_samples` (0 = all): each accuracy is then an unbiased estimate of the
-    all-sample one, and the diagnostic records how many samples it used (`samples`)."""
+    small matrix product). Otherwise (a conv layer's head reruns on every one of ~220 variants) a seeded
+    subsample of `head_samples` (0 = all), stratified by the model's clean predicted class: each accuracy is then
+    an unbiased estimate of the all-sample one, and the diagnostic records how many samples it used (`samples`).
+    The subsample depends on the model's outputs only, never on the labels, so a labelled audit and the
+    label-free rerun of its score measure on the same samples and share the head's outputs."""
     fs = c.fs
     n, limit = len(fs.predictions), c.opts.head_samples
     if c.cut.affine is not None or not limit or n <= limit:
         return fs
-    rows, features = c.common(("head_rows", fs.labels_used), lambda: _rows(fs, limit, c.opts.seed))
+    rows, features = c.common("head_rows", lambda: _rows(fs, limit, c.opts.seed))
     return c.shared("head_view", lambda: FeatureSet(features, fs.logits[rows], fs.predictions[rows],
                                                     None if fs.labels is None else fs.labels[rows]))
 
@@ -50,7 +52,7 @@ def memo_head(c: Context) -> MemoHead:
 
 
 def _rows(fs: FeatureSet, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rows = stratified_indices(len(fs.predictions), fs.reference, limit, seed)
+    rows = stratified_indices(len(fs.predictions), fs.predictions, limit, seed)
     return rows, fs.features[rows]
 
 
