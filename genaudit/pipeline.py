@@ -189,8 +189,11 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
     )
     card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts)
     card["estimate"] = estimate(card)
+    start = time.perf_counter()
     card["score"] = generalization_score(
         card if not fs.labels_used else {"diagnostics": score_inputs(context)})
+    if fs.labels_used:  # the label-free rerun of the score's components
+        timings["score"] = time.perf_counter() - start
     if layers_table is not None:
         card["layers"] = layers_table
         steadiest = max(layers_table, key=lambda r: r["intra_class_variance_sum"])
