@@ -21,7 +21,10 @@ ever slows a run down).
 Also, at the smallest sample count:
 - conv layer: an ONNX audit cut at a conv layer (default: the output of ResNet-18's layer3) against its trunk
   pass: the audit's own timers (features = the trunk pass, diagnostics = the head passes on masked and noisy
-  copies of the feature maps), and the process against the plain process;
+  copies of the feature maps, score = a labelled audit's label-free rerun of the score's components), and the
+  process against the plain process; once with --no-labels like the rows above, and once with labels (the
+  .npz files hold y: the model's own predictions with a seeded 20% replaced by random classes, so the labelled
+  accuracy is about 82%, far from chance), the default when the data has labels;
 - plain in-process pass and naive: an audit that reruns the whole network for every ablation level and repeat
   and every noise level (105 + 11 passes). Each pass costs the same, so it is timed on --naive-passes passes
   and multiplied (--naive-passes 0 skips it).
@@ -63,8 +66,14 @@ def build(folder: Path, samples: list[int]):
                           input_names=["input"], output_names=["logits"],
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
     x = np.random.default_rng(0).integers(0, 256, size=(max(samples), 32, 32, 3), dtype=np.uint8)
+    with torch.no_grad():  # labels: the model's predictions, a seeded 20% replaced by random classes
+        y = np.concatenate([model(torch.from_numpy(x[i : i + BATCH].transpose(0, 3, 1, 2).astype(np.float32)
+                                                   / 255.0)).argmax(1).numpy() for i in range(0, len(x), BATCH)])
+    rng = np.random.default_rng(1)
+    replaced = rng.random(len(y)) < 0.2
+    y[replaced] = rng.integers(0, 10, int(replaced.sum()))
     for n in samples:
-        np.savez(folder / f"data{n}.npz", x=x[:n])
+        np.savez(folder / f"data{n}.npz", x=x[:n], y=y[:n])
     return model, x[: min(samples)].transpose(0, 3, 1, 2).astype(np.float32) / 255.0
 
 
@@ -163,12 +172,13 @@ def naive_torch(model, x: np.ndarray, passes: int) -> float:
 
 
 def audit_process(model: Path, data: Path, cache: Path, device: str = "cpu", samples: int = 2000,
-                  extra: tuple[str, ...] = ()) -> tuple[float, dict, int]:
-    """Wall time of a whole `genaudit score --no-labels --samples N --device DEVICE` process, its JSON timers,
-    and its peak RSS in MB."""
+                  extra: tuple[str, ...] = (), labels: bool = False) -> tuple[float, dict, int]:
+    """Wall time of a whole `genaudit score --no-labels --samples N --device DEVICE` process (`labels`: with
+    --labels), its JSON timers, and its peak RSS in MB."""
     env = {**os.environ, "GENAUDIT_CACHE": str(cache)}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data), device, str(samples), *extra],
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data), device, str(samples),
+                           "--labels" if labels else "--no-labels", *extra],
                           env=env, check=True, capture_output=True, text=True)
     wall = time.perf_counter() - start
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -190,7 +200,7 @@ def spy(*a, **k):
     return card
 p.audit = spy
 try:
-    app(["score", sys.argv[1], "--data", sys.argv[2], "--no-labels", "--format", "json", "--device", sys.argv[3],
+    app(["score", sys.argv[1], "--data", sys.argv[2], "--format", "json", "--device", sys.argv[3],
          "--samples", sys.argv[4], *sys.argv[5:]], standalone_mode=False)
 except SystemExit:
     pass
@@ -204,7 +214,7 @@ def fastest(runs: list[tuple]) -> tuple:
     return min(runs, key=lambda r: r[0])
 
 
-def table(rows: list[dict], conv: dict | None) -> str:
+def table(rows: list[dict], convs: list[dict]) -> str:
     head = (f"{'format':<22}{'samples':>8}{'plain s':>9}{'audit s':>9}{'ratio':>7}{'audit RSS MB':>14}"
             f"{'plain RSS MB':>14}   audit timers (s)")
     lines = [head, "-" * len(head)]
@@ -213,13 +223,14 @@ def table(rows: list[dict], conv: dict | None) -> str:
         lines.append(f"{r['format']:<22}{r['samples']:>8}{r['plain_process_s']:>9.2f}{r['audit_cached_s']:>9.2f}"
                      f"{r['ratio_process_to_plain_process_cached']:>6.2f}x{r['peak_rss_mb']:>14}"
                      f"{r['plain_peak_rss_mb']:>14}   {timers}")
-    if conv is not None:
+    for conv in convs:
         t = conv["audit_timers"]
-        line = (f"conv layer ({conv['format']}, {conv['layer']}, {conv['samples']} samples): trunk pass "
-                f"(features timer) {t.get('features', 0):.2f} s, diagnostics {t.get('diagnostics', 0):.2f} s: "
-                f"audit in process / trunk pass = {conv['ratio_in_process_to_trunk_pass']:.1f}x; "
-                f"audit process {conv['audit_s']:.2f} s = {conv['ratio_process_to_plain_process']:.1f}x the "
-                f"plain process; peak RSS {conv['peak_rss_mb']} MB")
+        line = (f"conv layer ({conv['format']}, {conv['layer']}, {conv['samples']} samples, {conv['labels']}): "
+                f"trunk pass (features timer) {t.get('features', 0):.2f} s, diagnostics "
+                f"{t.get('diagnostics', 0):.2f} s = {conv['ratio_diagnostics_to_trunk_pass']:.1f}x the trunk pass, "
+                f"score {t.get('score', 0):.2f} s; (features + diagnostics) / features = "
+                f"{conv['ratio_in_process_to_trunk_pass']:.1f}x; audit process {conv['audit_s']:.2f} s = "
+                f"{conv['ratio_process_to_plain_process']:.1f}x the plain process; peak RSS {conv['peak_rss_mb']} MB")
         lines += ["", line]
     return "\n".join(lines)
 
@@ -258,23 +269,25 @@ def main() -> None:
                     "ratio_process_to_plain_process_cached": round(cached[0] / plain[0], 2),
                 })
         small = counts[0]
-        conv, runs = None, []
-        if args.conv_layer.lower() != "none" and "onnx" in formats:
+        convs = []
+        for labels in (False, True) if args.conv_layer.lower() != "none" and "onnx" in formats else ():
             data, cache = folder / f"data{small}.npz", folder / "cache-resnet18.onnx"
             try:
                 runs = [audit_process(folder / "resnet18.onnx", data, cache, args.device, small,
-                                      ("--layer", args.conv_layer)) for _ in range(repeats)]
+                                      ("--layer", args.conv_layer), labels) for _ in range(repeats)]
             except (subprocess.CalledProcessError, RuntimeError) as exc:  # e.g. the exporter named it otherwise
                 print(f"conv-layer line skipped: {exc}", file=sys.stderr)
-        if runs:
+                break
             wall, timers, peak = fastest(runs)
             plain = next(r for r in rows if r["samples"] == small and r["format"] == FORMATS["onnx"][0])
-            conv = {"format": FORMATS["onnx"][0], "layer": args.conv_layer, "samples": small,
-                    "audit_s": round(wall, 2), "audit_timers": {k: round(v, 2) for k, v in timers.items()},
-                    "peak_rss_mb": peak,
-                    "ratio_in_process_to_trunk_pass": round(
-                        (timers["features"] + timers["diagnostics"]) / timers["features"], 1),
-                    "ratio_process_to_plain_process": round(wall / plain["plain_process_s"], 1)}
+            convs.append({"format": FORMATS["onnx"][0], "layer": args.conv_layer, "samples": small,
+                          "labels": "labels" if labels else "no labels",
+                          "audit_s": round(wall, 2), "audit_timers": {k: round(v, 2) for k, v in timers.items()},
+                          "peak_rss_mb": peak,
+                          "ratio_diagnostics_to_trunk_pass": round(timers["diagnostics"] / timers["features"], 1),
+                          "ratio_in_process_to_trunk_pass": round(
+                              (timers["features"] + timers["diagnostics"]) / timers["features"], 1),
+                          "ratio_process_to_plain_process": round(wall / plain["plain_process_s"], 1)})
         in_process = {}
         plain_pass = {fmt: plain_onnx(folder / "resnet18.onnx", x, args.device) if fmt == "onnx"
                       else plain_torch(folder / "resnet18.pt", x) for fmt in formats}
@@ -287,10 +300,10 @@ def main() -> None:
                 naive = per_pass * PASSES + plain_pass[fmt]  # a naive ORT audit reruns the whole graph
                 entry.update({"naive_s": round(naive, 1), "speedup_vs_naive_cached": round(naive / row["audit_cached_s"], 1)})
             in_process[label] = entry
-        print(table(rows, conv))
+        print(table(rows, convs))
         print()
         print(json.dumps({"model": "resnet18 3x32x32, random weights", "cpu_threads": os.cpu_count(),
-                          "device": args.device, "repeats": repeats, "rows": rows, "conv_layer": conv,
+                          "device": args.device, "repeats": repeats, "rows": rows, "conv_layer": convs,
                           f"at_{small}_samples": in_process}, indent=2))
 
 
