@@ -193,7 +193,9 @@ class AuditOptions(Checked):
     head_samples: int = option(500, "Samples the head-evaluated curves (ablation, noise, ordered ablation, unit "
                                "importance) use when the head is not one affine map (at a conv layer it reruns for "
                                "each of ~220 variants): a seeded subsample stratified by the predicted class (the "
-                               "same with or without labels). 0 = all. A closed-form head always uses all samples.",
+                               "same with or without labels); the random-order ablation, whose error is the spread "
+                               "over unit orders, uses at most half as many. 0 = all. A closed-form head always uses "
+                               "all samples.",
                                bounds=Range(low=0))
     layout: Optional[str] = option(None, "How the model takes images: nchw | nhwc (channels-last, e.g. TensorFlow "
                                    "exports) | flat (vectors). Default: detected from the model's declared input.")

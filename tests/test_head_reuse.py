@@ -14,7 +14,7 @@ import pytest
 import genaudit
 from conftest import SAMPLE_MODELS
 from genaudit.diagnostics import of_kind
-from genaudit.diagnostics._head import MemoHead, head_view, memo_head
+from genaudit.diagnostics._head import MemoHead, ablation_view, head_view, memo_head
 from genaudit.diagnostics.ablation import ablation, ablation_masks
 from genaudit.diagnostics.noise import noise_robustness
 from genaudit.diagnostics.selectivity_extra import selectivity_ordered_ablation, single_unit_importance
@@ -80,7 +80,7 @@ def test_the_head_diagnostics_give_what_the_plain_definitions_give(layer):
     units = np.sort(np.random.default_rng(o.seed).choice(context.fs.units, size=min(context.fs.units,
                                                                                      o.importance_units),
                                                        replace=False))
-    plain_ablation = ablation(head, view, levels=o.ablation_levels, repeats=o.repeats, seed=o.seed)
+    plain_ablation = ablation(head, ablation_view(context), levels=o.ablation_levels, repeats=o.repeats, seed=o.seed)
     plain_noise = noise_robustness(head, view, levels=o.noise_levels, max_scale=o.noise_max, seed=o.seed)
     plain_ordered = selectivity_ordered_ablation(head, view, si, levels=o.ablation_levels)
     plain_importance = single_unit_importance(head, view, units)
@@ -93,18 +93,20 @@ def test_the_head_diagnostics_give_what_the_plain_definitions_give(layer):
     got = shared["selectivity"]["importance_correlation"]
     assert (got["spearman"], got["p_value"]) == (expected["spearman"], expected["p_value"])
     if layer == CONV:
-        # each distinct mask of the four diagnostics once (every unit kept: each curve's first point, the
-        # importance's clean accuracy and noise at scale 0; every unit zeroed; single units the importance and a
-        # curve's first step both zero), and the noise levels above 0
+        # each distinct mask once per sample set: the random-order ablation's masks on its 60 samples; on the
+        # view's 120, those of the ordered ablation and the importance (every unit kept: each curve's first point,
+        # the importance's clean accuracy and noise at scale 0; every unit zeroed; single units the importance
+        # and a curve's first step both zero), and the noise levels above 0
         d, fractions = context.fs.units, np.linspace(0, 1, o.ablation_levels)
         rng = np.random.default_rng(o.seed)
-        orders = np.stack([rng.permutation(d) for _ in range(o.repeats)]
-                          + [np.argsort(-si, kind="stable"), np.argsort(si, kind="stable")])
-        masks = np.concatenate([ablation_masks(d, fractions, orders), np.ones((1, d), np.float32),
+        orders = np.stack([rng.permutation(d) for _ in range(o.repeats)])
+        ordered = np.stack([np.argsort(-si, kind="stable"), np.argsort(si, kind="stable")])
+        masks = np.concatenate([ablation_masks(d, fractions, ordered), np.ones((1, d), np.float32),
                                 ablation_masks(d, np.array([1 / d]), (units[:, None] + np.arange(d)) % d)])
-        distinct = len(np.unique(masks, axis=0))
-        assert view.features.shape[0] == 120
-        assert shared_rows == 120 * (distinct + o.noise_levels - 1) < counter.rows
+        random_orders = len(np.unique(ablation_masks(d, fractions, orders), axis=0))
+        assert view.features.shape[0] == 120 and ablation_view(context).features.shape[0] == 60
+        assert shared_rows == 60 * random_orders + 120 * (len(np.unique(masks, axis=0)) + o.noise_levels - 1)
+        assert shared_rows < counter.rows
     else:
         assert shared_rows == counter.rows == 0  # a closed-form head never runs onnxruntime
 
@@ -160,5 +162,5 @@ def test_the_subsample_is_the_same_with_or_without_labels():
 def test_a_subsampled_conv_audit_scores_as_its_label_free_audit():
     with_labels = genaudit.audit(CNN, "sample", samples=300, layer=CONV, head_samples=120)
     without = genaudit.audit(CNN, "sample", samples=300, layer=CONV, head_samples=120, labels=False)
-    assert with_labels["diagnostics"]["ablation"]["samples"] == 120
+    assert with_labels["diagnostics"]["noise"]["samples"] == 120
     assert with_labels["score"]["value"] == without["score"]["value"]

@@ -45,6 +45,24 @@ def head_view(c: Context) -> FeatureSet:
                                                     None if fs.labels is None else fs.labels[rows]))
 
 
+def ablation_view(c: Context) -> FeatureSet:
+    """The samples the random-order ablation measures on: the head view (`head_view`), except at a head that is
+    not affine with `head_samples` set (not 0), where it is a nested subsample of the view of at most
+    `head_samples` // 2 samples, stratified by the clean predicted class like the view. The ablation AUC averages
+    `repeats` random unit orders and its error is mostly their spread, which more samples do not reduce: over
+    1,000 draws of the subsample and the orders, its standard deviation on 250 samples is 0-4% larger than on 500
+    on the sample CNN's conv layers and ResNet-18's layer3 (bench/head_precision.py, docs/performance.md), while
+    the ablation is half of the head's evaluations. The other head curves, whose error is the samples', keep the
+    whole view."""
+    view = head_view(c)
+    n, limit = len(view.predictions), max(1, c.opts.head_samples // 2)
+    if c.cut.affine is not None or not c.opts.head_samples or n <= limit:
+        return view
+    rows, features = c.common("ablation_rows", lambda: _rows(view, limit, c.opts.seed))
+    return c.shared("ablation_view", lambda: FeatureSet(features, view.logits[rows], view.predictions[rows],
+                                                        None if view.labels is None else view.labels[rows]))
+
+
 def memo_head(c: Context) -> MemoHead:
     """The audit's head, remembering its predictions on the variants it evaluates (shared with the label-free
     rerun of the score)."""

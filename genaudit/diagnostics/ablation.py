@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from genaudit.diagnostics._head import (
+    ablation_view,
     broadcast_units,
-    head_view,
     masked_accuracies,
     memo_head,
     normalized_auc,
@@ -61,7 +61,7 @@ def ablation(head: Head, fs: FeatureSet, *, levels: int = 21, repeats: int = 5, 
 
 DIAGNOSTIC = Diagnostic(
     "ablation", "head",
-    lambda c: ablation(memo_head(c), head_view(c), levels=c.opts.ablation_levels, repeats=c.opts.repeats, seed=c.opts.seed),
+    lambda c: ablation(memo_head(c), ablation_view(c), levels=c.opts.ablation_levels, repeats=c.opts.repeats, seed=c.opts.seed),
     (Metric(name="ablation", path="ablation.auc", label="ablation AUC", group="robustness", better=Better.HIGHER,
             short="accuracy kept as units are zeroed",
             meaning="accuracy kept as 0→100% of feature units are zeroed (random order), area relative to clean",

@@ -66,10 +66,19 @@ def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
 
 
 def head_samples_note(card: dict) -> str:
-    """'; head curves on N': said when the head-evaluated curves (ablation, noise, ...) used a subsample (at a
-    layer whose head is not one affine map, --head-samples), else nothing."""
-    used = (card.get("diagnostics", {}).get("ablation") or {}).get("samples")
-    return "" if used in (None, card.get("samples")) else f"; head curves on {used} of them (--head-samples)"
+    """'; head curves on N (ablation on M)': said when the head-evaluated curves (noise, ordered ablation, ...)
+    or the random-order ablation used a subsample (at a layer whose head is not one affine map,
+    --head-samples), else nothing."""
+    diagnostics = card.get("diagnostics", {})
+    used = (diagnostics.get("noise") or {}).get("samples")
+    ablation = (diagnostics.get("ablation") or {}).get("samples")
+    used = ablation if used is None else used
+    if used in (None, card.get("samples")) and ablation in (None, card.get("samples")):
+        return ""
+    note = "" if used == card.get("samples") else f" head curves on {used} of them"
+    if ablation not in (None, used):
+        note += f"{',' if note else ''} ablation on {ablation}"
+    return f";{note} (--head-samples)"
 
 
 def verdict(card: dict) -> str:
