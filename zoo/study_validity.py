@@ -2,7 +2,7 @@
 """Which training-data measures predict a classifier's held-out accuracy? The study behind docs/validity.md.
 
     python zoo/study_validity.py compute [--zoo noise|sweep|all] [--limit N]   # per-model cache (resumable)
-    python zoo/study_validity.py analyze [--write-estimator]                    # tables, fits, intervals
+    python zoo/study_validity.py analyze                                        # tables, fits, intervals
 
 `compute` audits every model of the label-noise zoo (zoo/models/manifest.json) and of the clean-label sweep
 (zoo/sweep/manifest.json) on its own training images -- the same seeded 2,000 (or fewer) samples genaudit
@@ -23,7 +23,7 @@ zoo/models/{dataset}_train.npz, written as zoo/validity/cache/data/{dataset}_tra
 user has. Held-out accuracy is against true labels on the test split (the manifest's `holdout_accuracy`).
 
 `analyze` reads the caches and writes zoo/validity/results.json and zoo/validity/report.md (every table of
-docs/validity.md), and with --write-estimator genaudit/estimate_model.json.
+docs/validity.md: the v0.2 study; the published estimator is zoo/study_estimate.py's).
 """
 
 from __future__ import annotations
@@ -681,7 +681,7 @@ def fmt(v, digits=3):
     return f"{v:.{digits}f}"
 
 
-def analyze(write_estimator: bool, log) -> None:
+def analyze(log) -> None:
     records = [r for r in load_records() if r["holdout"] is not None]
     log(f"{len(records)} models: " + ", ".join(f"{z} {sum(r['zoo'] == z for r in records)}" for z in ZOOS))
     results: dict = {"models": {z: sum(r["zoo"] == z for r in records) for z in ZOOS}}
@@ -817,165 +817,6 @@ def analyze(write_estimator: bool, log) -> None:
                   f"{fmt(float(np.mean(np.abs(a - y))))} | {fmt(kendall(column(eval_set, 'score'), y))} | "
                   f"{fmt(kendall(column(eval_set, 'train_acc'), y))} | {fmt(e['tau'])} |")
     (OUT / "summary_estimator.md").write_text("\n".join(et) + "\n")
-    if write_estimator:
-        write_final(records, est, log, final_form)
-
-
-SCORECARD_PATHS = {  # where genaudit registers each feature in its scorecard
-    "nb_input": "diagnostics.neighbours.input.value",
-    "nb_feat": "diagnostics.neighbours.features.value",
-    "nb_early": "diagnostics.neighbours.early.value",
-    "train_acc": "clean_accuracy",
-    "margin_q2": "diagnostics.margins.log_q2",
-    "ref_agree_input": "diagnostics.neighbours.input.reference_agreement",
-    "vote_consistency": "diagnostics.neighbours.input.vote_consistency",
-    "nb_input_x_consistency": "diagnostics.neighbours.input.value * diagnostics.neighbours.input.vote_consistency",
-    "nb_input_free": "diagnostics.neighbours.input.value",
-    "nb_feat_free": "diagnostics.neighbours.features.value",
-}
-
-
-def scorecard_view(r: dict) -> dict:
-    """A cached record as the scorecard genaudit produces (the registered paths)."""
-    n = r["new"]
-    return {"clean_accuracy": r["card"]["clean_accuracy"],
-            "diagnostics": {"neighbours": {"input": {"value": n["nb_input"], "vote_consistency": n["vote_consistency_input"],
-                                                     "reference_agreement": n["ref_agree_input"]},
-                                           "features": {"value": n["nb_feat"]}},
-                            "margins": n.get("margins") or {}}}
-
-
-def apply_estimate(card: dict, spec: dict) -> dict:
-    """Reference implementation of genaudit/estimate_model.json on a scorecard dict: estimate, plain 90%
-    interval (with the out-of-range widening) and the Mondrian interval."""
-    def read(path):
-        node = card
-        for part in path.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        return None if node is None else float(node)
-
-    total, widen = spec["intercept"], 0.0
-    for name, f in spec["features"].items():
-        paths = f["path"] if isinstance(f["path"], list) else [f["path"]]
-        values = [read(p) for p in paths]
-        if any(v is None for v in values):
-            return {"estimate": None, "why": f"{name}: {paths} missing from the scorecard"}
-        x = math.prod(values)
-        b = spec["coefficients"][name]
-        lo, hi = spec["range"][name]
-        total += b * x
-        widen += abs(b) * (max(lo - x, 0.0) + max(x - hi, 0.0))
-    est = min(1.0, max(0.0, total))
-    q = spec["conformal"]["quantile_90"] + widen
-    m = spec["conformal"]["mondrian"]
-    vc = read("diagnostics.neighbours.input.vote_consistency")
-    qm = (m["quantile_90_reliable"] if vc is not None and vc >= m["vote_consistency_min"] else m["quantile_90_unreliable"]) + widen
-    return {"estimate": est, "interval_90": [max(0.0, est - q), min(1.0, est + q)],
-            "interval_90_mondrian": [max(0.0, est - qm), min(1.0, est + qm)], "outside_range": widen > 0}
-
-
-def feature_spec(f: str) -> dict:
-    """How a feature is read from a scorecard: one dotted path (transform identity) or the product of two."""
-    path = SCORECARD_PATHS[f]
-    if " * " in path:
-        return {"path": path.split(" * "), "transform": "product", "description": DESCRIPTIONS[f]}
-    return {"path": path, "transform": "identity", "description": DESCRIPTIONS[f]}
-
-
-def write_final(records, est, log, form: str | None = None) -> None:
-    """Fit the published estimator on every model of both zoos (after the honest evaluation above) and write
-    genaudit/estimate_model.json with the held-out numbers of the same form as its `evaluation`."""
-    if form is None:  # the form the CV prefers on all the data, by the same parsimony rule as in the splits
-        form = choose_form({f: cv_mae(records, FORMS[f], form=f) for f in FORMS})
-    feats = FORMS[form]
-    model = fit_conformal(records, feats, form=form)
-    evaluation = {}
-    for split_name, s in est.items():
-        row = s["forms"][form]
-        e = row["eval"]
-        evaluation[split_name] = {
-            "fit_models": s["fit_models"], "eval_models": s["eval_models"],
-            "mae": round(e["mae"], 4), "bias": round(e["bias"], 4), "coverage_90": round(e["coverage_90"], 3),
-            "coverage_90_widened": round(e["coverage_90_widened"], 3),
-            "coverage_90_mondrian": round(e["coverage_90_adaptive"], 3),
-            "mean_width_90_plain": round(e["width_90"], 4), "mean_width_90_mondrian": round(e["width_90_adaptive"], 4),
-            "share_reliable": round(e["reliable_share"], 3),
-            "mae_reliable": None if e["mae_reliable"] is None else round(e["mae_reliable"], 4),
-            "mae_unreliable": None if e["mae_unreliable"] is None else round(e["mae_unreliable"], 4),
-            "kendall_tau": None if e["tau"] is None else round(e["tau"], 3),
-            "within_run_pick_2pts": None if e["selection"]["rate"] is None else round(e["selection"]["rate"], 3),
-            "quantile_90_of_that_fit": round(row["model"]["conformal"]["quantile_90"], 4),
-            "form_chosen_by_cv_for_this_split": s["chosen"] == form,
-        }
-    doc = {
-        "version": 1,
-        "what": "estimate of the model's accuracy on held-out data from the same distribution as its training "
-                "data, with a 90% interval; read from a scorecard audited WITH labels (the training labels as "
-                "given, 2,000 seeded samples, k = 10)",
-        "model": "linear",
-        "formula": "estimate = clip(intercept + sum_k coefficients[k] * x_k, 0, 1), x_k = the scorecard value "
-                   "at features[k].path (transform identity), or the product of the values at the paths listed "
-                   "(transform product); interval = estimate -/+ (conformal.quantile_90 + sum_k "
-                   "|coefficients[k]| * excess_k), excess_k = how far x_k lies outside range[k] (0 inside), "
-                   "clipped to [0, 1]",
-        "form": form,
-        "features": {f: feature_spec(f) for f in feats},
-        "intercept": round(model["intercept"], 6),
-        "coefficients": {f: round(v, 6) for f, v in model["coefficients"].items()},
-        "conformal": {"quantile_90": round(model["conformal"]["quantile_90"], 6), "level": 0.9,
-                      "mondrian": {k: (round(v, 6) if isinstance(v, float) else v)
-                                   for k, v in model["conformal"]["mondrian"].items()},
-                      "mondrian_use": "optional: half-width quantile_90_reliable when the scorecard's "
-                                      "diagnostics.neighbours.input.vote_consistency >= vote_consistency_min, else "
-                                      "quantile_90_unreliable (the estimate is then barely identifiable; "
-                                      "docs/validity.md)",
-                      "method": "split conformal: least squares on 70% of the training runs (all checkpoints of "
-                                "a run together), the ceil(0.9 (n + 1))-th smallest |residual| of the other 30%",
-                      "calibration_models": model["conformal"]["calibration_models"],
-                      "calibration_runs": model["conformal"]["calibration_runs"],
-                      "fit_models": model["conformal"]["fit_models"]},
-        "range": {f: [round(a, 6), round(b, 6)] for f, (a, b) in model["range"].items()},
-        "requires": {"labels": True, "k": K, "samples": SAMPLES, "seed": SEED,
-                     "input_space": "audited samples after preprocessing, flattened; Euclidean",
-                     "reference": "the data's labels; without labels use label_free (or no estimate)"},
-        "fitted_on": {"zoos": sorted({r["zoo"] for r in records}), "models": len(records),
-                      "datasets": sorted({r["dataset"] for r in records}),
-                      "archs": sorted({r["arch"] for r in records}),
-                      "note": "fitted on the models of both zoos after the honest evaluation (coefficients: least "
-                              "squares on 70% of the runs; conformal quantile: the other 30%); the published "
-                              "accuracy of the method is `evaluation` (fits that never saw the evaluated data)"},
-        "evaluation": evaluation,
-        "source": "zoo/study_validity.py analyze --write-estimator; docs/validity.md",
-    }
-    if form != UNFITTED:  # the unfitted reading, kept as the documented alternative (docs/validity.md)
-        alt = fit_conformal(records, FORMS[UNFITTED], form=UNFITTED)
-        doc["alternative_unfitted"] = {
-            "what": "estimate = diagnostics.neighbours.input.value as is (nothing fitted); interval = estimate -/+ "
-                    "quantile_90. Lower tau but smaller MAE across data sets in the held-out evaluation; see "
-                    "docs/validity.md before switching",
-            "conformal": {"quantile_90": round(alt["conformal"]["quantile_90"], 6), "level": 0.9},
-            "evaluation": {k: {"mae": round(v["forms"][UNFITTED]["eval"]["mae"], 4),
-                               "coverage_90": round(v["forms"][UNFITTED]["eval"]["coverage_90"], 3),
-                               "kendall_tau": None if v["forms"][UNFITTED]["eval"]["tau"] is None
-                               else round(v["forms"][UNFITTED]["eval"]["tau"], 3)} for k, v in est.items()},
-        }
-    doc["label_free"] = None  # no estimate without labels: the label-free variants rank at tau 0.3-0.4 here
-    doc["label_free_note"] = ("without labels (reference = the model's own predictions) the neighbour agreement "
-                              "ranks models at Kendall tau 0.31 (input space) / 0.40 (feature layer) on these "
-                              "zoos: no estimate is published for that case (docs/validity.md)")
-    path = ROOT / "genaudit" / "estimate_model.json"
-    path.write_text(json.dumps(doc, indent=2) + "\n")
-    # self-check: the file, applied to scorecard-shaped dicts, reproduces the fitted model's estimates
-    p, _ = predict(model, records)
-    spec = json.loads(path.read_text())
-    for r, expected in list(zip(records, p))[:: max(1, len(records) // 50)]:
-        got = apply_estimate(scorecard_view(r), spec)["estimate"]
-        assert abs(got - expected) < 1e-4, (r["name"], got, expected)
-    log(f"wrote {path} (form {form})")
-
-
-
-# ----------------------------------------------------------------------------------------------- main
 
 
 def main(argv=None) -> int:
@@ -985,8 +826,7 @@ def main(argv=None) -> int:
     c.add_argument("--zoo", default="all", choices=[*ZOOS, "all"])
     c.add_argument("--limit", type=int, default=None)
     c.add_argument("--shard", default="0/1", help="i/n: only the runs whose name hashes to i mod n (parallel workers)")
-    a = sub.add_parser("analyze")
-    a.add_argument("--write-estimator", action="store_true")
+    sub.add_parser("analyze")
     args = p.parse_args(argv)
 
     def log(msg):
@@ -996,7 +836,7 @@ def main(argv=None) -> int:
         i, n = map(int, args.shard.split("/"))
         compute(list(ZOOS) if args.zoo == "all" else [args.zoo], args.limit, log, (i, n))
     else:
-        analyze(args.write_estimator, log)
+        analyze(log)
     return 0
 
 
