@@ -33,7 +33,8 @@ after v4's first evaluation left CIFAR-10's coverage at 0.80: the natural thresh
 
 Every evaluation fits on some zoos or data sets and evaluates on others it never saw (leave one zoo out, leave
 one data set out: a fit that never saw CIFAR-10 is evaluated on CIFAR-10). Beside the estimate, on every group:
-training accuracy as the estimate, the raw input-space vote, and the v0.2 estimator (as shipped).
+training accuracy as the estimate, the raw input-space vote, that vote carried to the training set's size (read
+as the accuracy, unfitted), and the v0.2 estimator (as shipped).
 """
 
 from __future__ import annotations
@@ -352,11 +353,13 @@ def evaluate(records) -> dict:
                 "estimate": metrics(sub, p[idx], half[idx]),
                 "train_acc": metrics(sub, [read(r, "train_acc") for r in sub]),
                 "vote_input": metrics(sub, [read(r, "vote_input") for r in sub]),
+                "vote_at_size": metrics(sub, [r["card"][f"{AT_SIZE}.value"] for r in sub]),
                 "v0.2": metrics(sub, v02(sub)),
             }
         rows["all"] = {"estimate": metrics(test, p, half),
                        "train_acc": metrics(test, [read(r, "train_acc") for r in test]),
                        "vote_input": metrics(test, [read(r, "vote_input") for r in test]),
+                       "vote_at_size": metrics(test, [r["card"][f"{AT_SIZE}.value"] for r in test]),
                        "v0.2": metrics(test, v02(test))}
         results[name] = {"form": form, "cv": cv, "fit_models": len(train), "eval_models": len(test),
                          "coefficients": model["coefficients"], "intercept": model["intercept"],
@@ -379,14 +382,14 @@ def report(records, results) -> str:
                   f"gap = {res['intercept']:+.3f} " + " ".join(f"{c:+.3f}·{f}" for f, c in res["coefficients"].items())
                   + f"; normalized conformal q90 {res['quantile_90']:.2f}.", "",
                   "| group | models | estimate MAE | bias | τ | 90% coverage | width | pick ≤ 2 pts | pick ≤ 0.5 pt "
-                  "| train acc MAE | train acc τ | vote MAE | vote τ | v0.2 MAE | v0.2 τ |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| train acc MAE | train acc τ | vote MAE | vote τ | vote at N MAE | vote at N τ | v0.2 MAE | v0.2 τ |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for group, row in res["groups"].items():
-            e, t, v, o = row["estimate"], row["train_acc"], row["vote_input"], row["v0.2"]
+            e, t, v, n, o = row["estimate"], row["train_acc"], row["vote_input"], row["vote_at_size"], row["v0.2"]
             lines.append(f"| {group} | {e['models']} | **{fmt(e['mae'])}** | {fmt(e['bias'])} | {fmt(e['tau'])} | "
                          f"{fmt(e['coverage_90'], 2)} | {fmt(e['width_90'], 2)} | {fmt(e['pick_2pt'], 2)} | "
                          f"{fmt(e['pick_half_pt'], 2)} | {fmt(t['mae'])} | {fmt(t['tau'])} | {fmt(v['mae'])} | "
-                         f"{fmt(v['tau'])} | {fmt(o['mae'])} | {fmt(o['tau'])} |")
+                         f"{fmt(v['tau'])} | {fmt(n['mae'])} | {fmt(n['tau'])} | {fmt(o['mae'])} | {fmt(o['tau'])} |")
         lines += ["", "CV MAE of each form inside the fitting data: "
                   + "; ".join(f"{f.split(':')[0]} {v:.4f}" for f, v in res["cv"].items()), ""]
     return "\n".join(lines) + "\n"
