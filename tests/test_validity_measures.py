@@ -292,3 +292,17 @@ def test_scorecard_carries_the_vote_at_the_training_sets_size():
     assert vote["at_training_size"]["value"] > vote["value"]
     assert "carried from its 1000 voters to the 10000 training images" in told["estimate"]["basis"]
     assert told["estimate"]["accuracy"] > whole["estimate"]["accuracy"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
+def test_every_report_says_how_many_images_the_model_trained_on_when_told(fmt):
+    import genaudit
+    from genaudit.render import renderer_class
+
+    def text(card) -> str:  # the terminal panel wraps lines inside its box
+        return " ".join(renderer_class(fmt).text("report", card).replace("│", " ").split())
+
+    model = Path(__file__).resolve().parents[1] / "sample_models" / "mlp_clean.onnx"
+    told = genaudit.audit(model, "sample", samples=300, seed=0, train_size=10_000)
+    assert "300 samples of 10000 trained on" in text(told)
+    assert "trained on" not in text(genaudit.audit(model, "sample", samples=300, seed=0))

@@ -65,6 +65,14 @@ def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
     return sorted(present, key=lambda r: GROUPS.index(r[0]))
 
 
+def trained_note(card: dict) -> str:
+    """' of N trained on': said after the audited samples when `--train-size` says the model trained on more
+    images than the data holds, else nothing."""
+    data = card.get("data", {})
+    trained = data.get("train_size", data.get("source_size"))
+    return f" of {trained} trained on" if trained != data.get("source_size") else ""
+
+
 def head_samples_note(card: dict) -> str:
     """'; head curves on N (ablation on M)': said when the head-evaluated curves (noise, ordered ablation, ...)
     or the random-order ablation used a subsample (at a layer whose head is not one affine map,

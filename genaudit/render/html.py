@@ -15,6 +15,7 @@ from genaudit.render import (
     SUSPECT_COLUMNS,
     fmt,
     head_samples_note,
+    trained_note,
     layer_columns,
     ranked_correlations,
     ranking_note,
@@ -177,7 +178,7 @@ def score_page(card: dict) -> str:
     body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
             f"({esc(card['model']['format'])}) · layer <code>{esc(card['layer']['name'])}</code> "
             f"({esc(card['layer']['units'])} units) · data {esc(card['data']['spec'])}, {esc(card['samples'])} "
-            f"samples{esc(head_samples_note(card))}, {esc(card['label_mode'])} · genaudit "
+            f"samples{esc(trained_note(card))}{esc(head_samples_note(card))}, {esc(card['label_mode'])} · genaudit "
             f"{esc(card['genaudit_version'])}</p>"
             f"<p><b>Verdict:</b> {esc(verdict(card))}</p>"
             + "".join(f"<p class=warn><b>Warning:</b> {_warning(w)}</p>" for w in card.get("warnings", []))

@@ -6,6 +6,7 @@ from genaudit.render import (
     SUSPECT_COLUMNS,
     fmt,
     head_samples_note,
+    trained_note,
     layer_columns,
     ranked_correlations,
     ranking_note,
@@ -48,8 +49,8 @@ def report(card: dict, failures: list[str] | None = None) -> str:
         f"### genaudit: {code(model['path'])}",
         "",
         f"- **layer** {code(layer['name'])} ({layer['units']} units) · **data** {text(card['data']['spec'])} "
-        f"({card['samples']} samples{head_samples_note(card)}, {card['label_mode']}) · **verdict** "
-        f"{text(verdict(card))}",
+        f"({card['samples']} samples{trained_note(card)}{head_samples_note(card)}, {card['label_mode']}) · "
+        f"**verdict** {text(verdict(card))}",
         *[f"\n> **warning:** {text(w)}" for w in card.get("warnings", [])],
         "",
         "| group | metric | value | better | meaning |",

@@ -18,6 +18,7 @@ from genaudit.render import (
     SUSPECT_COLUMNS,
     fmt,
     head_samples_note,
+    trained_note,
     layer_columns,
     ranked_correlations,
     ranking_note,
@@ -114,8 +115,8 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
                if output.get("of", 1) > 1 else "")
     summary.add_row("[bold]input[/]", f"{model['input_shape']} per sample, fed {model.get('input_layout')}  "
                                       f"[dim]{model['output_kind']}{outputs}[/]")
-    summary.add_row("[bold]data[/]", f"{shown(data['spec'])} ({data['split']} split), {card['samples']} samples, "
-                                     f"seed {card['seed']}{head_samples_note(card)}")
+    summary.add_row("[bold]data[/]", f"{shown(data['spec'])} ({data['split']} split), {card['samples']} samples"
+                                     f"{trained_note(card)}, seed {card['seed']}{head_samples_note(card)}")
     summary.add_row("[bold]reference[/]", label_mode)
     summary.add_row("[bold]verdict[/]", shown(verdict(card)))
     frame = 4  # the panel's borders and padding; its text wraps, but a path longer than a line is kept whole
