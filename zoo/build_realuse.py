@@ -135,6 +135,10 @@ def default_grid() -> list[dict]:
     for d in full:  # full-data CNN: ~20 CPU-s per epoch
         g += [_run("full-cnn", d, "cnn", "sgd1cyc", "shift2", 0, 6),
               _run("full-cnn", d, "cnn", "adamconst", "none", 40, 8)]
+    for d in full:  # small: full-data CNNs of 1-2 channels that underfit (as small published models do)
+        g += [_run("small", d, "cnn", "adamconst", "none", 0, 5, width=1),
+              _run("small", d, "cnn", "sgd1cyc", "shift2", 0, 5, width=2),
+              _run("small", d, "cnn", "adamconst", "none", 20, 5, width=1)]
     # block 'more': not in the default build (did not fit in the hour on the shared machine, see REALUSE.md)
     more = lambda r: dict(r, block="more")  # noqa: E731
     g += [cnn("crop4flip", 20), cnn("crop4flip", 60), cnn("none", 20)]
@@ -533,8 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="~30-second smoke build: 4 runs of 2-3 epochs on small subsets")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary table of DIR/manifest.json")
-    p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn",
-                   help="comma-separated blocks to build: full-mlp, cifar, full-cnn, more, extra (default: the first three)")
+    p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small",
+                   help="comma-separated blocks to build: full-mlp, cifar, full-cnn, small, more, extra (default: the "
+                        "first four)")
     p.add_argument("--runs", type=str, default=None, help="only runs whose name matches this regular expression")
     p.add_argument("--skip-existing", action="store_true", help="skip runs whose final checkpoint is already in "
                    "the manifest and on disk")

@@ -305,11 +305,15 @@ def group_of(r: dict) -> str:
     return "realuse CIFAR-10" if r["dataset"] == "cifar10" else f"realuse {r['dataset']} (full data)"
 
 
-def clean_group(r: dict) -> str | None:
-    """The well-trained models the issue's MAE target names: full-data runs on clean labels (every epoch)."""
-    if r["zoo"] == "realuse" and r["dataset"] != "cifar10" and not r["corruption"]:
-        return f"realuse {r['dataset']} (full data, clean labels)"
-    return None
+def subgroups(r: dict) -> set[str]:
+    """The subgroups a model also counts in: full-data runs on clean labels (every epoch; the well-trained models of
+    the issue's MAE target), and the small CNNs of 1-2 channels that underfit (block 'small')."""
+    if r["zoo"] != "realuse" or r["dataset"] == "cifar10":
+        return set()
+    out = {f"realuse {r['dataset']} (full data, clean labels)"} if not r["corruption"] else set()
+    if r["arch"] == "cnn" and (r.get("hp") or {}).get("width", 16) <= 2:
+        out.add(f"realuse {r['dataset']} (full data, small CNNs)")
+    return out
 
 
 def splits(records) -> dict:
@@ -346,8 +350,8 @@ def evaluate(records) -> dict:
         p, gap, widen = predict(model, test)
         half = half_width(model, test, gap, widen)
         rows = {}
-        for group in sorted({group_of(r) for r in test} | {clean_group(r) for r in test} - {None}):
-            idx = [i for i, r in enumerate(test) if group in (group_of(r), clean_group(r))]
+        for group in sorted({group_of(r) for r in test}.union(*(subgroups(r) for r in test))):
+            idx = [i for i, r in enumerate(test) if group == group_of(r) or group in subgroups(r)]
             sub = [test[i] for i in idx]
             rows[group] = {
                 "estimate": metrics(sub, p[idx], half[idx]),
