@@ -49,10 +49,10 @@ class FeatureSet:
         """One value per sample and unit (N x D): conv feature maps are averaged over space."""
         return unit_values(self.features)
 
-    def subset(self, index: np.ndarray) -> FeatureSet:
-        """The same layer for the samples at `index` only."""
-        return FeatureSet(self.features[index], self.logits[index], self.predictions[index],
-                          None if self.labels is None else self.labels[index])
+    def subset(self, index: np.ndarray, features: np.ndarray | None = None) -> FeatureSet:
+        """The same layer for the samples at `index` only (`features`: their feature rows, when already taken)."""
+        return FeatureSet(self.features[index] if features is None else features, self.logits[index],
+                          self.predictions[index], None if self.labels is None else self.labels[index])
 
 
 def unit_values(features: np.ndarray) -> np.ndarray:

@@ -41,8 +41,7 @@ def head_view(c: Context) -> FeatureSet:
     if c.cut.affine is not None or not limit or n <= limit:
         return fs
     rows, features = c.common("head_rows", lambda: _rows(fs, limit, c.opts.seed))
-    return c.shared("head_view", lambda: FeatureSet(features, fs.logits[rows], fs.predictions[rows],
-                                                    None if fs.labels is None else fs.labels[rows]))
+    return c.shared("head_view", lambda: fs.subset(rows, features))
 
 
 def ablation_view(c: Context) -> FeatureSet:
@@ -59,8 +58,7 @@ def ablation_view(c: Context) -> FeatureSet:
     if c.cut.affine is not None or not c.opts.head_samples or n <= limit:
         return view
     rows, features = c.common("ablation_rows", lambda: _rows(view, limit, c.opts.seed))
-    return c.shared("ablation_view", lambda: FeatureSet(features, view.logits[rows], view.predictions[rows],
-                                                        None if view.labels is None else view.labels[rows]))
+    return c.shared("ablation_view", lambda: view.subset(rows, features))
 
 
 def memo_head(c: Context) -> MemoHead:
