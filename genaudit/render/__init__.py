@@ -69,8 +69,8 @@ def trained_note(card: dict) -> str:
     """' of N trained on': said after the audited samples when `--train-size` says the model trained on more
     images than the data holds, else nothing."""
     data = card.get("data", {})
-    trained = data.get("train_size", data.get("source_size"))
-    return f" of {trained} trained on" if trained != data.get("source_size") else ""
+    trained, held = data.get("train_size"), data.get("source_size")
+    return f" of {trained} trained on" if trained and held and trained > held else ""
 
 
 def head_samples_note(card: dict) -> str:
