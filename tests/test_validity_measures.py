@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from genaudit.diagnostics.margins import feature_spread, margins, sample_margins
 from genaudit.diagnostics.neighbours import (
+    agreement_parts,
+    carried_agreement,
     extrapolate,
     nearest_neighbours,
     neighbour_agreement,
@@ -256,6 +258,56 @@ def test_extrapolated_agreement_lies_between_the_measured_one_and_one(points, si
     assert a_n - 1e-12 <= value <= 1.0
 
 
+def test_agreement_parts_hand_case():
+    """Six samples; the model predicts the label on the first four (fitted 4/6), the vote agrees with the label on
+    three of those (3/4); on the other two the vote is the model's prediction once (1/2)."""
+    reference = np.array([0, 1, 2, 0, 1, 2])
+    predictions = np.array([0, 1, 2, 0, 2, 0])
+    vote = np.array([0, 1, 2, 1, 2, 1])
+    parts = agreement_parts(vote, reference, predictions)
+    assert parts == {"value": 4 / 6, "reference_agreement": 3 / 6, "fitted": 4 / 6, "fitted_agreement": 3 / 4,
+                     "unfitted_agreement": 1 / 2}
+    assert parts["value"] == pytest.approx(parts["fitted"] * parts["fitted_agreement"]
+                                           + (1 - parts["fitted"]) * parts["unfitted_agreement"])
+    assert agreement_parts(vote, reference, reference)["unfitted_agreement"] is None  # fits every label
+
+
+def _point(voters, fitted, fitted_agreement, unfitted_agreement):
+    value = fitted * fitted_agreement + (1 - fitted) * unfitted_agreement
+    return {"voters": voters, "value": value, "reference_agreement": 0.0, "fitted": fitted,
+            "fitted_agreement": fitted_agreement, "unfitted_agreement": unfitted_agreement}
+
+
+def test_carried_agreement_hand_case_keeps_an_underfit_models_own_errors():
+    """A model that fits 90% of its labels: on those the vote's disagreement halves per 4x voters (0.08, 0.04 at
+    500, 2,000: b = -1/2), on the rest the vote never sides with the model (0 at every size). Carried to 32,000
+    (16x: disagreement / 4) the fitted part is 1 - 0.01 = 0.99 and the unfitted part stays 0, so 0.9 * 0.99 =
+    0.891. Carried whole, the disagreement 0.172 -> 0.136 per 4x voters is carried two more such steps,
+    1 - 0.136 (0.136 / 0.172)^2 = 0.915: the model is credited with the vote's gains on its own errors."""
+    curve = [_point(500, 0.9, 0.92, 0.0), _point(2000, 0.9, 0.96, 0.0)]
+    value, f_exponent, u_exponent = carried_agreement(curve, 32_000)
+    assert f_exponent == pytest.approx(-0.5) and u_exponent == 0.0
+    assert value == pytest.approx(0.9 * 0.99)
+    whole, _ = extrapolate([(p["voters"], p["value"]) for p in curve], 32_000)
+    assert whole == pytest.approx(1 - 0.136 * (0.136 / 0.172) ** 2)
+
+
+@given(st.lists(st.tuples(st.floats(0.01, 1), st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=4),
+       st.integers(1, 10**6))
+@settings(max_examples=200, deadline=None)
+def test_carried_agreement_is_the_measured_value_at_its_size_and_never_below_it(parts, size):
+    curve = [_point(250 * 2**i, *p) for i, p in enumerate(parts)]
+    value, _, _ = carried_agreement(curve, size)
+    measured = curve[-1]
+    if size <= measured["voters"]:
+        assert value == measured["value"]
+    assert measured["value"] - 1e-9 <= value <= 1.0 + 1e-12
+    # a model that fits every label: the carry is its fitted part's, which is the labels' agreement's
+    fitting = [_point(p["voters"], 1.0, p["fitted_agreement"], 0.0) for p in curve]
+    assert carried_agreement(fitting, size)[0] == pytest.approx(
+        extrapolate([(p["voters"], p["fitted_agreement"]) for p in fitting], size)[0])
+
+
 def test_vote_curve_sizes_and_model_free_reference():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(400, 5)) + np.repeat(np.eye(4, 5) * 3, 100, axis=0)
@@ -286,6 +338,9 @@ def test_scorecard_carries_the_vote_at_the_training_sets_size():
     assert at["value"] >= vote["value"] and at["reference_agreement"] >= vote["reference_agreement"]
     points = [(p["voters"], p["value"]) for p in at["curve"]] + [(500, vote["value"])]
     assert at["value"] == pytest.approx(extrapolate(points, 1000)[0], abs=1e-6)
+    assert vote["value"] <= at["value_by_part"] <= 1.0
+    assert all(p["value"] == pytest.approx(p["fitted"] * p["fitted_agreement"] + (1 - p["fitted"])
+                                           * (p["unfitted_agreement"] or 0.0)) for p in at["curve"])
     told = genaudit.audit(model, "sample", samples=None, seed=0, train_size=10_000)  # the sample is 1/10 of it
     vote = told["diagnostics"]["neighbours"]["input"]
     assert told["data"]["train_size"] == 10_000 and vote["at_training_size"]["size"] == 10_000

@@ -4,7 +4,7 @@
 
     python zoo/study_curve.py     # -> zoo/validity/cache/curves.json, read by zoo/study_estimate.py
 
-genaudit's own functions (`vote_curve`, `extrapolate`), on the same 2,000 seeded audited samples and the cached
+genaudit's own functions (`vote_curve`, `carried_agreement`, `extrapolate`), on the same 2,000 seeded audited samples and the cached
 predictions (no network reruns), so each value is what `genaudit score` reports for that model when pointed at its
 whole training set. The training-set size is the run's (`train_size`: 60,000 for the full-data real-use runs, whose
 cached audit file holds a 4,000-image subset of it), else the audited file's size. About 1 minute.
@@ -23,28 +23,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_validity import CACHE, SAMPLES, SEED, load_records  # noqa: E402
 
 from genaudit.data import load_data  # noqa: E402
-from genaudit.diagnostics.neighbours import K, extrapolate, vote_curve  # noqa: E402
+from genaudit.diagnostics.neighbours import (  # noqa: E402
+    K,
+    agreement_parts,
+    carried_agreement,
+    extrapolate,
+    neighbour_vote,
+    vote_curve,
+)
 
 OUT = CACHE / "curves.json"
 BASE = "diagnostics.neighbours.input"
 
 
 def main() -> None:
-    data: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    data: dict[str, tuple[np.ndarray, np.ndarray, int, np.ndarray]] = {}
     out = {}
     for r in load_records(("noise", "sweep", "realuse")):
         if r["npz"] not in data:
             ds = load_data(r["npz"], samples=SAMPLES, seed=SEED)
             x = np.concatenate(list(ds.batches(512, "flat"))).astype(np.float64)
-            data[r["npz"]] = (x, np.asarray(ds.y), ds.spec["source_size"])
-        x, y, source = data[r["npz"]]
+            y = np.asarray(ds.y)
+            data[r["npz"]] = (x, y, ds.spec["source_size"], neighbour_vote(x, y, K))  # the vote reads labels only
+        x, y, source, vote = data[r["npz"]]
         pred = np.load(CACHE / r["zoo"] / (Path(r["name"]).stem + ".npz"))["pred"].astype(np.int64)
         size = int((r.get("hp") or {}).get("train_size") or source)
-        curve = vote_curve(x, y, pred, K, seed=SEED, strata=y)
-        values = {f"{BASE}.at_training_size.size": size}
+        curve = vote_curve(x, y, pred, K, seed=SEED, strata=y) + [{"voters": len(y), **agreement_parts(vote, y, pred)}]
+        values = {f"{BASE}.at_training_size.size": size,
+                  f"{BASE}.at_training_size.value_by_part": carried_agreement(curve, size)[0]}
         for key in ("value", "reference_agreement"):
-            points = [(p["voters"], p[key]) for p in curve] + [(len(y), r["card"][f"{BASE}.{key}"])]
-            values[f"{BASE}.at_training_size.{key}"] = extrapolate(points, size)[0]
+            values[f"{BASE}.at_training_size.{key}"] = extrapolate([(p["voters"], p[key]) for p in curve], size)[0]
         out[f"{r['zoo']}/{r['name']}"] = values
     OUT.write_text(json.dumps(out, indent=0))
     print(f"wrote {OUT} ({len(out)} models)")
