@@ -9,9 +9,11 @@ neighbours are on this data (their vote consistency), and how much the votes dis
 noise). A vote is never read as the accuracy itself, so the estimate is not capped by the vote's own accuracy. The coefficients come from genaudit's validity study (zoo/study_estimate.py,
 docs/validity.md), fitted on three model zoos and evaluated on zoos, data sets and families it never saw.
 
-The interval is split-conformal on residuals normalized by (floor + |gap|): narrow where the model is predicted
-to generalize, wide where a large gap is predicted (hard data such as natural images); it widens further by
-|c_k| times how far each term lies outside the range the zoos covered, and `basis` says why.
+The interval is conformal on residuals normalized by (floor + |gap|), calibrated on the errors of models from a
+zoo and data set the fit did not see (each in turn predicted by a fit on the others: a user's model is such a
+model): narrow where the model is predicted to generalize, wide where a large gap is predicted (hard data such as
+natural images); it widens further by |c_k| times how far each term lies outside the range the zoos covered, and
+`basis` says why.
 
 Audits with labels use the estimator; without labels there is none (the label-free votes ranked models poorly
 in the study), and `basis` says so.
@@ -149,7 +151,8 @@ def estimate(card: dict) -> dict:
     fitted = spec["fitted_on"]
     basis = (f"training accuracy {train:.3f} minus a predicted generalization gap of {gap:+.3f} (linear in "
              f"{', '.join(spec['terms'])}; fitted on {fitted['models']} models: {', '.join(fitted['datasets'])}; "
-             f"{', '.join(fitted['archs'])}); 90% split-conformal interval ±{half:.3f}, wider for larger gaps")
+             f"{', '.join(fitted['archs'])}); 90% conformal interval ±{half:.3f}, calibrated on zoos and data sets left out of the fit, wider for "
+             "larger gaps")
     if outside:
         basis += "; widened because " + "; ".join(outside)
     carried = lookup(card, "diagnostics.neighbours.input.at_training_size.size")
