@@ -343,7 +343,10 @@ def group_of(r: dict) -> str:
 
 def subgroups(r: dict) -> set[str]:
     """The subgroups a model also counts in: full-data runs on clean labels (every epoch; the well-trained models of
-    the issue's MAE target), and the small CNNs of 1-2 channels that underfit (block 'small')."""
+    the issue's MAE target), the small CNNs of 1-2 channels that underfit (block 'small'), and the label-noise zoo
+    split at 40% wrong labels."""
+    if r["zoo"] == "noise":  # where its error comes from: 80-100% wrong labels put held-out accuracy below chance
+        return {"noise zoo (0-40% wrong labels)" if r["corruption"] <= 40 else "noise zoo (60-100% wrong labels)"}
     if r["zoo"] != "realuse" or r["dataset"] == "cifar10":
         return set()
     out = {f"realuse {r['dataset']} (full data, clean labels)"} if not r["corruption"] else set()
