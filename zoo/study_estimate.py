@@ -372,6 +372,9 @@ def splits(records) -> dict:
         "fit all but MNIST -> eval MNIST": (by(lambda r: r["dataset"] != "mnist"), by(lambda r: r["dataset"] == "mnist")),
         "fit all but Fashion-MNIST -> eval Fashion-MNIST": (by(lambda r: r["dataset"] != "fashion-mnist"),
                                                            by(lambda r: r["dataset"] == "fashion-mnist")),
+        # leave one architecture family out (added in v4.1; the forms and the rule are unchanged)
+        **{f"fit all but {name} -> eval {name}": (by(lambda r, a=arch: r["arch"] != a), by(lambda r, a=arch: r["arch"] == a))
+           for arch, name in (("mlp", "MLPs"), ("cnn", "CNNs"), ("resnet", "ResNets"))},
     }
     return {k: v for k, v in out.items() if v[0] and v[1]}
 
