@@ -152,8 +152,8 @@ def estimate(card: dict) -> dict:
     fitted = spec["fitted_on"]
     basis = (f"training accuracy {train:.3f} minus a predicted generalization gap of {gap:+.3f} (linear in "
              f"{', '.join(spec['terms'])}; fitted on {fitted['models']} models: {', '.join(fitted['datasets'])}; "
-             f"{', '.join(fitted['archs'])}); 90% conformal interval ±{half:.3f}, calibrated on zoos and data sets left out of the fit, wider for "
-             "larger gaps")
+             f"{', '.join(fitted['archs'])}); 90% conformal interval ±{half:.3f}, calibrated on zoos and data sets "
+             "left out of the fit, wider for larger gaps")
     if outside:
         basis += "; widened because " + "; ".join(outside)
     carried = lookup(card, "diagnostics.neighbours.input.at_training_size.size")
