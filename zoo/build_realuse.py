@@ -113,9 +113,9 @@ def default_grid() -> list[dict]:
     """All runs, in build priority order, so that a partial build is usable early: the cheap full-data MLP runs
     (clean and noisy per data set), then the core of CIFAR-10 (clean and 40 % noise, CNN with and without
     augmentation, ResNet-8 with augmentation), then a clean and a 40 %-noise full-data CNN per data set, then more
-    CIFAR-10 noise levels; the default build (blocks full-mlp, cifar, full-cnn) is the zoo of zoo/REALUSE.md. The
-    rest of CIFAR-10 and the full-data CNNs at 20 % noise (block 'more') and the 'extra' runs did not fit in the
-    hour on the shared machine; build them with --blocks more,extra --skip-existing."""
+    CIFAR-10 noise levels; then the small underfit CNNs ('small', estimator v4) and the rest of CIFAR-10 and the
+    full-data CNNs at 20 % noise ('more', estimator v4.1). The default build (every block but 'extra') is the zoo of
+    zoo/REALUSE.md; the 'extra' runs (--blocks extra --skip-existing) are not built."""
     g = []
     full = ("mnist", "fashion-mnist")
     for d in full:  # full-data MLPs: ~2.5 CPU-s per epoch
@@ -537,9 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="~30-second smoke build: 4 runs of 2-3 epochs on small subsets")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary table of DIR/manifest.json")
-    p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small",
+    p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small,more",
                    help="comma-separated blocks to build: full-mlp, cifar, full-cnn, small, more, extra (default: the "
-                        "first four)")
+                        "first five: all but extra)")
     p.add_argument("--runs", type=str, default=None, help="only runs whose name matches this regular expression")
     p.add_argument("--skip-existing", action="store_true", help="skip runs whose final checkpoint is already in "
                    "the manifest and on disk")
