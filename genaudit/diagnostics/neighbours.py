@@ -294,7 +294,18 @@ def carried_agreement(curve: list[dict], size: int) -> tuple[float, float, float
     return t * f + (1.0 - t) * u, f_exponent, u_exponent
 
 
-__all__ = ["agreement_parts", "carried_agreement", "extrapolate", "nearest_neighbours", "neighbour_agreement",
+def carried(curve: list[dict], size: int) -> dict:
+    """Every agreement of a curve (points of `agreement_parts` with their `voters`, the largest being the measured
+    vote) carried to `size` voters: `value` (the model's, whole) and `reference_agreement` by `extrapolate`, with
+    their exponents, and `value_by_part` by `carried_agreement`, with its two."""
+    out = {}
+    for key in ("value", "reference_agreement"):
+        out[key], out[f"{key}_exponent"] = extrapolate([(p["voters"], p[key]) for p in curve], size)
+    out["value_by_part"], out["fitted_exponent"], out["unfitted_exponent"] = carried_agreement(curve, size)
+    return out
+
+
+__all__ = ["agreement_parts", "carried", "carried_agreement", "extrapolate", "nearest_neighbours", "neighbour_agreement",
            "neighbour_vote", "vote_curve", "vote_of"]
 
 
@@ -346,7 +357,7 @@ def at_training_size(c: Context, result: dict) -> dict:
     generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law (`extrapolate`):
     `value` (the model's agreement carried whole, which the estimate reads) and `reference_agreement`; and
     `value_by_part`, the model's agreement carried part by part (`carried_agreement`), which does not take an
-    underfit model's own errors for the vote's."""
+    underfit model's own errors for the vote's (all three by `carried`)."""
     chosen = voters(c)
     reference, predictions = c.fs.reference[chosen], c.fs.predictions[chosen]
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
@@ -355,13 +366,7 @@ def at_training_size(c: Context, result: dict) -> dict:
     measured = {"voters": result["samples"],
                 **agreement_parts(vote_of(indices[:, :K], distances[:, :K], reference), reference, predictions)}
     size = training_size(c)
-    out = {"size": size, "curve": curve}
-    for key in ("value", "reference_agreement"):
-        points = [(p["voters"], p[key]) for p in (*curve, measured)]
-        out[key], out[f"{key}_exponent"] = extrapolate(points, size)
-    out["value_by_part"], out["fitted_exponent"], out["unfitted_exponent"] = carried_agreement([*curve, measured],
-                                                                                                size)
-    return out
+    return {"size": size, "curve": curve, **carried([*curve, measured], size)}
 
 
 def _in(space: str):
