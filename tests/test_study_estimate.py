@@ -1,11 +1,13 @@
 """The validity study's interval calibration (zoo/study_estimate.py), which makes the published estimator's
-interval: each (zoo, data set) predicted by a fit on the others, on synthetic records with a hand-computed result."""
+interval: each (zoo, data set) predicted by a fit on the others; and its fit, by least squares or least absolute
+deviations, the loss chosen like the form; on synthetic records with hand-computed results."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
@@ -50,3 +52,36 @@ def test_split_calibration_is_v4s(monkeypatch):
     records = _records("noise", 0.1) + _records("sweep", 0.3)
     model = study_estimate.calibrate(records, CONSTANT_GAP)
     assert model["conformal"]["calibration_models"] == 6 and model["conformal"]["fit_models"] == 14
+
+
+def test_least_absolute_deviations_hand_case():
+    """On four points of y = 2x and one far off the line, least absolute deviations returns the line itself
+    (intercept 0, slope 2: zero error on four of five points); least squares is pulled towards the fifth."""
+    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    y = np.array([0.0, 2.0, 4.0, 6.0, 20.0])
+    a = np.column_stack([np.ones(5), x])
+    w = np.ones(5)
+    assert study_estimate.solve(a, y, w, study_estimate.ABSOLUTE) == pytest.approx([0.0, 2.0], abs=1e-9)
+    # least squares' slope: sum(dx dy) / sum(dx^2) = 44 / 10
+    assert study_estimate.solve(a, y, w, study_estimate.SQUARES)[1] == pytest.approx(4.4)
+
+
+def test_least_absolute_deviations_weighs_each_group_the_same():
+    """A constant gap fitted on three zoos of different sizes (gaps 0.1, 0.1, 0.5): each zoo weighs the same, so
+    least absolute deviations gives their weighted median, 0.1, and least squares their mean, 0.7 / 3."""
+    records = _records("noise", 0.1, runs=30) + _records("sweep", 0.1, runs=5) + _records("realuse", 0.5, runs=10)
+    assert study_estimate.fit(records, CONSTANT_GAP, study_estimate.ABSOLUTE)["intercept"] == pytest.approx(0.1)
+    assert study_estimate.fit(records, CONSTANT_GAP, study_estimate.SQUARES)["intercept"] == pytest.approx(0.7 / 3)
+
+
+def test_the_rule_chooses_the_loss_by_cross_validation(monkeypatch):
+    """Gaps of 0.1 in 20 runs and 0.9 in 4: a constant gap by least absolute deviations (the median, 0.1) errs by
+    0.8 on a sixth of the runs; by least squares (the mean) or none at all it errs on all of them, so the rule picks
+    the constant gap fitted by least absolute deviations, and says so."""
+    monkeypatch.setattr(study_estimate, "FORMS", {study_estimate.BASELINE: None, CONSTANT_GAP: []})
+    records = _records("noise", 0.1, runs=20) + [{**r, "run": f"far{k}"} for k, r in
+                                                  enumerate(_records("noise", 0.9, runs=4))]
+    form, loss, cv = study_estimate.choose(records)
+    assert (form, loss) == (CONSTANT_GAP, study_estimate.ABSOLUTE)
+    assert cv[(CONSTANT_GAP, study_estimate.ABSOLUTE)] == pytest.approx(0.8 * 4 / 24)
+    assert (study_estimate.BASELINE, study_estimate.ABSOLUTE) not in cv  # training accuracy alone fits nothing

@@ -22,8 +22,9 @@ predictions on its training images depart from what a reference that never memor
 in the input (pixel), early-layer and feature-layer spaces; and the input vote carried to the size of the model's
 training set (`above_input_at_size`, from `diagnostics.neighbours.input.at_training_size`): the vote among 2,000
 audited samples is a k-NN classifier trained on 2,000 images, which a model trained on 60,000 is bound to beat,
-so read raw it made every well-trained full-data model look like it had a gap of 0.08-0.09. The forms (fixed below before any evaluation) are
-least squares of the gap on those terms; the form used in each split is the sparsest whose grouped (by training
+so read raw it made every well-trained full-data model look like it had a gap of 0.08-0.09. The forms (fixed below
+before any evaluation) are linear in those terms, fitted by least squares or by least absolute deviations (v4.2;
+v4 and v4.1 least squares only); the form and loss used in each split are the sparsest whose grouped (by training
 run) 5-fold cross-validated MAE inside that split's fitting data is within 0.002 of the best. The 90% interval
 is conformal on residuals normalized by (0.03 + |predicted gap|), calibrated on each (zoo, data set) of the
 fitting data predicted by a fit on the others (v4.1; v4 used a random 30% of the runs: `calibrate`) (errors grow with the gap: narrow where a
@@ -151,6 +152,9 @@ DIRECT = {"D: the pixel vote at the training set's size (by part) read as the ac
           "reliable, X3 where they are not": "X3: R1 with the pixel vote at the training set's size"}
 BASELINE = "T: training accuracy (gap 0)"
 PARSIMONY = 0.002
+SQUARES, ABSOLUTE = "least squares", "least absolute deviations"
+# the fit's loss, chosen by the rule like the form (v4.2); GENAUDIT_STUDY_LOSSES=squares: least squares only (v4.1)
+LOSSES = (SQUARES,) if os.environ.get("GENAUDIT_STUDY_LOSSES") == "squares" else (SQUARES, ABSOLUTE)
 UNRELIABLE = 0.5  # pixel vote consistency below which the interval gets the unreliable models' absolute floor
 CALIBRATION = os.environ.get("GENAUDIT_STUDY_CALIBRATION", "group-out")  # or "split" (v4), see calibrate
 SCALE_FLOOR = 0.03  # residuals are normalized by (SCALE_FLOOR + |predicted gap|): about the error at gap 0
@@ -198,19 +202,39 @@ def gaps(records) -> np.ndarray:
     return np.array([read(r, "train_acc") - r["holdout"] for r in records])
 
 
-def fit(records, form: str) -> dict:
-    """Least squares of the gap on the form's terms (with intercept); `range` of each term in the fitting data."""
+def fit(records, form: str, loss: str = SQUARES) -> dict:
+    """The gap fitted on the form's terms (with intercept) by `loss` (`solve`); `range` of each term in the fitting
+    data."""
     if form in DIRECT:
-        return {**fit(records, DIRECT[form]), "form": form, "direct": f"{AT_SIZE}.value_by_part"}
+        return {**fit(records, DIRECT[form], loss), "form": form, "direct": f"{AT_SIZE}.value_by_part"}
     feats = FORMS[form]
     if feats is None:
-        return {"form": form, "intercept": 0.0, "coefficients": {}, "range": {}}
+        return {"form": form, "loss": loss, "intercept": 0.0, "coefficients": {}, "range": {}}
     x = matrix(records, feats)
-    a = np.column_stack([np.ones(len(records)), x])
-    w = np.sqrt(balance(records))
-    coef, *_ = np.linalg.lstsq(a * w[:, None], gaps(records) * w, rcond=None)
-    return {"form": form, "intercept": float(coef[0]), "coefficients": dict(zip(feats, map(float, coef[1:]))),
+    coef = solve(np.column_stack([np.ones(len(records)), x]), gaps(records), balance(records), loss)
+    return {"form": form, "loss": loss, "intercept": float(coef[0]),
+            "coefficients": dict(zip(feats, map(float, coef[1:]))),
             "range": {f: [float(x[:, j].min()), float(x[:, j].max())] for j, f in enumerate(feats)}}
+
+
+def solve(a: np.ndarray, y: np.ndarray, w: np.ndarray, loss: str) -> np.ndarray:
+    """Coefficients c minimizing sum_i w_i (y_i - a_i c)^2 (least squares) or sum_i w_i |y_i - a_i c| (least
+    absolute deviations: the mean absolute error the estimate is judged by, so a few huge errors, such as the
+    label-noise zoo's models below chance, pull the fit no harder than their count). The second is the linear
+    program min sum w (u + v) over a c + u - v = y, u, v >= 0 (HiGHS; deterministic)."""
+    if loss == SQUARES:
+        root = np.sqrt(w)
+        return np.linalg.lstsq(a * root[:, None], y * root, rcond=None)[0]
+    from scipy.optimize import linprog
+    from scipy.sparse import csc_matrix, hstack, identity
+
+    n, p = a.shape
+    equality = hstack([csc_matrix(a), identity(n), -identity(n)], format="csc")
+    done = linprog(np.concatenate([np.zeros(p), w, w]), A_eq=equality, b_eq=y,
+                   bounds=[(None, None)] * p + [(0, None)] * (2 * n), method="highs")
+    if not done.success:
+        raise RuntimeError(f"least absolute deviations: {done.message}")
+    return done.x[:p]
 
 
 def balance(records) -> np.ndarray:
@@ -246,7 +270,7 @@ def scale(gap: np.ndarray) -> np.ndarray:
     return SCALE_FLOOR + np.abs(gap)
 
 
-def calibrate(records, form: str, seed: int = 0) -> dict:
+def calibrate(records, form: str, loss: str = SQUARES, seed: int = 0) -> dict:
     """The 90% interval's calibration, then the form fitted on all of `records`. CALIBRATION "split" (v4): split
     conformal on normalized residuals, fit on 70% of the runs, the 90% quantile of |residual| / scale on the other
     30%. "group-out" (v4.1): every (zoo, data set) of the fitting data in turn is predicted by a fit on the others,
@@ -255,7 +279,7 @@ def calibrate(records, form: str, seed: int = 0) -> dict:
     and its intervals covered 0.47-0.81 of a held-out data set)."""
     if CALIBRATION == "split" or len({(r["zoo"], r["dataset"]) for r in records}) < 2:
         cal, proper = split_runs(records, 0.3, seed)
-        model = fit(proper, form)
+        model = fit(proper, form, loss)
         p, gap, _ = predict(model, cal)
         err = np.abs(p - np.array([r["holdout"] for r in cal]))
         res = err / scale(gap)
@@ -264,13 +288,13 @@ def calibrate(records, form: str, seed: int = 0) -> dict:
         err, res, cal = [], [], []
         for group in sorted({(r["zoo"], r["dataset"]) for r in records}):
             out = [r for r in records if (r["zoo"], r["dataset"]) == group]
-            p, gap, _ = predict(fit([r for r in records if (r["zoo"], r["dataset"]) != group], form), out)
+            p, gap, _ = predict(fit([r for r in records if (r["zoo"], r["dataset"]) != group], form, loss), out)
             e = np.abs(p - np.array([r["holdout"] for r in out]))
             err.extend(e)
             res.extend(e / scale(gap))
             cal.extend(out)
         err, res = np.array(err), np.array(res)
-        model = fit(records, form)
+        model = fit(records, form, loss)
         method = {"calibration_models": len(cal), "fit_models": len(records),
                   "calibration": "each (zoo, data set) predicted by a fit on the others"}
     model["conformal"] = {"quantile_90": conformal_quantile(res), **method,
@@ -297,7 +321,7 @@ def half_width(model, records, gap, widen) -> np.ndarray:
     return np.array([max(b, floor) if unreliable(r) else b for b, r in zip(base, records)])
 
 
-def cv_mae(records, form: str, folds: int = 5, seed: int = 0) -> float:
+def cv_mae(records, form: str, loss: str = SQUARES, folds: int = 5, seed: int = 0) -> float:
     runs = sorted({(r["zoo"], r["run"]) for r in records})
     order = np.random.default_rng(seed).permutation(len(runs))
     fold = {runs[j]: i % folds for i, j in enumerate(order)}
@@ -306,17 +330,21 @@ def cv_mae(records, form: str, folds: int = 5, seed: int = 0) -> float:
         train = [r for r in records if fold[(r["zoo"], r["run"])] != f]
         test = [r for r in records if fold[(r["zoo"], r["run"])] == f]
         if train and test:
-            p, _, _ = predict(fit(train, form), test)
+            p, _, _ = predict(fit(train, form, loss), test)
             errors.extend(np.abs(p - np.array([r["holdout"] for r in test])))
     return float(np.mean(errors))
 
 
-def choose(records) -> tuple[str, dict]:
-    """The sparsest form within PARSIMONY of the best grouped-CV MAE inside `records` (the fitting data only)."""
-    cv = {form: cv_mae(records, form) for form in FORMS}
+def choose(records) -> tuple[str, str, dict]:
+    """(form, loss, CV MAE of every (form, loss)): the sparsest form within PARSIMONY of the best grouped-CV MAE
+    inside `records` (the fitting data only), over every form fitted with every loss; among equally sparse
+    candidates, the lowest CV MAE."""
+    cv = {(form, loss): cv_mae(records, form, loss) for form in FORMS for loss in LOSSES
+          if loss == SQUARES or FORMS[form] is not None}  # training accuracy alone fits nothing
     best = min(cv.values())
-    near = [f for f in FORMS if cv[f] <= best + PARSIMONY]
-    return min(near, key=lambda f: (len(FORMS[f] or []) - (FORMS[f] is None), cv[f])), cv
+    near = [key for key in cv if cv[key] <= best + PARSIMONY]
+    form, loss = min(near, key=lambda key: (len(FORMS[key[0]] or []) - (FORMS[key[0]] is None), cv[key]))
+    return form, loss, cv
 
 
 def metrics(records, estimate, half=None) -> dict:
@@ -387,8 +415,8 @@ def v02(records) -> np.ndarray:
 def evaluate(records) -> dict:
     results = {}
     for name, (train, test) in splits(records).items():
-        form, cv = choose(train)
-        model = calibrate(train, form)
+        form, loss, cv = choose(train)
+        model = calibrate(train, form, loss)
         p, gap, widen = predict(model, test)
         half = half_width(model, test, gap, widen)
         rows = {}
@@ -416,10 +444,15 @@ def evaluate(records) -> dict:
                        "vote_at_size": metrics(test, [r["card"][f"{AT_SIZE}.value"] for r in test]),
                        "vote_by_part": metrics(test, [r["card"][f"{AT_SIZE}.value_by_part"] for r in test]),
                        "v0.2": metrics(test, v02(test))}
-        results[name] = {"form": form, "cv": cv, "fit_models": len(train), "eval_models": len(test),
+        results[name] = {"form": form, "loss": loss, "cv": _cv_table(cv), "fit_models": len(train), "eval_models": len(test),
                          "coefficients": model["coefficients"], "intercept": model["intercept"],
                          "quantile_90": model["conformal"]["quantile_90"], "groups": rows}
     return results
+
+
+def _cv_table(cv: dict) -> dict:
+    """CV MAE keyed "form (loss)" (JSON keys are strings)."""
+    return {f"{form} ({loss})": value for (form, loss), value in cv.items()}
 
 
 def fmt(v, digits=3) -> str:
@@ -433,7 +466,8 @@ def report(records, results) -> str:
              "Models: " + ", ".join(f"{g} {sum(group_of(r) == g for r in records)}"
                                     for g in sorted({group_of(r) for r in records})) + ".", ""]
     for name, res in results.items():
-        lines += [f"## {name}", "", f"Form chosen inside the fitting data ({res['fit_models']} models): **{res['form']}**; "
+        lines += [f"## {name}", "", f"Form chosen inside the fitting data ({res['fit_models']} models): **{res['form']}**, fitted by "
+                  f"{res['loss']}; "
                   f"gap = {res['intercept']:+.3f} " + " ".join(f"{c:+.3f}·{f}" for f, c in res["coefficients"].items())
                   + f"; normalized conformal q90 {res['quantile_90']:.2f}.", "",
                   "| group | models | estimate MAE | bias | τ | 90% coverage | width | pick ≤ 2 pts | pick ≤ 0.5 pt "
@@ -448,8 +482,9 @@ def report(records, results) -> str:
                          f"{fmt(e['pick_half_pt'], 2)} | {fmt(t['mae'])} | {fmt(t['tau'])} | {fmt(v['mae'])} | "
                          f"{fmt(v['tau'])} | {fmt(n['mae'])} | {fmt(n['tau'])} | {fmt(b['mae'])} | {fmt(b['tau'])} | "
                          f"{fmt(o['mae'])} | {fmt(o['tau'])} |")
-        lines += ["", "CV MAE of each form inside the fitting data: "
-                  + "; ".join(f"{f.split(':')[0]} {v:.4f}" for f, v in res["cv"].items()), ""]
+        lines += ["", "CV MAE of each form inside the fitting data (LAD: least absolute deviations): "
+                  + "; ".join(f"{f.split(':')[0]}{' LAD' if f.endswith(f'({ABSOLUTE})') else ''} {v:.4f}"
+                              for f, v in res["cv"].items()), ""]
     lines += ["## Post hoc: form D (not among the forms the rule picks from)", "", f"**{next(iter(DIRECT))}**, "
               "fitted and calibrated on each split's fitting data like the chosen form.", "",
               "| evaluation | group | models | MAE | 90% coverage | width | τ | pick ≤ 0.5 pt | chosen form's MAE |",
@@ -466,15 +501,15 @@ def report(records, results) -> str:
 
 def spec(records) -> dict:
     """genaudit/estimate_model.json: the form chosen on all the data, fitted and calibrated on all of it."""
-    form, cv = choose(records)
-    model = calibrate(records, form)
+    form, loss, cv = choose(records)
+    model = calibrate(records, form, loss)
     terms = {}
     for name in model["coefficients"]:
         paths = PATHS[name]
         terms[name] = ({"paths": paths[0], "times": paths[1]} if isinstance(paths, tuple) else {"paths": paths})
         terms[name]["description"] = DESCRIPTIONS[name]
     return {
-        "version": 5,
+        "version": 6,
         "what": "expected accuracy on held-out data from the training data's distribution, with a 90% interval; "
                 "read from a scorecard audited WITH labels (the training labels as given)",
         "formula": "estimate = clip(clean_accuracy - gap, 0, 1), gap = intercept + sum_k coefficients[k] * x_k, "
@@ -482,9 +517,10 @@ def spec(records) -> dict:
                    "estimate -/+ max(conformal.quantile_90 * (scale_floor + |gap|) + sum_k |coefficients[k]| * "
                    "excess_k, conformal.abs_unreliable if diagnostics.neighbours.input.vote_consistency < "
                    "conformal.unreliable_below), excess_k = how far x_k lies outside range[k], clipped to [0, 1]",
-        "form": form, "terms": terms, "intercept": model["intercept"], "coefficients": model["coefficients"],
+        "form": form, "loss": loss, "terms": terms, "intercept": model["intercept"],
+        "coefficients": model["coefficients"],
         "range": model["range"], "conformal": {**model["conformal"], "scale_floor": SCALE_FLOOR, "level": 0.9},
-        "cv_mae": cv,
+        "cv_mae": _cv_table(cv),
         "fitted_on": {"models": len(records), "zoos": sorted({r["zoo"] for r in records}),
                       "datasets": sorted({r["dataset"] for r in records}),
                       "archs": sorted({r["arch"] for r in records})},
