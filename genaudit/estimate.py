@@ -7,7 +7,8 @@ memorized them says: how far training accuracy lies above the model's agreement 
 vote of the labels, in the input space and in the feature layer's space, each weighted by how reliable pixel
 neighbours are on this data (their vote consistency), and how much the votes disagree with the labels (label
 noise). A vote is never read as the accuracy itself, so the estimate is not capped by the vote's own accuracy. The coefficients come from genaudit's validity study (zoo/study_estimate.py,
-docs/validity.md), fitted on three model zoos and evaluated on zoos, data sets and families it never saw.
+docs/validity.md), fitted on three model zoos (by the loss the study's rule chose with the terms: `loss` in
+estimate_model.json) and evaluated on zoos, data sets and families it never saw.
 
 The interval is conformal on residuals normalized by (floor + |gap|), calibrated on the errors of models from a
 zoo and data set the fit did not see (each in turn predicted by a fit on the others: a user's model is such a
