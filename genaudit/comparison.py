@@ -23,6 +23,7 @@ from genaudit.models import SUFFIXES
 from genaudit.options import AuditOptions, DataOptions, RunOptions, build, signature
 from genaudit.pipeline import audit_dataset
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
+from genaudit.spaces import VOTERS
 from genaudit.threads import budget
 from genaudit.version import __version__
 
@@ -147,7 +148,8 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
         "models": rows,
         "ranking": [str(paths[i]) for i in ranking],
         "selected": name(ranking[0] if ranking else None),
-        "selection": selection(ranking, keyed, errors, name, [c["model"]["sha256"] for c in cards], metric.name),
+        "selection": selection(ranking, keyed, errors, name, [c["model"]["sha256"] for c in cards], metric.name,
+                               more_samples_separate(metric, cards)),
         "early_stopping": {"peak": name(stop["peak"]), "memorization_onset": name(stop["memorization_onset"]),
                            "evidence": stop["evidence"]},
         "failed": [f.as_dict() for f in failures],
@@ -155,14 +157,25 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
     }
 
 
+def more_samples_separate(metric: Metric, cards: list[Scorecard]) -> bool:
+    """Would auditing more samples shrink the sampling error that ties models on `metric`? Not for the estimate
+    or a neighbour vote once every audit's votes ran among VOTERS samples: the votes never run among more,
+    whatever --samples is (picks within the validity study's full-data runs were the same at 4,000 samples as at
+    2,000: docs/validity.md)."""
+    if metric.name != PRIMARY and not metric.path.startswith("neighbours."):
+        return True
+    return any((lookup(c, "diagnostics.neighbours.input.samples") or 0) < VOTERS for c in cards)
+
+
 def selection(ranking: list[int], values: list[float | None], errors: list[float | None], name,
-              digests: list[str] = (), metric: str = "the ranking metric") -> dict:
+              digests: list[str] = (), metric: str = "the ranking metric", more_samples: bool = True) -> dict:
     """Is the best model better than the rest beyond sampling error? The models whose (oriented) value is within
     two combined standard errors of the best one's are tied with it (identical values always are), and so are
     its copies (`digests`: each model's sha256; files with the same one are the same model, whatever their
     paths). One model alone, or only copies of one, is never a significant pick: there is nothing to tell it
     from; nor is a pick whose `metric` carries no standard error (None in `errors`): whether it is better beyond
-    sampling error is unknown. The selection is always the best value (`ranking[0]`), and the reasons say so."""
+    sampling error is unknown. The selection is always the best value (`ranking[0]`), and the reasons say so, and
+    whether auditing more samples could separate tied models (`more_samples`, from `more_samples_separate`)."""
     if not ranking:
         return {"significant": False, "tied_with": [], "why": f"no model has a value of {metric}"}
     best = ranking[0]
@@ -178,8 +191,11 @@ def selection(ranking: list[int], values: list[float | None], errors: list[float
     close = len(tied) - len(copies)
     unmeasured = any(errors[i] is None for i in ranking)
     if close:
+        advice = ("audit more samples, --samples, to separate them" if more_samples else
+                  f"more samples will not separate them: the neighbour votes {metric} reads run among {VOTERS:,} "
+                  "samples whatever --samples is; measure the tied models on held-out data if the choice matters")
         why = (f"within two standard errors of sampling of {close} other model(s): the data cannot tell them apart; "
-               f"the best {metric} among them is selected (audit more samples, --samples, to separate them)")
+               f"the best {metric} among them is selected ({advice})")
     elif unmeasured:
         why = (f"the best {metric}, but {metric} carries no measured sampling error: whether it is better than the "
                "others beyond sampling error is unknown")

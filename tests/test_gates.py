@@ -8,9 +8,11 @@ from typer.testing import CliRunner
 from conftest import SAMPLE_MODELS
 from genaudit import thresholds
 from genaudit.cli import app
-from genaudit.comparison import selection
+from genaudit.comparison import more_samples_separate, selection
 from genaudit.errors import GenauditError
+from genaudit.metrics import BY_NAME
 from genaudit.render import sparkline
+from genaudit.spaces import VOTERS
 
 runner = CliRunner()
 CARD = {"data": {"spec": "sample", "split": "train", "samples": 100, "preprocess": {}}, "layer": {"default": True},
@@ -54,6 +56,22 @@ def test_ties_within_sampling_error_are_reported_as_ties():
     clear = selection([0, 1], [0.90, 0.70], [0.01, 0.01], name)
     assert clear["significant"] and clear["tied_with"] == []
     assert len(set(sparkline([0.5, 0.5, 0.5], 0.5, 0.5))) == 1  # identical values draw a flat line, no trend
+
+
+def test_tied_models_are_told_whether_more_samples_could_separate_them():
+    """The estimate and the neighbour votes read votes among at most VOTERS samples: once every audit's votes ran
+    among that many, --samples cannot shrink their error, and the selection's reason says so instead of advising it;
+    clean accuracy's error shrinks with every sample, and a vote among fewer voters than VOTERS with more of them."""
+    name = lambda i: f"m{i}"  # noqa: E731
+    capped = [{"diagnostics": {"neighbours": {"input": {"samples": VOTERS}}}}] * 2
+    fewer = [{"diagnostics": {"neighbours": {"input": {"samples": 500}}}}, capped[0]]
+    assert not more_samples_separate(BY_NAME["estimate"], capped)
+    assert not more_samples_separate(BY_NAME["neighbours_features"], capped)
+    assert more_samples_separate(BY_NAME["clean_accuracy"], capped)
+    assert more_samples_separate(BY_NAME["estimate"], fewer)
+    stuck = selection([0, 1], [0.80, 0.79], [0.01, 0.01], name, metric="estimate", more_samples=False)
+    assert "more samples will not separate them" in stuck["why"] and "--samples," not in stuck["why"]
+    assert "audit more samples, --samples" in selection([0, 1], [0.80, 0.79], [0.01, 0.01], name)["why"]
 
 
 def test_compare_says_which_model_failed(tmp_path):
