@@ -160,8 +160,8 @@ def summarize(paths: list[Path], cards: list[Scorecard], data_spec: dict, rank_b
 def more_samples_separate(metric: Metric, cards: list[Scorecard]) -> bool:
     """Would auditing more samples shrink the sampling error that ties models on `metric`? Not for the estimate
     or a neighbour vote once every audit's votes ran among VOTERS samples: the votes never run among more,
-    whatever --samples is (picks within the validity study's full-data runs were the same at 4,000 samples as at
-    2,000: docs/validity.md)."""
+    whatever --samples is (within the validity study's full-data runs, 4,000 samples per checkpoint picked within
+    0.5 points in the same runs as 2,000, with about as many ties: docs/validity.md)."""
     if metric.name != PRIMARY and not metric.path.startswith("neighbours."):
         return True
     return any((lookup(c, "diagnostics.neighbours.input.samples") or 0) < VOTERS for c in cards)
