@@ -83,12 +83,16 @@ COMPARABLE = {  # what a baseline must share with the new audit for their number
     "layer": lambda c: c.get("layer", {}).get("name") if not c.get("layer", {}).get("default") else "(default)",
     "label mode": lambda c: c.get("label_mode"),
     "seed": lambda c: c.get("seed"),
+    # another estimator (a new genaudit's refit) gives another estimate of the same model: 0.4.1 -> 0.4.2 moved the
+    # README example's by 0.013
+    "estimate model": lambda c: (c.get("estimate") or {}).get("model"),
 }
 
 
 def regressions(card: dict, baseline: dict | None, tolerance: float) -> list[str]:
     """One line if the primary metric got worse than the baseline's by more than `tolerance`. A baseline audited
-    on other data, another layer, another label mode or seed is refused: its numbers do not compare."""
+    on other data, another layer, another label mode or seed, or estimated by another estimator (`estimate.model`)
+    is refused: its numbers do not compare."""
     if baseline is None:
         return []
     stored = json.loads(to_json(card))  # as the baseline was stored: rounded, lists for tuples
@@ -96,8 +100,8 @@ def regressions(card: dict, baseline: dict | None, tolerance: float) -> list[str
               if get(baseline) != get(stored)]
     if differ:
         raise GenauditError("The baseline scorecard was audited differently, so its numbers do not compare ("
-                            + "; ".join(differ) + "). Regenerate the baseline with the same --data, --samples, "
-                            "--layer, --labels/--no-labels, --seed and preprocessing.")
+                            + "; ".join(differ) + "). Regenerate the baseline with this genaudit and the same "
+                            "--data, --samples, --layer, --labels/--no-labels, --seed and preprocessing.")
     metric = BY_NAME[PRIMARY]
     new, old = lookup(card, metric.path), lookup(baseline, metric.path)
     if old is None:

@@ -43,6 +43,9 @@ def test_a_baseline_audited_differently_is_refused():
     other = {**CARD, "data": {**CARD["data"], "spec": "mnist"}, "label_mode": "predictions"}
     with pytest.raises(GenauditError, match="data: baseline .*mnist.*label mode"):
         thresholds.regressions(CARD, other, 0.01)
+    older = {**CARD, "estimate": {"accuracy": 0.8, "model": 5}}  # estimated by another genaudit's estimator
+    with pytest.raises(GenauditError, match="estimate model: baseline 5, this audit 6.*with this genaudit"):
+        thresholds.regressions({**CARD, "estimate": {"accuracy": 0.8, "model": 6}}, older, 0.01)
     assert thresholds.regressions(CARD, {**CARD, "estimate": {"accuracy": 0.85}}, 0.01) == [
         "estimate.accuracy = 0.8000 is worse than the baseline's 0.8500 by 0.0500 (tolerance 0.01)"]
 
