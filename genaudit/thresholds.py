@@ -71,10 +71,23 @@ def failures(card: dict, thresholds: list[Threshold]) -> list[str]:
 
 
 def load_baseline(path) -> dict:
-    """A stored scorecard to gate against (`--fail-if-worse-than`)."""
+    """A stored scorecard to gate against (`--fail-if-worse-than`), refused at once, before any audit, when its
+    estimate came from another estimator than this genaudit's: no audit of this genaudit can compare with it (with
+    labels its estimate model differs, without them its label mode)."""
+    from genaudit.estimate import model
     from genaudit.scorecard import load
 
-    return load(path)
+    baseline = load(path)
+    stored = COMPARABLE["estimate model"](baseline)
+    if stored is not None and stored != model()["version"]:
+        _refuse([f"estimate model: baseline {stored!r}, this genaudit's {model()['version']!r}"])
+    return baseline
+
+
+def _refuse(differ: list[str]) -> None:
+    raise GenauditError("The baseline scorecard was audited differently, so its numbers do not compare ("
+                        + "; ".join(differ) + "). Regenerate the baseline with this genaudit and the same --data, "
+                        "--samples, --layer, --labels/--no-labels, --seed and preprocessing.")
 
 
 COMPARABLE = {  # what a baseline must share with the new audit for their numbers to compare
@@ -99,9 +112,7 @@ def regressions(card: dict, baseline: dict | None, tolerance: float) -> list[str
     differ = [f"{what}: baseline {get(baseline)!r}, this audit {get(stored)!r}" for what, get in COMPARABLE.items()
               if get(baseline) != get(stored)]
     if differ:
-        raise GenauditError("The baseline scorecard was audited differently, so its numbers do not compare ("
-                            + "; ".join(differ) + "). Regenerate the baseline with this genaudit and the same "
-                            "--data, --samples, --layer, --labels/--no-labels, --seed and preprocessing.")
+        _refuse(differ)
     metric = BY_NAME[PRIMARY]
     new, old = lookup(card, metric.path), lookup(baseline, metric.path)
     if old is None:

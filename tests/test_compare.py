@@ -119,6 +119,14 @@ def test_baseline_gate_passes_and_fails(series, tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     assert run("score", folder / "ckpt_e2.onnx", "--data", data, "--fail-if-worse-than",
                tmp_path / "bad.json").exit_code == 2
+    # a baseline from another estimator is refused before the audit: exit 2, nothing written
+    older = json.loads(baseline.read_text())
+    older["estimate"]["model"] -= 1
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    refused = run("score", folder / "ckpt_e8.onnx", "--data", data, "--fail-if-worse-than", tmp_path / "older.json",
+                  "--json", tmp_path / "new.json")
+    assert refused.exit_code == 2 and "estimate model: baseline" in refused.output
+    assert not (tmp_path / "new.json").exists()
 
 
 def test_config_file_gives_defaults_and_flags_win(series, tmp_path, monkeypatch):
