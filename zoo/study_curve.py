@@ -4,7 +4,7 @@
 
     python zoo/study_curve.py     # -> zoo/validity/cache/curves.json, read by zoo/study_estimate.py
 
-genaudit's own functions (`vote_curve`, `carried`), on the same 2,000 seeded audited samples and the cached
+genaudit's own function (`vote_at_size`), on the same 2,000 seeded audited samples and the cached
 predictions (no network reruns), so each value is what `genaudit score` reports for that model when pointed at its
 whole training set. The training-set size is the run's (`train_size`: 60,000 for the full-data real-use runs, whose
 cached audit file holds a 4,000-image subset of it), else the audited file's size. About 1 minute.
@@ -25,10 +25,8 @@ from study_validity import CACHE, SAMPLES, SEED, load_records  # noqa: E402
 from genaudit.data import load_data  # noqa: E402
 from genaudit.diagnostics.neighbours import (  # noqa: E402
     K,
-    agreement_parts,
-    carried,
     neighbour_vote,
-    vote_curve,
+    vote_at_size,
 )
 
 OUT = CACHE / "curves.json"
@@ -48,8 +46,7 @@ def main() -> None:
         x, y, source, vote = data[r["npz"]]
         pred = np.load(CACHE / r["zoo"] / (Path(r["name"]).stem + ".npz"))["pred"].astype(np.int64)
         size = int((r.get("hp") or {}).get("train_size") or source)
-        curve = vote_curve(x, y, pred, K, seed=SEED, strata=y) + [{"voters": len(y), **agreement_parts(vote, y, pred)}]
-        values = carried(curve, size)
+        values = vote_at_size(x, y, pred, vote, size, K, seed=SEED, strata=y)
         out[f"{r['zoo']}/{r['name']}"] = {f"{BASE}.at_training_size.size": size,
                                           **{f"{BASE}.at_training_size.{k}": values[k] for k in KEYS}}
     OUT.write_text(json.dumps(out, indent=0))

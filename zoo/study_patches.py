@@ -11,7 +11,7 @@ For each of the study's 30 training sets, the 2,000 images each model was audite
 seed 0, as the study's audits) get their patch features and 20 nearest neighbours once; each of the 1,675 models'
 predictions on them (cached by `zoo/study_validity.py compute`) are then voted with the labels it was trained on:
 the agreement, the labels' agreement, two disjoint votes' consistency, and the vote's learning curve among n/8, n/4
-and n/2 voters carried to the model's training-set size (`genaudit.diagnostics.neighbours.vote_curve`, `carried`).
+and n/2 voters carried to the model's training-set size (`genaudit.diagnostics.neighbours.vote_at_size`).
 These go under `diagnostics.neighbours.patches` in each record, as the audit would write them.
 
 The forms added, fixed before the first evaluation: Z1-Z3 are X1-X3 with every pixel-vote term (the vote at the
@@ -40,11 +40,9 @@ from study_validity import CACHE, OUT, SAMPLES, SEED  # noqa: E402
 from genaudit.data import load_data  # noqa: E402
 from genaudit.diagnostics.neighbours import (  # noqa: E402
     K,
-    agreement_parts,
-    carried,
     nearest_neighbours,
     neighbour_agreement,
-    vote_curve,
+    vote_at_size,
     vote_of,
 )
 
@@ -62,14 +60,13 @@ def patch_votes(records: list[dict]) -> dict[str, dict]:
         labels = np.asarray(ds.y)
         x = patch_features(ds.x.astype(np.float32) / 255)
         idx, dist = nearest_neighbours(x, 2 * K)
+        vote = vote_of(idx[:, :K], dist[:, :K], labels)  # the labels' vote: the same for every model
         group = [r for r in todo if r["npz"] == npz]
         for r in group:
             pred = np.load(CACHE / r["zoo"] / f"{Path(r['name']).stem}.npz")["pred"].astype(np.int64)
             found = neighbour_agreement(None, labels, pred, K, neighbours=(idx, dist))
-            curve = vote_curve(x, labels, pred, K, seed=SEED, strata=labels)
-            measured = {"voters": len(labels), **agreement_parts(vote_of(idx[:, :K], dist[:, :K], labels), labels, pred)}
             size = int(r["card"]["diagnostics.neighbours.input.at_training_size.size"])
-            at = carried([*curve, measured], size)
+            at = vote_at_size(x, labels, pred, vote, size, K, seed=SEED, strata=labels)
             done[r["name"]] = {f"{BASE}.value": found["value"],
                                f"{BASE}.reference_agreement": found["reference_agreement"],
                                f"{BASE}.vote_consistency": found["vote_consistency"],

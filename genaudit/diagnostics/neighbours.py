@@ -305,8 +305,17 @@ def carried(curve: list[dict], size: int) -> dict:
     return out
 
 
+def vote_at_size(x: np.ndarray, reference: np.ndarray, predictions: np.ndarray, vote: np.ndarray, size: int,
+                 k: int = 10, *, seed: int = 0, strata: np.ndarray | None = None) -> dict:
+    """The vote of the n samples of `x` carried to `size` voters: its learning curve (`vote_curve`) and the measured
+    `vote` among all n (the k-neighbour vote of `reference`), carried by `carried`. Returns {"curve", **carried}."""
+    curve = vote_curve(x, reference, predictions, k, seed=seed, strata=strata)
+    measured = {"voters": len(reference), **agreement_parts(vote, reference, predictions)}
+    return {"curve": curve, **carried([*curve, measured], size)}
+
+
 __all__ = ["agreement_parts", "carried", "carried_agreement", "extrapolate", "nearest_neighbours", "neighbour_agreement",
-           "neighbour_vote", "vote_curve", "vote_of"]
+           "neighbour_vote", "vote_at_size", "vote_curve", "vote_of"]
 
 
 # ----------------------------------------------------------------------------------------------- registration
@@ -361,12 +370,11 @@ def at_training_size(c: Context, result: dict) -> dict:
     chosen = voters(c)
     reference, predictions = c.fs.reference[chosen], c.fs.predictions[chosen]
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
-    curve = vote_curve(voter_rows(c, "input", chosen), reference, predictions, K, seed=c.opts.seed, strata=labels)
     indices, distances = neighbours_in(c, "input")
-    measured = {"voters": result["samples"],
-                **agreement_parts(vote_of(indices[:, :K], distances[:, :K], reference), reference, predictions)}
     size = training_size(c)
-    return {"size": size, "curve": curve, **carried([*curve, measured], size)}
+    return {"size": size, **vote_at_size(voter_rows(c, "input", chosen), reference, predictions,
+                                         vote_of(indices[:, :K], distances[:, :K], reference), size, K,
+                                         seed=c.opts.seed, strata=labels)}
 
 
 def _in(space: str):
