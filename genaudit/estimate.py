@@ -115,6 +115,12 @@ def standard_error(card: dict, spec: dict) -> float:
     return math.sqrt(sum((g * _share_error(card, path)) ** 2 for path, g in gradient.items()))
 
 
+def _carried_blocks(spec: dict) -> list[str]:
+    """The neighbour-vote blocks whose vote carried to the training set's size the estimator reads."""
+    return sorted({path.lstrip("-").split(".at_training_size.")[0] for term in spec["terms"].values()
+                   for path in term["paths"] if ".at_training_size." in path})
+
+
 def _undefined(basis: str) -> dict:
     return {"accuracy": None, "interval": None, "level": 0.9, "standard_error": None, "basis": basis}
 
@@ -127,6 +133,11 @@ def estimate(card: dict) -> dict:
                           "estimate")
     spec = model()
     x = terms(card, spec)
+    fallback = None
+    if x is None and "fallback" in spec:  # e.g. no patch space: the samples are not images
+        fallback = spec["fallback"]["when"]
+        spec = {**spec, **spec["fallback"]}
+        x = terms(card, spec)
     train = lookup(card, "clean_accuracy")
     if x is None or train is None:
         return _undefined("undefined: a diagnostic the estimate reads is missing from this audit")
@@ -157,13 +168,15 @@ def estimate(card: dict) -> dict:
              "left out of the fit, wider for larger gaps")
     if outside:
         basis += "; widened because " + "; ".join(outside)
-    carried = lookup(card, "diagnostics.neighbours.input.at_training_size.size")
-    voters = lookup(card, "diagnostics.neighbours.input.samples")
-    if any(".at_training_size." in p for t in spec["terms"].values() for p in t["paths"]) and carried and voters:
-        carried, voters = int(carried), int(voters)
-        basis += (f"; the input vote is carried from its {voters} voters to the {carried} training images "
-                  "(--train-size, else the data set's size: audit the whole training set or give its size)"
-                  if carried > voters else f"; the input vote ran on all {carried} training images")
+    if fallback:
+        basis += f"; {fallback}"
+    for block in _carried_blocks(spec):
+        carried, voters = lookup(card, f"{block}.at_training_size.size"), lookup(card, f"{block}.samples")
+        if carried and voters:
+            carried, voters, space = int(carried), int(voters), block.rsplit(".", 1)[-1]
+            basis += (f"; the {space} vote is carried from its {voters} voters to the {carried} training images "
+                      "(--train-size, else the data set's size: audit the whole training set or give its size)"
+                      if carried > voters else f"; the {space} vote ran on all {carried} training images")
     if not card.get("layer", {}).get("default", True):
         basis += ("; fitted on audits of the default feature layer, and this one audits another (--layer): the "
                   "feature-space vote means something else here")

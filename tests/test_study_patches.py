@@ -1,5 +1,6 @@
-"""The exploratory study zoo/study_patches.py adds forms to the validity study's candidates: every term they read
-has its scorecard paths, in the patch space where the form says so, and nothing of the study's own forms moves."""
+"""The validity study's patch forms (zoo/study_estimate.py, evaluated by zoo/study_patches.py): every term they read
+has its scorecard paths and description, Z forms read the patch space instead of the pixel vote, and the rule can be
+run without them (estimator v4.2's candidates)."""
 
 from __future__ import annotations
 
@@ -9,21 +10,35 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 
 import study_estimate  # noqa: E402
-import study_patches  # noqa: E402
 
 
-def test_patch_forms_read_the_patch_space_and_leave_the_study_forms_alone(monkeypatch):
-    for name in ("FORMS", "PATHS", "DESCRIPTIONS"):
-        monkeypatch.setattr(study_estimate, name, dict(getattr(study_estimate, name)))
-    before = dict(study_estimate.FORMS)
-    study_patches.add_forms()
-    added = {f: t for f, t in study_estimate.FORMS.items() if f not in before}
-    assert sorted(f.split(":")[0] for f in added) == ["XZ2", "Z1", "Z2", "Z3"]
-    assert all(study_estimate.FORMS[f] == t for f, t in before.items())
-    for form, terms in added.items():
+def _paths(term: str) -> list[str]:
+    spec = study_estimate.PATHS[term]
+    return [p for group in (spec if isinstance(spec, tuple) else (spec,)) for p in group]
+
+
+def test_patch_forms_read_the_patch_space():
+    forms = study_estimate.PATCH_FORMS
+    assert sorted(f.split(":")[0] for f in forms) == ["XZ2", "Z1", "Z2", "Z3"]
+    for form in forms:
+        terms = study_estimate.FORMS[form]
         assert all(t in study_estimate.PATHS and t in study_estimate.DESCRIPTIONS for t in terms)
-        paths = [p for t in terms for group in (study_estimate.PATHS[t] if isinstance(study_estimate.PATHS[t], tuple)
-                                                 else (study_estimate.PATHS[t],)) for p in group]
-        assert any(study_patches.BASE in p for p in paths)
+        paths = [p for t in terms for p in _paths(t)]
+        assert any(study_estimate.PATCHES in p for p in paths)
         if form.startswith("Z"):  # the pixel vote is not read at all
             assert not any("neighbours.input" in p for p in paths)
+
+
+def test_the_rule_can_choose_among_a_subset_of_forms():
+    """`choose` with `candidates` fits only those (v4.2's candidates: no patch form)."""
+    records = []
+    for run in range(12):
+        for step in range(3):
+            acc = 0.6 + 0.03 * run + 0.01 * step
+            records.append({"zoo": "z", "run": run, "dataset": "d", "arch": "a", "holdout": acc - 0.05,
+                            "card": {"clean_accuracy": acc}})
+    candidates = ["T: training accuracy (gap 0)", "T-c: training accuracy minus a constant gap"]
+    form, loss, cv = study_estimate.choose(records, candidates)
+    assert {key[0] for key in cv} == set(candidates)
+    assert form == "T-c: training accuracy minus a constant gap"  # a constant gap of 0.05 is fitted exactly
+    assert cv[(form, loss)] < 1e-9

@@ -1,5 +1,5 @@
-"""The spaces of the exploratory study zoo/study_spaces.py (docs/validity.md quotes its numbers): patch extraction
-on a hand case, and the whitened images' invariance to each image's brightness and contrast."""
+"""The exploratory study zoo/study_spaces.py (docs/validity.md quotes its numbers): the whitened images' invariance
+to each image's brightness and contrast (its patch space is genaudit's: tests/test_patches.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +12,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 
 import study_spaces  # noqa: E402
-
-
-def test_patches_hand_case():
-    """A 2-channel 3x3 image has four 2x2 patches, row-major, each its channels' 2x2 windows one after the other."""
-    image = np.arange(18, dtype=np.float32).reshape(1, 2, 3, 3)
-    out = study_spaces.patches(image, size=2)
-    assert out.shape == (1, 4, 8)
-    assert out[0, 0].tolist() == [0, 1, 3, 4, 9, 10, 12, 13]  # top-left window of channel 0, then of channel 1
-    assert out[0, 3].tolist() == [4, 5, 7, 8, 13, 14, 16, 17]  # bottom-right
 
 
 def test_whitened_images_ignore_each_images_brightness_and_contrast():

@@ -57,6 +57,8 @@ from study_validity import (  # noqa: E402
     CACHE,
     OUT,
     ROOT,
+    SAMPLES,
+    SEED,
     conformal_quantile,
     kendall,
     load_records,
@@ -82,7 +84,25 @@ AT_SIZE = "diagnostics.neighbours.input.at_training_size"
 PATHS["above_input_at_size"] = ["clean_accuracy", f"-{AT_SIZE}.value"]
 PATHS["above_input_at_size_x_reliability"] = (["clean_accuracy", f"-{AT_SIZE}.value"],
                                               ["diagnostics.neighbours.input.vote_consistency"])
+# The patch space (genaudit.patches, since estimator v5): the vote among the audited images' patch features, carried
+# to the training set's size like the pixel vote (zoo/study_patches.py computes it for every model: with_patches).
+PATCHES = "diagnostics.neighbours.patches"
+PATHS["above_patches_at_size"] = ["clean_accuracy", f"-{PATCHES}.at_training_size.value"]
+PATHS["consistency_patches"] = [f"{PATCHES}.vote_consistency"]
+PATHS["noise_patches"] = [f"{PATCHES}.vote_consistency", f"-{PATCHES}.reference_agreement"]
+for name, paths in {"above_patches_at_size": PATHS["above_patches_at_size"],
+                    "above_feat": PATHS["above_feat"], "above_early": PATHS["above_early"]}.items():
+    PATHS[f"{name}_x_patch_reliability"] = (paths, [f"{PATCHES}.vote_consistency"])
 DESCRIPTIONS = {
+    "above_patches_at_size": "patch space: training accuracy minus the model's agreement with the neighbour vote "
+                             "carried to the training set's size (the vote's learning curve)",
+    "consistency_patches": "patch space: agreement of two disjoint neighbour votes (reliability of the reference)",
+    "noise_patches": "patch space: vote consistency minus the labels' agreement with the vote (label noise: two "
+                     "votes agree with each other more than with the labels)",
+    "above_patches_at_size_x_patch_reliability": "above_patches_at_size times the patch vote's consistency",
+    "above_feat_x_patch_reliability": "above_feat times the patch vote's consistency (trust in each space depends "
+                                      "on how reliable patch neighbours are)",
+    "above_early_x_patch_reliability": "above_early times the patch vote's consistency",
     "above_input_at_size": "input space: training accuracy minus the model's agreement with the neighbour vote "
                            "carried to the training set's size (the vote's learning curve)",
     "above_input_at_size_x_reliability": "above_input_at_size times the pixel vote's consistency",
@@ -142,7 +162,22 @@ FORMS = {
     "X3: R1 with the pixel vote at the training set's size": [
         "train_acc", "above_input_at_size", "above_feat", "above_early", "consistency_input", "noise_input",
         "above_input_at_size_x_reliability", "above_feat_x_reliability", "above_early_x_reliability"],
+    # v5: X1-X3 with every pixel-vote term read in the patch space, and X2 with the patch vote added; fixed before
+    # their first evaluation (zoo/study_patches.py, which also evaluates the rule without them: PATCH_FORMS)
+    "Z1: X1 in the patch space": ["above_patches_at_size", "above_feat",
+                                  "above_patches_at_size_x_patch_reliability", "above_feat_x_patch_reliability"],
+    "Z2: X2 in the patch space": ["train_acc", "above_patches_at_size", "above_feat", "consistency_patches",
+                                  "noise_patches", "above_patches_at_size_x_patch_reliability",
+                                  "above_feat_x_patch_reliability"],
+    "Z3: X3 in the patch space": ["train_acc", "above_patches_at_size", "above_feat", "above_early",
+                                  "consistency_patches", "noise_patches", "above_patches_at_size_x_patch_reliability",
+                                  "above_feat_x_patch_reliability", "above_early_x_patch_reliability"],
+    "XZ2: X2 + the patch vote at the training set's size and its consistency": [
+        "train_acc", "above_input_at_size", "above_feat", "consistency_input", "noise_input",
+        "above_input_at_size_x_reliability", "above_feat_x_reliability", "above_patches_at_size",
+        "consistency_patches"],
 }
+PATCH_FORMS = [form for form in FORMS if form.startswith(("Z", "XZ"))]
 # Post hoc, NOT among the forms the selection rule picks from (added after the tables above were read, so it would
 # bias the rule): the pixel vote at the training set's size carried part by part, read as the accuracy where pixel
 # neighbours are a reliable reference, X3's gap where they are not. v4 set aside the same form on the whole carry,
@@ -186,6 +221,45 @@ def with_curves(records: list[dict]) -> list[dict]:
     curves = json.loads((CACHE / "curves.json").read_text())
     for r in records:
         r["card"].update(curves.get(f"{r['zoo']}/{r['name']}", {}))
+    return records
+
+
+def with_patches(records: list[dict]) -> list[dict]:
+    """Each record's scorecard values plus its patch-space vote, as the audit writes it under
+    diagnostics.neighbours.patches (value, reference_agreement, vote_consistency, at_training_size.value and
+    .value_by_part). For each training set, the 2,000 images its models were audited on (`load_data`, the study's
+    seed) get their patch space (`genaudit.patches.patch_space`, as the audit builds it) and 20 nearest neighbours
+    once; each model's cached predictions are then voted with the labels it was trained on. Cached in
+    CACHE/patches.json (a few seconds per training set the first time)."""
+    from genaudit.data import load_data
+    from genaudit.diagnostics.neighbours import K, nearest_neighbours, neighbour_agreement, vote_at_size, vote_of
+    from genaudit.patches import patch_space
+
+    store = CACHE / "patches.json"
+    done = json.loads(store.read_text()) if store.exists() else {}
+    todo = [r for r in records if r["name"] not in done]
+    for npz in sorted({r["npz"] for r in todo}):
+        start = time.perf_counter()
+        ds = load_data(npz, samples=SAMPLES, seed=SEED)  # the samples the study audited
+        labels = np.asarray(ds.y)
+        x = patch_space(ds.preprocess(ds.x))
+        idx, dist = nearest_neighbours(x, 2 * K)
+        vote = vote_of(idx[:, :K], dist[:, :K], labels)  # the labels' vote: the same for every model
+        group = [r for r in todo if r["npz"] == npz]
+        for r in group:
+            pred = np.load(CACHE / r["zoo"] / f"{Path(r['name']).stem}.npz")["pred"].astype(np.int64)
+            found = neighbour_agreement(None, labels, pred, K, neighbours=(idx, dist))
+            size = int(r["card"]["diagnostics.neighbours.input.at_training_size.size"])
+            at = vote_at_size(x, labels, pred, vote, size, K, seed=SEED, strata=labels)
+            done[r["name"]] = {f"{PATCHES}.value": found["value"],
+                               f"{PATCHES}.reference_agreement": found["reference_agreement"],
+                               f"{PATCHES}.vote_consistency": found["vote_consistency"],
+                               f"{PATCHES}.at_training_size.value": at["value"],
+                               f"{PATCHES}.at_training_size.value_by_part": at["value_by_part"]}
+        store.write_text(json.dumps(done))
+        print(f"{Path(npz).name}: {len(group)} models, {time.perf_counter() - start:.1f} s", flush=True)
+    for r in records:
+        r["card"].update(done.get(r["name"], {}))
     return records
 
 
@@ -335,11 +409,11 @@ def cv_mae(records, form: str, loss: str = SQUARES, folds: int = 5, seed: int = 
     return float(np.mean(errors))
 
 
-def choose(records) -> tuple[str, str, dict]:
+def choose(records, candidates: list[str] | None = None) -> tuple[str, str, dict]:
     """(form, loss, CV MAE of every (form, loss)): the sparsest form within PARSIMONY of the best grouped-CV MAE
-    inside `records` (the fitting data only), over every form fitted with every loss; among equally sparse
-    candidates, the lowest CV MAE."""
-    cv = {(form, loss): cv_mae(records, form, loss) for form in FORMS for loss in LOSSES
+    inside `records` (the fitting data only), over every form (or the `candidates`) fitted with every loss; among
+    equally sparse candidates, the lowest CV MAE."""
+    cv = {(form, loss): cv_mae(records, form, loss) for form in candidates or FORMS for loss in LOSSES
           if loss == SQUARES or FORMS[form] is not None}  # training accuracy alone fits nothing
     best = min(cv.values())
     near = [key for key in cv if cv[key] <= best + PARSIMONY]
@@ -412,10 +486,12 @@ def v02(records) -> np.ndarray:
     return np.array([np.nan if (v := r["card"].get("estimate.accuracy")) is None else v for r in records])
 
 
-def evaluate(records) -> dict:
+def evaluate(records, candidates: list[str] | None = None) -> dict:
+    """Every split: the form and loss chosen on its fitting data (among `candidates`, default every form), fitted
+    and calibrated there, evaluated per group of its held-out models beside the baselines."""
     results = {}
     for name, (train, test) in splits(records).items():
-        form, loss, cv = choose(train)
+        form, loss, cv = choose(train, candidates)
         model = calibrate(train, form, loss)
         p, gap, widen = predict(model, test)
         half = half_width(model, test, gap, widen)
@@ -499,28 +575,39 @@ def report(records, results) -> str:
     return "\n".join(lines) + "\n"
 
 
-def spec(records) -> dict:
-    """genaudit/estimate_model.json: the form chosen on all the data, fitted and calibrated on all of it."""
-    form, loss, cv = choose(records)
+def fitted(records, candidates: list[str] | None = None) -> dict:
+    """The form and loss the rule chooses on `records` (among `candidates`), fitted and calibrated on all of them,
+    as estimate_model.json holds it."""
+    form, loss, cv = choose(records, candidates)
     model = calibrate(records, form, loss)
     terms = {}
     for name in model["coefficients"]:
         paths = PATHS[name]
         terms[name] = ({"paths": paths[0], "times": paths[1]} if isinstance(paths, tuple) else {"paths": paths})
         terms[name]["description"] = DESCRIPTIONS[name]
+    return {"form": form, "loss": loss, "terms": terms, "intercept": model["intercept"],
+            "coefficients": model["coefficients"], "range": model["range"],
+            "conformal": {**model["conformal"], "scale_floor": SCALE_FLOOR, "level": 0.9}, "cv_mae": _cv_table(cv)}
+
+
+def spec(records) -> dict:
+    """genaudit/estimate_model.json: the form chosen on all the data, fitted and calibrated on all of it; and the
+    fallback for audits without a patch space (samples that are not images): the rule among the forms that do not
+    read it."""
     return {
-        "version": 6,
+        "version": 7,
         "what": "expected accuracy on held-out data from the training data's distribution, with a 90% interval; "
                 "read from a scorecard audited WITH labels (the training labels as given)",
         "formula": "estimate = clip(clean_accuracy - gap, 0, 1), gap = intercept + sum_k coefficients[k] * x_k, "
-                   "x_k = the signed sum of the scorecard values at terms[k].paths ('-' = subtract); interval = "
-                   "estimate -/+ max(conformal.quantile_90 * (scale_floor + |gap|) + sum_k |coefficients[k]| * "
-                   "excess_k, conformal.abs_unreliable if diagnostics.neighbours.input.vote_consistency < "
-                   "conformal.unreliable_below), excess_k = how far x_k lies outside range[k], clipped to [0, 1]",
-        "form": form, "loss": loss, "terms": terms, "intercept": model["intercept"],
-        "coefficients": model["coefficients"],
-        "range": model["range"], "conformal": {**model["conformal"], "scale_floor": SCALE_FLOOR, "level": 0.9},
-        "cv_mae": _cv_table(cv),
+                   "x_k = the signed sum of the scorecard values at terms[k].paths ('-' = subtract), times that of "
+                   "terms[k].times if given; interval = estimate -/+ max(conformal.quantile_90 * (scale_floor + "
+                   "|gap|) + sum_k |coefficients[k]| * excess_k, conformal.abs_unreliable if "
+                   "diagnostics.neighbours.input.vote_consistency < conformal.unreliable_below), excess_k = how far "
+                   "x_k lies outside range[k], clipped to [0, 1]; where a term is missing, the same with `fallback`",
+        **fitted(records),
+        "fallback": {**fitted(records, [form for form in FORMS if form not in PATCH_FORMS]),
+                     "when": "no patch space in this audit (the samples are not images of at least 6x6 pixels), "
+                             "so the estimator is the one chosen among the forms that do not read it"},
         "fitted_on": {"models": len(records), "zoos": sorted({r["zoo"] for r in records}),
                       "datasets": sorted({r["dataset"] for r in records}),
                       "archs": sorted({r["arch"] for r in records})},
@@ -532,7 +619,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write-estimator", action="store_true", help="also write genaudit/estimate_model.json")
     args = p.parse_args(argv)
-    records = usable(with_curves(load_records(("noise", "sweep", "realuse"))))
+    records = usable(with_patches(with_curves(load_records(("noise", "sweep", "realuse")))))
     results = evaluate(records)
     (OUT / "estimate_v4.json").write_text(json.dumps(results, indent=1))
     (OUT / "estimate_v4.md").write_text(report(records, results))

@@ -4,7 +4,6 @@ better reference than pixels, above all on natural images? On CIFAR-10 the pixel
 at telling a label (two disjoint votes agree on 17-45% of samples), so the estimate has little to read there.
 
     python zoo/study_spaces.py      # -> zoo/validity/spaces.md and .json (about a minute)
-    GENAUDIT_STUDY_PATCHES=fast python zoo/study_spaces.py   # a cheaper configuration -> spaces_fast.md and .json
 
 For each data set of the real-use zoo (zoo/build_realuse.py: 95 CIFAR-10 models, 152 MNIST and 152 Fashion-MNIST
 full-data checkpoints), its models share one set of 4,000 training images (their labels differ by the share
@@ -21,7 +20,9 @@ built from the 2,000 images only (no model, no label), with settings fixed befor
   eigenvalues floored at 1% of their mean, made every image equidistant: vote accuracy 0.10 on CIFAR-10);
 - patches: Coates & Ng (2011) single-layer features: 6x6 patches, each normalized, whitened (ZCA, eps 0.1), 128
   centroids by 10 rounds of k-means on 100,000 of them, the triangle activation max(0, mean_k d - d_k) averaged
-  over the image's four quadrants (512 values).
+  over the image's four quadrants (512 values): genaudit's patch space since 0.5.0 (`genaudit.patches`, float32;
+  this study first ran it in float64 and numpy's loops, and a cheaper configuration with patches every 2 pixels,
+  k-means on 20,000 of them: both at commit 812609a, spaces_fast.md).
 
 Nothing here is fitted on held-out accuracy; the zoo's held-out accuracy and true labels are read only to score.
 """
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from genaudit.data import stratified_indices  # noqa: E402
 from genaudit.diagnostics.neighbours import K, nearest_neighbours, neighbour_agreement, vote_of  # noqa: E402
+from genaudit.patches import patch_space  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from study_validity import kendall  # noqa: E402
@@ -61,54 +63,6 @@ def whitened(x: np.ndarray, components: int = 100) -> np.ndarray:
     _, s, vt = np.linalg.svd(centred, full_matrices=False)
     eig = s[:components] ** 2 / len(x)
     return centred @ vt[:components].T / np.sqrt(eig + 0.1 * eig.mean())
-
-
-def patches(images: np.ndarray, size: int = 6, stride: int = 1) -> np.ndarray:
-    """Every size x size patch of (N, C, H, W) images, every `stride` pixels: (N, P, C * size * size)."""
-    n, c = images.shape[:2]
-    windows = np.lib.stride_tricks.sliding_window_view(images, (size, size), axis=(2, 3))  # N, C, H', W', s, s
-    windows = windows[:, :, ::stride, ::stride]
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n, windows.shape[2] * windows.shape[3], c * size * size)
-
-
-def normalize(p: np.ndarray) -> np.ndarray:
-    p = p - p.mean(axis=-1, keepdims=True)
-    return p / np.sqrt(p.var(axis=-1, keepdims=True) + 10.0 / 255**2)  # Coates and Ng: var + 10 on 0-255 pixels
-
-
-# GENAUDIT_STUDY_PATCHES=fast: patches every 2 pixels, float32, k-means on 20,000 of them (a cheaper configuration
-# measured against the one above, written to *_fast.md / .json)
-FAST = os.environ.get("GENAUDIT_STUDY_PATCHES") == "fast"
-SUFFIX = "_fast" if FAST else ""
-
-
-def patch_features(images: np.ndarray, centroids: int = 128, seed: int = 0, fast: bool = FAST) -> np.ndarray:
-    """Coates & Ng single-layer features: whitened 6x6 patches, k-means centroids, triangle activation, pooled
-    over the four quadrants (`fast`: see FAST)."""
-    rng = np.random.default_rng(seed)
-    stride, dtype, fitted = (2, np.float32, 20_000) if fast else (1, np.float64, 100_000)
-    side, dims = (images.shape[2] - 6) // stride + 1, images.shape[1] * 36
-    sample = normalize(patches(images[rng.choice(len(images), 400, replace=False)], stride=stride).reshape(-1, dims))
-    sample = sample[rng.choice(len(sample), fitted, replace=False)]
-    mean = sample.mean(axis=0)
-    eig, vec = np.linalg.eigh(np.cov(sample - mean, rowvar=False))
-    zca = (vec @ np.diag(1.0 / np.sqrt(eig + 0.1)) @ vec.T).astype(dtype)
-    white = (sample - mean) @ zca
-    centres = white[rng.choice(len(white), centroids, replace=False)]
-    for _ in range(10):  # Lloyd's k-means
-        near = np.argmin((white**2).sum(1)[:, None] - 2 * white @ centres.T + (centres**2).sum(1)[None], axis=1)
-        for k in range(centroids):
-            members = white[near == k]
-            centres[k] = members.mean(axis=0) if len(members) else white[rng.integers(len(white))]
-    out = np.empty((len(images), 4 * centroids))
-    half = side // 2
-    for start in range(0, len(images), 100):
-        block = (normalize(patches(images[start:start + 100], stride=stride)) - mean) @ zca  # n, P, C * 36
-        d = np.sqrt(np.maximum((block**2).sum(-1, keepdims=True) - 2 * block @ centres.T + (centres**2).sum(1), 0))
-        act = np.maximum(d.mean(-1, keepdims=True) - d, 0).reshape(len(block), side, side, centroids)
-        quads = [act[:, :half, :half], act[:, :half, half:], act[:, half:, :half], act[:, half:, half:]]
-        out[start:start + 100] = np.concatenate([q.mean(axis=(1, 2)) for q in quads], axis=1)
-    return out
 
 
 def predictions(model: Path, x: np.ndarray) -> np.ndarray:
@@ -133,7 +87,7 @@ def study(dataset: str) -> dict:
     start = time.perf_counter()
     spaces = {"pixels": images.reshape(len(images), -1).astype(np.float64),
               "whitened": whitened(images.reshape(len(images), -1).astype(np.float64)),
-              "patches": patch_features(images)}
+              "patches": patch_space(images)}
     built = time.perf_counter() - start
     found = {name: nearest_neighbours(x, 2 * K) for name, x in spaces.items()}
     reference = {}
@@ -169,7 +123,7 @@ def study(dataset: str) -> dict:
 def main() -> int:
     results = {dataset: study(dataset) for dataset in DATASETS}
     OUT.mkdir(exist_ok=True)
-    (OUT / f"spaces{SUFFIX}.json").write_text(json.dumps(results, indent=1))
+    (OUT / "spaces.json").write_text(json.dumps(results, indent=1))
     lines = ["# Neighbour votes in spaces built from the training images alone (explored, not shipped)", "",
              "Generated by `python zoo/study_spaces.py`: 2,000 of the 4,000 training images the real-use zoo's "
              "models of each data set share (module docstring)."]
@@ -193,7 +147,7 @@ def main() -> int:
             x = r["ranking"][name]
             lines.append(f"| {name} | {x['tau']:.3f} | {x['mae_read_as_accuracy']:.3f} | "
                          + " / ".join(f"{r['by_noise'][name][c]:.2f}" for c in cs) + " |")
-    (OUT / f"spaces{SUFFIX}.md").write_text("\n".join(lines) + "\n")
+    (OUT / "spaces.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

@@ -23,6 +23,7 @@ from genaudit.diagnostics.memorization import MEMORIZATION
 from genaudit.diagnostics.neighbours import EARLY as NEIGHBOURS_EARLY
 from genaudit.diagnostics.neighbours import FEATURES as NEIGHBOURS_FEATURES
 from genaudit.diagnostics.neighbours import INPUT as NEIGHBOURS_INPUT
+from genaudit.diagnostics.neighbours import PATCHES as NEIGHBOURS_PATCHES
 from genaudit.diagnostics.noise import DIAGNOSTIC as NOISE
 from genaudit.diagnostics.noise import noise_robustness
 from genaudit.diagnostics.perplexity import (
@@ -47,7 +48,7 @@ from genaudit.diagnostics.steadiness import DIAGNOSTIC as STEADINESS
 from genaudit.diagnostics.steadiness import steadiness
 
 REGISTRY = [
-    NEIGHBOURS_INPUT, NEIGHBOURS_EARLY, NEIGHBOURS_FEATURES, ABLATION, NOISE, SELECTIVITY, MUTUAL_INFORMATION, ORDERED_ABLATION, IMPORTANCE, STEADINESS, CONSISTENCY,
+    NEIGHBOURS_INPUT, NEIGHBOURS_PATCHES, NEIGHBOURS_EARLY, NEIGHBOURS_FEATURES, ABLATION, NOISE, SELECTIVITY, MUTUAL_INFORMATION, ORDERED_ABLATION, IMPORTANCE, STEADINESS, CONSISTENCY,
     MAGNITUDE, PERPLEXITY, NODES, MARGINS, MEMORIZATION, INPUT_NOISE, AUGMENTATION,
 ]
 

@@ -9,8 +9,8 @@ saw sample n, so it is an out-of-sample guess of n's class. The measure is the f
 Why it predicts held-out accuracy: a model that memorized wrong training labels contradicts its neighbours' vote
 on exactly those samples, and a model that underfits disagrees with it too; a model that learned the structure the
 neighbours share agrees with it. It is a reference as good as k-NN is in that space: strong on MNIST-like pixels,
-weak where pixel distance means little (natural images), which is why the model's own feature space is offered as
-well.
+weak where pixel distance means little (natural images), which is why a space of patch features built from the
+audited images alone (`genaudit.patches`) and the model's own feature space are offered as well.
 
 Definition (exact, deterministic):
 
@@ -21,7 +21,7 @@ Definition (exact, deterministic):
   neighbour is closest, and if that is also equal, to the smallest class index;
 - value = mean_n [predictions_n == vote_n].
 
-The vote at the training set's size (input space; `vote_curve`, `carried_agreement`, `extrapolate`): the vote
+The vote at the training set's size (input and patch spaces; `vote_curve`, `carried_agreement`, `extrapolate`): the vote
 is also run among seeded stratified subsamples of n/8, n/4 and n/2 of its n voters, and each agreement is carried
 to the N images the model trained on by a power law on its disagreement, a(N) = 1 - (1 - a_n) (N/n)^b, b fitted
 in log-log over the curve and clipped to [-1, 0], N at most 100 n. A vote among 2,000 images is a k-NN classifier
@@ -44,6 +44,7 @@ import numpy as np
 
 from genaudit.data import stratified_indices
 from genaudit.features import Rows, share_error
+from genaudit.patches import patch_space
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
 
@@ -321,6 +322,7 @@ __all__ = ["agreement_parts", "carried", "carried_agreement", "extrapolate", "ne
 # ----------------------------------------------------------------------------------------------- registration
 
 K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
+CARRIED = ("input", "patches")  # the spaces whose vote is also carried to the training set's size
 
 
 def voters(c: Context, every: bool = False) -> np.ndarray:
@@ -332,9 +334,9 @@ def voters(c: Context, every: bool = False) -> np.ndarray:
 
 
 def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
-    """The 2K nearest neighbours of every voter (see `voters`) among the voters, in `space` ("input", "early",
-    "features"), as positions among the voters; computed once per audit and shared by every diagnostic that
-    votes with them; None when the space is absent."""
+    """The 2K nearest neighbours of every voter (see `voters`) among the voters, in `space` ("input", "patches",
+    "early", "features"), as positions among the voters; computed once per audit and shared by every diagnostic
+    that votes with them; None when the space is absent."""
     chosen = voters(c, every)
 
     def find() -> tuple[np.ndarray, np.ndarray] | None:
@@ -346,6 +348,11 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
 
 def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
     """The `chosen` samples as float64 vectors in `space` (None when the audit has no such space)."""
+    if space == "patches":  # built from the audited images alone, once per audit (genaudit.patches)
+        if c.dataset is None:
+            return None
+        return c.shared(("patches", len(chosen)),
+                        lambda: patch_space(c.dataset.preprocess(c.dataset.x[chosen]), c.opts.seed))
     x = c.fs.features if space == "features" else c.spaces.get(space)
     if x is None:
         return None
@@ -360,8 +367,8 @@ def training_size(c: Context) -> int:
     return int(spec.get("train_size") or spec.get("source_size") or len(c.fs.predictions))
 
 
-def at_training_size(c: Context, result: dict) -> dict:
-    """The input vote carried to the training set's size: the model trained on all of it, the vote ran among
+def at_training_size(c: Context, space: str) -> dict:
+    """The vote in `space` ("input" or "patches") carried to the training set's size: the model trained on all of it, the vote ran among
     `samples` of it, and a vote among more neighbours agrees more (with the labels, and with a model that
     generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law (`extrapolate`):
     `value` (the model's agreement carried whole, which the estimate reads) and `reference_agreement`; and
@@ -370,9 +377,9 @@ def at_training_size(c: Context, result: dict) -> dict:
     chosen = voters(c)
     reference, predictions = c.fs.reference[chosen], c.fs.predictions[chosen]
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
-    indices, distances = neighbours_in(c, "input")
+    indices, distances = neighbours_in(c, space)
     size = training_size(c)
-    return {"size": size, **vote_at_size(voter_rows(c, "input", chosen), reference, predictions,
+    return {"size": size, **vote_at_size(voter_rows(c, space, chosen), reference, predictions,
                                          vote_of(indices[:, :K], distances[:, :K], reference), size, K,
                                          seed=c.opts.seed, strata=labels)}
 
@@ -386,8 +393,8 @@ def _in(space: str):
         result = neighbour_agreement(None, c.fs.reference[chosen], c.fs.predictions[chosen], K, space=space,
                                      neighbours=found)
         result["standard_error"] = share_error(result["value"], result["samples"])
-        if space == "input":
-            result["at_training_size"] = at_training_size(c, result)
+        if space in CARRIED:
+            result["at_training_size"] = at_training_size(c, space)
         return result
     return compute
 
@@ -412,6 +419,11 @@ def _vote_in(space: str, label: str, short: str, where: str, formula: str, sourc
     )
 
 
+PATCHES = _vote_in("patches", "patches", "agrees with its patch neighbours",
+                   " in the patch space built from the audited images alone (whitened 6x6 patches, 128 k-means "
+                   "centroids, quadrant-pooled: genaudit.patches)",
+                   "as neighbour agreement, input, with x_n the image's patch features (Coates & Ng 2011)",
+                   "genaudit validity study; patch features after Coates & Ng 2011", "nb patch")
 INPUT = _vote_in("input", "input", "agrees with its input neighbours",
                  " in input space (preprocessed pixels, pooled above 4,096 values)",
                  "mean_n [ŷ_n = vote_{k-NN(x_n), leave-one-out}(reference)], k = 10, Euclidean",

@@ -1,0 +1,101 @@
+"""The patch space (genaudit.patches): patch extraction, normalization, quadrant pooling and k-means on hand cases;
+the space's invariance to a global rescaling of the pixels, its determinism, and where it is not defined."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genaudit import patches as P
+
+
+def test_patches_hand_case():
+    """A 2-channel 7x7 image has four 6x6 patches, row-major, each its channels' windows one after the other."""
+    image = np.arange(98, dtype=np.float32).reshape(1, 2, 7, 7)
+    out = P._patches(image)
+    assert out.shape == (1, 4, 72)
+    assert out[0, 0, :6].tolist() == [0, 1, 2, 3, 4, 5]  # channel 0, top-left window, first row
+    assert out[0, 0, 36:42].tolist() == [49, 50, 51, 52, 53, 54]  # channel 1's window follows
+    assert out[0, 1, 0] == 1 and out[0, 2, 0] == 7 and out[0, 3, 0] == 8  # the windows' top-left pixels
+
+
+def test_normalized_hand_case():
+    """(p - mean) / sqrt(var + 10/255²): [1, 3] has mean 2 and variance 1."""
+    p = np.array([[1.0, 3.0], [5.0, 5.0]], np.float32)
+    out = P._normalized(p)
+    scale = 1 / np.sqrt(1 + 10 / 255**2)
+    assert out[0] == pytest.approx([-scale, scale], rel=1e-6)
+    assert out[1].tolist() == [0.0, 0.0]  # a flat patch stays flat (the contrast term keeps it finite)
+
+
+def test_quadrants_average_each_quarter():
+    """A 3x4 map splits after row 1 and column 2: quadrants of 2, 2, 4 and 4 positions, each weighted evenly."""
+    w = P._quadrants(3, 4)
+    assert w.shape == (4, 12)
+    assert w.sum(axis=1) == pytest.approx([1, 1, 1, 1])
+    assert (w > 0).sum(axis=1).tolist() == [2, 2, 4, 4]
+    assert (w > 0).sum(axis=0).tolist() == [1] * 12  # every position in exactly one quadrant
+    assert w[0].reshape(3, 4)[0, :2].tolist() == [0.5, 0.5]
+
+
+def test_kmeans_finds_separated_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 10], [-10, 10]], np.float32)
+    x = np.concatenate([c + rng.normal(0, 0.1, (50, 2)) for c in centres]).astype(np.float32)
+    found = P.kmeans(x, 3, np.random.default_rng(1))
+    order = np.lexsort(found.T[::-1])
+    expected = np.stack([x[i * 50:(i + 1) * 50].mean(0) for i in range(3)])
+    assert found[order] == pytest.approx(expected[np.lexsort(expected.T[::-1])], abs=1e-4)
+
+
+def test_prepared_scales_and_pools():
+    x = np.arange(2 * 1 * 64 * 64, dtype=np.float32).reshape(2, 1, 64, 64) * 3 + 7
+    out = P.prepared(x)
+    assert out.shape == (2, 1, 32, 32)  # 64 pixels a side pooled by 2
+    span = (x.max() - x.min())
+    assert out[0, 0, 0, 0] == pytest.approx((x[0, 0, :2, :2].mean() - x.min()) / span)
+    assert P.prepared(np.full((3, 1, 8, 8), 5.0)).tolist() == np.zeros((3, 1, 8, 8)).tolist()  # constant: no span
+
+
+@pytest.fixture(scope="module")
+def images():
+    """Small structured images: 60 of 3 x 12 x 12, bright squares at random places on noise."""
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 3, 12, 12)).astype(np.float32) * 0.2
+    for i, (r, c) in enumerate(rng.integers(0, 8, (60, 2))):
+        x[i, :, r:r + 4, c:c + 4] += 0.8
+    return x
+
+
+def test_patch_space_ignores_a_global_rescaling_and_is_deterministic(images, monkeypatch):
+    monkeypatch.setattr(P, "CENTROIDS", 8)
+    monkeypatch.setattr(P, "FIT_PATCHES", 2000)
+    a = P.patch_space(images, seed=3)
+    assert a.shape == (60, 32) and a.dtype == np.float64
+    assert (a >= 0).all() and a.max() > 0  # triangle activations
+    assert np.array_equal(P.patch_space(images, seed=3), a)
+    b = P.patch_space(images * 255.0 - 40.0, seed=3)  # the same images in other units
+    assert b == pytest.approx(a, rel=1e-3, abs=1e-3)  # float32 rounding
+    assert not np.allclose(P.patch_space(images, seed=4), a)  # another seed: other centroids
+
+
+def test_no_patch_space_for_vectors_or_tiny_images():
+    assert P.patch_space(np.zeros((10, 64), np.float32)) is None
+    assert P.patch_space(np.zeros((10, 1, 5, 5), np.float32)) is None
+    assert P.usable((3, 6, 6)) and not P.usable((3, 6, 5)) and not P.usable((64,))
+
+
+def test_patch_space_is_built_once_per_images_and_seed(images, monkeypatch):
+    """compare audits every checkpoint on the same images: the space is built once and returned read-only."""
+    monkeypatch.setattr(P, "CENTROIDS", 8)
+    monkeypatch.setattr(P, "FIT_PATCHES", 2000)
+    monkeypatch.setattr(P, "_RECENT", {})
+    built = []
+    real = P.patch_features
+    monkeypatch.setattr(P, "patch_features", lambda x, seed: built.append(seed) or real(x, seed))
+    first = P.patch_space(images, seed=0)
+    assert P.patch_space(images.copy(), seed=0) is first and built == [0]
+    assert not first.flags.writeable
+    P.patch_space(images, seed=1)
+    P.patch_space(images[:30], seed=0)  # other images: built, and the oldest entry is dropped
+    assert built == [0, 1, 0] and len(P._RECENT) == P.RECENT
