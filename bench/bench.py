@@ -19,6 +19,9 @@ With --repeats R, each process is run R times and the fastest run is reported (o
 ever slows a run down).
 
 Also, at the smallest sample count:
+- with labels: the default audit of labelled data (the .npz files hold y, below), which also builds the patch space
+  the estimate reads (genaudit.patches): once with it built in the process (cold: its disk cache emptied before
+  every run) and once read from the cache a previous audit of the same images left (warm);
 - conv layer: an ONNX audit cut at a conv layer (default: the output of ResNet-18's layer3) against its trunk
   pass: the audit's own timers (features = the trunk pass, diagnostics = the head passes on masked and noisy
   copies of the feature maps, score = a labelled audit's label-free rerun of the score's components), and the
@@ -36,6 +39,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -214,7 +218,7 @@ def fastest(runs: list[tuple]) -> tuple:
     return min(runs, key=lambda r: r[0])
 
 
-def table(rows: list[dict], convs: list[dict]) -> str:
+def table(rows: list[dict], labelled: list[dict], convs: list[dict]) -> str:
     head = (f"{'format':<22}{'samples':>8}{'plain s':>9}{'audit s':>9}{'ratio':>7}{'audit RSS MB':>14}"
             f"{'plain RSS MB':>14}   audit timers (s)")
     lines = [head, "-" * len(head)]
@@ -223,6 +227,11 @@ def table(rows: list[dict], convs: list[dict]) -> str:
         lines.append(f"{r['format']:<22}{r['samples']:>8}{r['plain_process_s']:>9.2f}{r['audit_cached_s']:>9.2f}"
                      f"{r['ratio_process_to_plain_process_cached']:>6.2f}x{r['peak_rss_mb']:>14}"
                      f"{r['plain_peak_rss_mb']:>14}   {timers}")
+    for run in labelled:
+        timers = " ".join(f"{k} {v}" for k, v in run["audit_timers"].items())
+        lines += ["", f"with labels ({run['format']}, {run['samples']} samples, patch space {run['patch_space']}): "
+                      f"audit process {run['audit_s']:.2f} s = {run['ratio_process_to_plain_process']:.2f}x the plain "
+                      f"process; peak RSS {run['peak_rss_mb']} MB; timers {timers}"]
     for conv in convs:
         t = conv["audit_timers"]
         line = (f"conv layer ({conv['format']}, {conv['layer']}, {conv['samples']} samples, {conv['labels']}): "
@@ -269,6 +278,20 @@ def main() -> None:
                     "ratio_process_to_plain_process_cached": round(cached[0] / plain[0], 2),
                 })
         small = counts[0]
+        labelled = []  # the default audit of labelled data: the patch space built (cold) or read from the cache (warm)
+        for state in ("cold", "warm") if "onnx" in formats else ():
+            data, cache = folder / f"data{small}.npz", folder / "cache-resnet18.onnx"
+            runs = []
+            for _ in range(repeats):
+                if state == "cold":
+                    shutil.rmtree(cache / "patches", ignore_errors=True)
+                runs.append(audit_process(folder / "resnet18.onnx", data, cache, args.device, small, labels=True))
+            wall, timers, peak = fastest(runs)
+            plain = next(r for r in rows if r["samples"] == small and r["format"] == FORMATS["onnx"][0])
+            labelled.append({"format": FORMATS["onnx"][0], "samples": small, "patch_space": state,
+                             "audit_s": round(wall, 2), "audit_timers": {k: round(v, 2) for k, v in timers.items()},
+                             "peak_rss_mb": peak, "ratio_process_to_plain_process": round(
+                                 wall / plain["plain_process_s"], 2)})
         convs = []
         for labels in (False, True) if args.conv_layer.lower() != "none" and "onnx" in formats else ():
             data, cache = folder / f"data{small}.npz", folder / "cache-resnet18.onnx"
@@ -300,10 +323,10 @@ def main() -> None:
                 naive = per_pass * PASSES + plain_pass[fmt]  # a naive ORT audit reruns the whole graph
                 entry.update({"naive_s": round(naive, 1), "speedup_vs_naive_cached": round(naive / row["audit_cached_s"], 1)})
             in_process[label] = entry
-        print(table(rows, convs))
+        print(table(rows, labelled, convs))
         print()
         print(json.dumps({"model": "resnet18 3x32x32, random weights", "cpu_threads": os.cpu_count(),
-                          "device": args.device, "repeats": repeats, "rows": rows, "conv_layer": convs,
+                          "device": args.device, "repeats": repeats, "rows": rows, "with_labels": labelled, "conv_layer": convs,
                           f"at_{small}_samples": in_process}, indent=2))
 
 

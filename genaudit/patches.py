@@ -17,8 +17,13 @@ better than the pixel vote in every zoo and data set, CIFAR-10 above all.
 from __future__ import annotations
 
 import hashlib
+import os
+from pathlib import Path
 
 import numpy as np
+
+from genaudit.errors import GenauditError
+from genaudit.files import write_atomic
 
 SIZE = 6  # patch side
 CENTROIDS = 128  # k-means centroids (the space has 4 x CENTROIDS values)
@@ -63,10 +68,28 @@ def _normalized(p: np.ndarray) -> np.ndarray:
     return p
 
 
-def _whitening(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The patches' mean and ZCA matrix (float64 eigendecomposition, returned as float32)."""
+def _fit_sample(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The patches the whitening and the centroids are fitted on, normalized: FIT_PATCHES drawn among every patch
+    (row-major, as `_patches` lists them) of FIT_IMAGES of the images; only the drawn patches are copied."""
+    n, c, h, w = images.shape
+    chosen = images[rng.choice(n, min(n, FIT_IMAGES), replace=False)]
+    rows, cols = h - SIZE + 1, w - SIZE + 1
+    total = len(chosen) * rows * cols
+    image, position = np.divmod(rng.choice(total, min(total, FIT_PATCHES), replace=False), rows * cols)
+    row, col = np.divmod(position, cols)
+    windows = np.lib.stride_tricks.sliding_window_view(chosen, (SIZE, SIZE), axis=(2, 3))  # m, C, rows, cols, s, s
+    return _normalized(windows[image, :, row, col].reshape(len(image), c * SIZE * SIZE))
+
+
+def _whitening(sample: np.ndarray, block: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
+    """The patches' mean and ZCA matrix (covariance accumulated in float64 a block of rows at a time, float64
+    eigendecomposition; returned as float32)."""
     mean = sample.mean(axis=0, dtype=np.float64)
-    eig, vec = np.linalg.eigh(np.cov(sample.astype(np.float64) - mean, rowvar=False))
+    second = np.zeros((sample.shape[1], sample.shape[1]))
+    for start in range(0, len(sample), block):
+        centred = sample[start : start + block].astype(np.float64) - mean
+        second += centred.T @ centred
+    eig, vec = np.linalg.eigh(second / max(len(sample) - 1, 1))
     zca = vec @ np.diag(1.0 / np.sqrt(eig + WHITENING)) @ vec.T
     return mean.astype(np.float32), zca.astype(np.float32)
 
@@ -103,8 +126,7 @@ def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
     docstring. The whitening and the centroids are fitted on patches of FIT_IMAGES of the images (seeded)."""
     n, c, h, w = images.shape
     rng = np.random.default_rng(seed)
-    fit = _patches(images[rng.choice(n, min(n, FIT_IMAGES), replace=False)]).reshape(-1, c * SIZE * SIZE)
-    sample = _normalized(fit[rng.choice(len(fit), min(len(fit), FIT_PATCHES), replace=False)])
+    sample = _fit_sample(images, rng)
     mean, zca = _whitening(sample)
     centres = kmeans((sample - mean) @ zca, CENTROIDS, rng)
     pooling = _quadrants(h - SIZE + 1, w - SIZE + 1)
@@ -125,22 +147,54 @@ def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
-_RECENT: dict[tuple, np.ndarray] = {}  # the last spaces built, by their images' digest and seed (compare audits
-#                                        every checkpoint on the same images: the space is built once)
+_RECENT: dict[str, np.ndarray] = {}  # the last spaces built in this process, by digest (compare audits every
+#                                      checkpoint on the same images: the space is built once)
 RECENT = 2
+SPACE = "p1"  # in the on-disk cache's file names: bumped whenever the space's definition or computation changes
+KEEP = 16  # spaces kept on disk (8 MB for 2,000 images), the least recently used dropped first
 
 
-def patch_space(images: np.ndarray, seed: int = 0) -> np.ndarray | None:
-    """The patch space of preprocessed samples (N, C, H, W): `patch_features` of the `prepared` images (read-only;
-    the same images and seed again in this process return the space already built); None when the samples are not
-    images (`usable`)."""
+def patch_space(images: np.ndarray, seed: int = 0, cache: Path | None = None) -> np.ndarray | None:
+    """The patch space of preprocessed samples (N, C, H, W): `patch_features` of the `prepared` images, read-only;
+    None when the samples are not images (`usable`). It depends on the images and the seed only, so it is kept:
+    the same images and seed again in this process, or in any process with the same `cache` folder, return the
+    space already built (an entry that does not load as the expected array is rebuilt; an unwritable folder is
+    skipped)."""
     if not usable(images.shape[1:]):
         return None
     x = prepared(images)
-    key = (hashlib.blake2b(x.tobytes(), digest_size=16).hexdigest(), x.shape, seed)
-    if key not in _RECENT:
+    digest = hashlib.blake2b(x.tobytes() + repr((x.shape, seed)).encode(), digest_size=16).hexdigest()
+    if digest not in _RECENT:
+        space = _load(cache / f"{digest}-{SPACE}.npy", len(x)) if cache is not None else None
+        if space is None:
+            space = patch_features(x, seed)
+            if cache is not None:
+                _store(cache, f"{digest}-{SPACE}.npy", space)
         while len(_RECENT) >= RECENT:
             _RECENT.pop(next(iter(_RECENT)))
-        _RECENT[key] = patch_features(x, seed)
-        _RECENT[key].setflags(write=False)
-    return _RECENT[key]
+        space.setflags(write=False)
+        _RECENT[digest] = space
+    return _RECENT[digest]
+
+
+def _load(path: Path, n: int) -> np.ndarray | None:
+    """A cached space of n images, or None when there is none or it is not one (shape, dtype, finite values)."""
+    try:
+        space = np.load(path, allow_pickle=False)
+        os.utime(path)  # recently used
+    except (OSError, ValueError):
+        return None
+    ok = space.shape == (n, 4 * CENTROIDS) and space.dtype == np.float64 and np.isfinite(space).all()
+    return space if ok else None
+
+
+def _store(folder: Path, name: str, space: np.ndarray) -> None:
+    """Keep `space` in `folder` (written whole or not at all), then drop all but the KEEP most recently used."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / name, lambda fh: np.save(fh, space, allow_pickle=False))
+        kept = sorted(folder.glob(f"*-{SPACE}.npy"), key=lambda f: f.stat().st_mtime, reverse=True)
+        for old in kept[KEEP:]:
+            old.unlink(missing_ok=True)
+    except (OSError, GenauditError):
+        return  # a cache that cannot be written only costs the next audit the time to build the space again

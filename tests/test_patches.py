@@ -99,3 +99,75 @@ def test_patch_space_is_built_once_per_images_and_seed(images, monkeypatch):
     P.patch_space(images, seed=1)
     P.patch_space(images[:30], seed=0)  # other images: built, and the oldest entry is dropped
     assert built == [0, 1, 0] and len(P._RECENT) == P.RECENT
+
+
+def test_patch_space_is_kept_on_disk(images, monkeypatch, tmp_path):
+    """Another process with the same cache folder loads the space instead of building it; an entry that is not the
+    expected array is rebuilt; an unwritable folder only costs the time; at most KEEP entries stay."""
+    monkeypatch.setattr(P, "CENTROIDS", 8)
+    monkeypatch.setattr(P, "FIT_PATCHES", 2000)
+    monkeypatch.setattr(P, "_RECENT", {})
+    built = []
+    real = P.patch_features
+    monkeypatch.setattr(P, "patch_features", lambda x, seed: built.append(seed) or real(x, seed))
+    first = P.patch_space(images, seed=0, cache=tmp_path)
+    [entry] = tmp_path.glob("*.npy")
+    P._RECENT.clear()  # a new process
+    again = P.patch_space(images, seed=0, cache=tmp_path)
+    assert built == [0] and np.array_equal(again, first)
+    entry.write_bytes(b"not an array")
+    P._RECENT.clear()
+    assert np.array_equal(P.patch_space(images, seed=0, cache=tmp_path), first) and built == [0, 0]
+    np.save(entry, np.zeros((3, 3)))  # an array of another shape
+    P._RECENT.clear()
+    P.patch_space(images, seed=0, cache=tmp_path)
+    assert built == [0, 0, 0]
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    P._RECENT.clear()
+    assert P.patch_space(images, seed=0, cache=blocked / "sub") is not None  # cannot create the folder: built
+    monkeypatch.setattr(P, "KEEP", 2)
+    for seed in (1, 2, 3):
+        P.patch_space(images, seed=seed, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2
+
+
+def test_the_audit_votes_in_the_patch_space_with_labels_only(trained_mlp, tiny_data):
+    import genaudit
+
+    card = genaudit.audit(trained_mlp["onnx"], tiny_data)
+    block = card["diagnostics"]["neighbours"]["patches"]
+    assert block["space"] == "patches" and block["samples"] == 200
+    assert 0 <= block["value"] <= 1 and block["at_training_size"]["size"] == 200
+    assert "the patches vote ran on all 200 training images" in card["estimate"]["basis"]
+    assert "no patch space" not in card["estimate"]["basis"]
+    free = genaudit.audit(trained_mlp["onnx"], tiny_data, labels=False)
+    assert "patches" not in free["diagnostics"]["neighbours"] and "input" in free["diagnostics"]["neighbours"]
+
+
+def test_samples_that_are_not_images_get_the_fallback_estimator(tiny_data, tmp_path):
+    import torch
+    from conftest import export_all
+
+    import genaudit
+
+    data = np.load(tiny_data)
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=data["x"].reshape(200, 64), y=data["y"])
+    torch.manual_seed(0)
+    vectors = torch.nn.Sequential(torch.nn.Linear(64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    card = genaudit.audit(export_all(vectors, torch.zeros(2, 64), tmp_path, "flat")["onnx"], flat)
+    assert "patches" not in card["diagnostics"]["neighbours"]
+    estimate = card["estimate"]
+    assert estimate["accuracy"] is not None and "no patch space in this audit" in estimate["basis"]
+    assert "the input vote ran on all 200 training images" in estimate["basis"]
+
+
+def test_fit_sample_draws_among_every_patch_without_listing_them():
+    """The patches k-means is fitted on are those a draw among every patch of the chosen images (as `_patches`
+    lists them) would give, copied alone."""
+    x = np.random.default_rng(0).random((50, 3, 11, 9)).astype(np.float32)
+    drawn = P._fit_sample(x, np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    every = P._patches(x[rng.choice(50, 50, replace=False)]).reshape(-1, 108)
+    assert np.array_equal(drawn, P._normalized(every[rng.choice(len(every), len(every), replace=False)]))

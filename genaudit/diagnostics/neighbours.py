@@ -44,6 +44,7 @@ import numpy as np
 
 from genaudit.data import stratified_indices
 from genaudit.features import Rows, share_error
+from genaudit.files import model_cache_dir
 from genaudit.patches import patch_space
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
@@ -323,6 +324,8 @@ __all__ = ["agreement_parts", "carried", "carried_agreement", "extrapolate", "ne
 
 K = 10  # neighbours that vote (genaudit's validity study: docs/validity.md)
 CARRIED = ("input", "patches")  # the spaces whose vote is also carried to the training set's size
+LABELLED_ONLY = ("patches",)  # votes run only with labels: they feed the estimate (none without labels) and the
+#                               patch space is the costliest to build (genaudit.patches)
 
 
 def voters(c: Context, every: bool = False) -> np.ndarray:
@@ -351,8 +354,8 @@ def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
     if space == "patches":  # built from the audited images alone, once per audit (genaudit.patches)
         if c.dataset is None:
             return None
-        return c.shared(("patches", len(chosen)),
-                        lambda: patch_space(c.dataset.preprocess(c.dataset.x[chosen]), c.opts.seed))
+        return c.shared(("patches", len(chosen)), lambda: patch_space(
+            c.dataset.preprocess(c.dataset.x[chosen]), c.opts.seed, model_cache_dir() / "patches"))
     x = c.fs.features if space == "features" else c.spaces.get(space)
     if x is None:
         return None
@@ -386,6 +389,8 @@ def at_training_size(c: Context, space: str) -> dict:
 
 def _in(space: str):
     def compute(c: Context) -> dict | None:
+        if space in LABELLED_ONLY and not c.fs.labels_used:
+            return None
         found = neighbours_in(c, space)
         if found is None:
             return None
