@@ -171,3 +171,20 @@ def test_fit_sample_draws_among_every_patch_without_listing_them():
     rng = np.random.default_rng(5)
     every = P._patches(x[rng.choice(50, 50, replace=False)]).reshape(-1, 108)
     assert np.array_equal(drawn, P._normalized(every[rng.choice(len(every), len(every), replace=False)]))
+
+
+def test_suspicion_counts_the_patch_neighbours_for_images(trained_mlp, tiny_data, tmp_path):
+    """suspicion = (D_input + D_patches + D_early + D_features) / 40 (docs/suspects.md, genaudit 0.5.0)."""
+    from genaudit.suspects import suspects
+
+    data = np.load(tiny_data)
+    y = data["y"].copy()
+    y[::5] = (y[::5] + 1) % 4  # every fifth label wrong
+    noisy = tmp_path / "noisy.npz"
+    np.savez(noisy, x=data["x"], y=y)
+    table = suspects(trained_mlp["onnx"], noisy)
+    spaces = ("d_input", "d_patches", "d_early", "d_features")
+    for row in table["rows"]:
+        assert row["suspicion"] == pytest.approx(sum(row[s] for s in spaces) / 40)
+    assert any(row["d_patches"] != row["d_input"] for row in table["rows"])
+    assert table["summary"]["spaces"] == ["input", "patches", "early", "features"]

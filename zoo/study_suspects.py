@@ -87,7 +87,15 @@ for _k, _kind in ((10, "d"), (20, "m")):
     EXPLORATORY[f"logistic({_kind}_input,{_kind}_early,{_kind}_feat,1-conf,gated)@{_k}"] = (
         (f"{_kind}_input@{_k}", f"{_kind}_early@{_k}", f"{_kind}_feat@{_k}", "self", f"self*gate@{_k}",
          f"nf*gate@{_k}", "nf", f"gate@{_k}"), True)
-CANDIDATES = {**PRIMARY, **EXPLORATORY}
+# genaudit 0.5.0 (post hoc, after the patch space shipped for the estimate): the neighbours in the patch space
+# (genaudit.patches, built from the training images alone) as a fourth space, or in place of the input space.
+# Selected by the same rule among PRIMARY + these (`selection_patches`); the formula genaudit ships since 0.5.0.
+PATCHED = {
+    "d_patches@10": (("d_patches@10",), False),
+    "mean(d_patches,d_early,d_feat)@10": (("d_patches@10", "d_early@10", "d_feat@10"), False),
+    "mean(d_input,d_patches,d_early,d_feat)@10": (("d_input@10", "d_patches@10", "d_early@10", "d_feat@10"), False),
+}
+CANDIDATES = {**PRIMARY, **PATCHED, **EXPLORATORY}
 TIE = 0.002  # mean AUROCs within this of the best count as tied; the simplest tied candidate wins
 RULE = (
     "On the fitting data set (all its selected models: corruption 20/40/60, epochs 8 and 30), take the candidate "
@@ -140,6 +148,24 @@ def input_neighbours(dataset: str, x_in: np.ndarray):
     np.savez(tmp, indices=idx, distances=dist)
     os.replace(tmp, path)
     return idx, dist
+
+
+def patch_neighbours(dataset: str) -> np.ndarray:
+    """The 20 nearest neighbours of each training image in the patch space (`genaudit.patches.patch_space` of the
+    images as audited: model- and label-free, so one per data set), cached in CACHE/data."""
+    from genaudit.data import load_data
+    from genaudit.diagnostics.neighbours import nearest_neighbours
+    from genaudit.patches import patch_space
+
+    path = CACHE / "data" / f"nn_patches_{dataset}.npz"
+    if path.exists():
+        return np.load(path)["indices"]
+    ds = load_data(str(label_npz(dataset, 20)), samples=SAMPLES, seed=SEED)
+    idx, _ = nearest_neighbours(patch_space(ds.preprocess(ds.x)), max(KS))
+    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, indices=idx)
+    os.replace(tmp, path)
+    return idx
 
 
 def model_path(e: dict) -> Path:
@@ -269,6 +295,9 @@ def load_all(args) -> list[dict]:
             continue
         sig = signals(z)
         pred, y = z["pred"].astype(np.int64), z["y"].astype(np.int64)
+        near = patch_neighbours(e["dataset"])
+        for k in KS:
+            sig[f"d_patches@{k}"] = np.mean(y[near[:, :k]] != y[:, None], axis=1)
         sig["nf"] = (pred != y).astype(np.float64)
         for k in KS:
             out = sig[f"m_input@{k}"] > 0.5
@@ -372,6 +401,7 @@ def analyze(args) -> None:
         r["mem_true"] = float(np.mean((r["pred"] == r["y"]) & t))
 
     primary = select(rows, datasets, other, list(PRIMARY))
+    patched = select(rows, datasets, other, list(PRIMARY) + list(PATCHED))
     explore = select(rows, datasets, other, list(CANDIDATES))
     ref = "mnist" if "mnist" in datasets else datasets[0]
     shipped = primary[ref]["chosen"]
@@ -418,6 +448,8 @@ def analyze(args) -> None:
         return out + [""]
 
     L += sel_lines(primary, "Pre-registered candidates (k = 10, the brief's signals)")
+    L += sel_lines(patched, "With the patch space (genaudit 0.5.0, post hoc: the same rule over the pre-registered "
+                            "candidates and the patch-space ones; what genaudit ships since 0.5.0)")
     L += [f"Shipped by the rule: **{shipped}**", ""]
     L += sel_lines(explore, "Post hoc: the same rule over the k = 10 candidates plus the exploratory ones "
                             "(k = 20, vote margin)")
@@ -429,7 +461,8 @@ def analyze(args) -> None:
                      + f", intercept {b:+.4f}")
     L.append("")
 
-    results = {"rule": RULE, "selection_primary": primary, "selection_all": explore, "shipped": shipped,
+    results = {"rule": RULE, "selection_primary": primary, "selection_patches": patched,
+               "selection_all": explore, "shipped": shipped,
                "recommended": recommended, "models": len(rows), "cleanlab_version": cleanlab.__version__,
                "logistic_fits": {ds: {c: {"names": list(CANDIDATES[c][0]), "coef": fits_by[ds][c][0].tolist(),
                                           "intercept": fits_by[ds][c][1]} for c in fitted} for ds in datasets},
