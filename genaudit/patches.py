@@ -34,18 +34,27 @@ MAX_SIDE = 32  # larger images are average-pooled to at most this many pixels a 
 CHUNK = 8  # images encoded at a time (their patches' distances stay in a few MB of cache)
 
 
+def _pooling(height: int, width: int) -> int:
+    """The smallest whole factor that brings both sides to at most MAX_SIDE pixels."""
+    return max(1, -(-max(height, width) // MAX_SIDE))
+
+
 def usable(shape: tuple) -> bool:
-    """Whether samples of this shape (C, H, W) are images the patch space can be built on."""
-    return len(shape) == 3 and min(shape[1:]) >= SIZE
+    """Whether samples of this shape (C, H, W) are images the patch space can be built on: at least SIZE pixels
+    a side once pooled."""
+    if len(shape) != 3:
+        return False
+    f = _pooling(*shape[1:])
+    return min(shape[1] // f, shape[2] // f) >= SIZE
 
 
 def prepared(images: np.ndarray) -> np.ndarray:
-    """Images (N, C, H, W) as float32 scaled so their values span [0, 1], average-pooled by the smallest whole
-    factor that brings both sides to at most MAX_SIDE pixels (rows and columns that do not fill a block dropped)."""
+    """Images (N, C, H, W) as float32 scaled so their values span [0, 1], average-pooled by `_pooling`'s factor
+    (rows and columns that do not fill a block dropped)."""
     x = np.asarray(images, np.float32)
     lo, hi = float(x.min()), float(x.max())
     x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    f = max(1, -(-max(x.shape[2:]) // MAX_SIDE))
+    f = _pooling(*x.shape[2:])
     if f > 1:
         n, c, h, w = x.shape
         x = x[:, :, : h // f * f, : w // f * f].reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))

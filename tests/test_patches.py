@@ -83,6 +83,7 @@ def test_no_patch_space_for_vectors_or_tiny_images():
     assert P.patch_space(np.zeros((10, 64), np.float32)) is None
     assert P.patch_space(np.zeros((10, 1, 5, 5), np.float32)) is None
     assert P.usable((3, 6, 6)) and not P.usable((3, 6, 5)) and not P.usable((64,))
+    assert P.usable((3, 224, 224)) and not P.usable((1, 200, 7))  # 200 x 7 pools by 7 to 28 x 1
 
 
 def test_patch_space_is_built_once_per_images_and_seed(images, monkeypatch):
