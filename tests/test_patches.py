@@ -86,14 +86,20 @@ def test_no_patch_space_for_vectors_or_tiny_images():
     assert P.usable((3, 224, 224)) and not P.usable((1, 200, 7))  # 200 x 7 pools by 7 to 28 x 1
 
 
-def test_patch_space_is_built_once_per_images_and_seed(images, monkeypatch):
-    """compare audits every checkpoint on the same images: the space is built once and returned read-only."""
+@pytest.fixture
+def built(monkeypatch) -> list:
+    """A small, uncached patch space whose builds are recorded: the seed of each `patch_features` call."""
     monkeypatch.setattr(P, "CENTROIDS", 8)
     monkeypatch.setattr(P, "FIT_PATCHES", 2000)
     monkeypatch.setattr(P, "_RECENT", {})
-    built = []
+    calls = []
     real = P.patch_features
-    monkeypatch.setattr(P, "patch_features", lambda x, seed: built.append(seed) or real(x, seed))
+    monkeypatch.setattr(P, "patch_features", lambda x, seed: calls.append(seed) or real(x, seed))
+    return calls
+
+
+def test_patch_space_is_built_once_per_images_and_seed(images, built):
+    """compare audits every checkpoint on the same images: the space is built once and returned read-only."""
     first = P.patch_space(images, seed=0)
     assert P.patch_space(images.copy(), seed=0) is first and built == [0]
     assert not first.flags.writeable
@@ -102,15 +108,9 @@ def test_patch_space_is_built_once_per_images_and_seed(images, monkeypatch):
     assert built == [0, 1, 0] and len(P._RECENT) == P.RECENT
 
 
-def test_patch_space_is_kept_on_disk(images, monkeypatch, tmp_path):
+def test_patch_space_is_kept_on_disk(images, built, monkeypatch, tmp_path):
     """Another process with the same cache folder loads the space instead of building it; an entry that is not the
     expected array is rebuilt; an unwritable folder only costs the time; at most KEEP entries stay."""
-    monkeypatch.setattr(P, "CENTROIDS", 8)
-    monkeypatch.setattr(P, "FIT_PATCHES", 2000)
-    monkeypatch.setattr(P, "_RECENT", {})
-    built = []
-    real = P.patch_features
-    monkeypatch.setattr(P, "patch_features", lambda x, seed: built.append(seed) or real(x, seed))
     first = P.patch_space(images, seed=0, cache=tmp_path)
     [entry] = tmp_path.glob("*.npy")
     P._RECENT.clear()  # a new process
