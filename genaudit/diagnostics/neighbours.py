@@ -413,13 +413,14 @@ _READING = ("Higher = the model agrees with what its training neighbours say; me
             "model's own predictions (weaker).")
 
 
-def _vote_in(space: str, label: str, short: str, where: str, formula: str, source: str, tag: str) -> Diagnostic:
+def _vote_in(space: str, label: str, short: str, where: str, formula: str, source: str, tag: str,
+             reading: str = _READING) -> Diagnostic:
     """The neighbour-vote diagnostic of one space: result at `neighbours.<space>`, metric `neighbours_<space>`."""
     return Diagnostic(
         f"neighbours.{space}", "space", _in(space),
         (Metric(name=f"neighbours_{space}", path=f"neighbours.{space}.value", label=f"neighbour vote: {label}",
                 group="estimate", better=Better.HIGHER, short=short, meaning=_MEANING.format(k=K, where=where),
-                formula=formula, source=source, reading=_READING, tag=tag,
+                formula=formula, source=source, reading=reading, tag=tag,
                 error=f"neighbours.{space}.standard_error"),),
     )
 
@@ -428,7 +429,9 @@ PATCHES = _vote_in("patches", "patches", "agrees with its patch neighbours",
                    " in the patch space built from the audited images alone (whitened 6x6 patches, 128 k-means "
                    "centroids, quadrant-pooled: genaudit.patches)",
                    "as neighbour agreement, input, with x_n the image's patch features (Coates & Ng 2011)",
-                   "genaudit validity study; patch features after Coates & Ng 2011", "nb patch")
+                   "genaudit validity study; patch features after Coates & Ng 2011", "nb patch",
+                   _READING.rsplit(" With labels", 1)[0] + " The estimate reads it; it runs in labelled audits of "
+                   "images only (the reference is the given labels).")
 INPUT = _vote_in("input", "input", "agrees with its input neighbours",
                  " in input space (preprocessed pixels, pooled above 4,096 values)",
                  "mean_n [ŷ_n = vote_{k-NN(x_n), leave-one-out}(reference)], k = 10, Euclidean",
