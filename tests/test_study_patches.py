@@ -9,6 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
 
+import pytest  # noqa: E402
 import study_estimate  # noqa: E402
 
 
@@ -42,3 +43,14 @@ def test_the_rule_can_choose_among_a_subset_of_forms():
     assert {key[0] for key in cv} == set(candidates)
     assert form == "T-c: training accuracy minus a constant gap"  # a constant gap of 0.05 is fitted exactly
     assert cv[(form, loss)] < 1e-9
+
+
+def test_a_form_without_intercept_fits_none(monkeypatch):
+    """GENAUDIT_STUDY_INTERCEPT=both's variants: the gap is fitted through the origin."""
+    form = "T-c: training accuracy minus a constant gap"
+    monkeypatch.setitem(study_estimate.FORMS, "one term" + study_estimate.NO_INTERCEPT, ["train_acc"])
+    records = [{"zoo": "z", "run": i, "dataset": "d", "arch": "a", "holdout": 0.5 * (0.6 + 0.01 * i),
+                "card": {"clean_accuracy": 0.6 + 0.01 * i}} for i in range(20)]
+    fitted = study_estimate.fit(records, "one term" + study_estimate.NO_INTERCEPT)
+    assert fitted["intercept"] == 0.0 and fitted["coefficients"]["train_acc"] == pytest.approx(0.5)
+    assert study_estimate.fit(records, form)["intercept"] == pytest.approx(0.5 * 0.695)  # the mean gap

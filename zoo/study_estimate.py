@@ -178,6 +178,10 @@ FORMS = {
         "consistency_patches"],
 }
 PATCH_FORMS = [form for form in FORMS if form.startswith(("Z", "XZ"))]
+# GENAUDIT_STUDY_INTERCEPT=both (explored for v5, not adopted: docs/validity.md): every form also without intercept
+NO_INTERCEPT = " [no intercept]"
+if os.environ.get("GENAUDIT_STUDY_INTERCEPT") == "both":
+    FORMS.update({form + NO_INTERCEPT: terms for form, terms in list(FORMS.items()) if terms})
 # Post hoc, NOT among the forms the selection rule picks from (added after the tables above were read, so it would
 # bias the rule): the pixel vote at the training set's size carried part by part, read as the accuracy where pixel
 # neighbours are a reliable reference, X3's gap where they are not. v4 set aside the same form on the whole carry,
@@ -285,7 +289,10 @@ def fit(records, form: str, loss: str = SQUARES) -> dict:
     if feats is None:
         return {"form": form, "loss": loss, "intercept": 0.0, "coefficients": {}, "range": {}}
     x = matrix(records, feats)
-    coef = solve(np.column_stack([np.ones(len(records)), x]), gaps(records), balance(records), loss)
+    if form.endswith(NO_INTERCEPT):
+        coef = np.concatenate([[0.0], solve(x, gaps(records), balance(records), loss)])
+    else:
+        coef = solve(np.column_stack([np.ones(len(records)), x]), gaps(records), balance(records), loss)
     return {"form": form, "loss": loss, "intercept": float(coef[0]),
             "coefficients": dict(zip(feats, map(float, coef[1:]))),
             "range": {f: [float(x[:, j].min()), float(x[:, j].max())] for j, f in enumerate(feats)}}
