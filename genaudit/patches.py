@@ -48,16 +48,22 @@ def usable(shape: tuple) -> bool:
     return min(shape[1] // f, shape[2] // f) >= SIZE
 
 
-def prepared(images: np.ndarray) -> np.ndarray:
-    """Images (N, C, H, W) as float32 scaled so their values span [0, 1], average-pooled by `_pooling`'s factor
-    (rows and columns that do not fill a block dropped)."""
+def pooled(images: np.ndarray) -> np.ndarray:
+    """Images (N, C, H, W) as float32, average-pooled by `_pooling`'s factor (rows and columns that do not fill a
+    block dropped); a batch at a time keeps large images' memory bounded."""
     x = np.asarray(images, np.float32)
-    lo, hi = float(x.min()), float(x.max())
-    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    f = _pooling(*x.shape[2:])
+    f = _pooling(*x.shape[2:]) if x.ndim == 4 else 1  # not images: as they are (`usable` refuses them)
     if f > 1:
         n, c, h, w = x.shape
         x = x[:, :, : h // f * f, : w // f * f].reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))
+    return x
+
+
+def prepared(images: np.ndarray) -> np.ndarray:
+    """Images (N, C, H, W) `pooled`, then scaled so their values span [0, 1] (float32, contiguous)."""
+    x = pooled(images)
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
     return np.ascontiguousarray(x, np.float32)
 
 

@@ -51,9 +51,11 @@ def test_kmeans_finds_separated_clusters():
 def test_prepared_scales_and_pools():
     x = np.arange(2 * 1 * 64 * 64, dtype=np.float32).reshape(2, 1, 64, 64) * 3 + 7
     out = P.prepared(x)
-    assert out.shape == (2, 1, 32, 32)  # 64 pixels a side pooled by 2
-    span = (x.max() - x.min())
-    assert out[0, 0, 0, 0] == pytest.approx((x[0, 0, :2, :2].mean() - x.min()) / span)
+    assert out.shape == (2, 1, 32, 32)  # 64 pixels a side pooled by 2, then scaled to span [0, 1]
+    blocks = x.reshape(2, 1, 32, 2, 32, 2).mean(axis=(3, 5))
+    assert out[0, 0, 0, 0] == 0.0 and out.max() == 1.0
+    assert out[0, 0, 0, 1] == pytest.approx((blocks[0, 0, 0, 1] - blocks.min()) / (blocks.max() - blocks.min()))
+    assert P.pooled(x[:, :, :, :32]).shape == (2, 1, 32, 16) and P.pooled(np.zeros((3, 64))).shape == (3, 64)
     assert P.prepared(np.full((3, 1, 8, 8), 5.0)).tolist() == np.zeros((3, 1, 8, 8)).tolist()  # constant: no span
 
 
@@ -189,3 +191,21 @@ def test_suspicion_counts_the_patch_neighbours_for_images(trained_mlp, tiny_data
         assert row["suspicion"] == pytest.approx(sum(row[s] for s in spaces) / 40)
     assert any(row["d_patches"] != row["d_input"] for row in table["rows"])
     assert table["summary"]["spaces"] == ["input", "patches", "early", "features"]
+
+
+def test_large_images_are_pooled_a_batch_at_a_time():
+    """The patch space reads large images pooled batch by batch: never all of them at full resolution."""
+    from types import SimpleNamespace
+
+    from genaudit.diagnostics.neighbours import images_of
+
+    seen = []
+    raw = np.random.default_rng(0).integers(0, 256, (10, 3, 128, 128), dtype=np.uint8)
+
+    def preprocess(x):
+        seen.append(len(x))
+        return x.astype(np.float32) / 255
+
+    out = images_of(SimpleNamespace(x=raw, preprocess=preprocess), np.arange(1, 10), batch=4)
+    assert seen == [4, 4, 1] and out.shape == (9, 3, 32, 32)
+    assert out == pytest.approx(P.pooled(raw[1:10].astype(np.float32) / 255))

@@ -45,7 +45,7 @@ import numpy as np
 from genaudit.data import stratified_indices
 from genaudit.features import Rows, share_error
 from genaudit.files import model_cache_dir
-from genaudit.patches import patch_space
+from genaudit.patches import patch_space, pooled
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
 
@@ -355,12 +355,19 @@ def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
         if c.dataset is None:
             return None
         return c.shared(("patches", len(chosen)), lambda: patch_space(
-            c.dataset.preprocess(c.dataset.x[chosen]), c.opts.seed, model_cache_dir() / "patches"))
+            images_of(c.dataset, chosen), c.opts.seed, model_cache_dir() / "patches"))
     x = c.fs.features if space == "features" else c.spaces.get(space)
     if x is None:
         return None
     # batches kept by the trunk pass are flat already: their voters' rows go straight to float64
     return x.take(chosen, np.float64) if isinstance(x, Rows) else flat_space(x[chosen])
+
+
+def images_of(dataset, chosen: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The `chosen` samples preprocessed, as the patch space reads them: `pooled` a batch at a time, so large
+    images never sit in memory whole at full resolution."""
+    return np.concatenate([pooled(dataset.preprocess(dataset.x[chosen[i : i + batch]]))
+                           for i in range(0, len(chosen), batch)])
 
 
 def training_size(c: Context) -> int:
