@@ -8,8 +8,8 @@ max(0, mean_k d_k − d_k) (d_k: the patch's distance to centroid k), and averag
 4 K = 512 values per image. Everything is computed in float32 and seeded, so the same images and seed give the
 same space.
 
-Images are first scaled so the audited values span [0, 1] (a preprocessing such as x / 255 or a normalization by
-one mean and standard deviation does not change the space) and average-pooled to at most MAX_SIDE pixels a side.
+Images are first average-pooled to at most MAX_SIDE pixels a side, then scaled so their values span [0, 1] (a
+preprocessing such as x / 255 or a normalization by one mean and standard deviation does not change the space).
 In genaudit's validity study (zoo/study_patches.py, docs/validity.md) the vote in this space ranks held-out accuracy
 better than the pixel vote in every zoo and data set, CIFAR-10 above all.
 """
