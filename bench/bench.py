@@ -326,7 +326,8 @@ def main() -> None:
         print(table(rows, labelled, convs))
         print()
         print(json.dumps({"model": "resnet18 3x32x32, random weights", "cpu_threads": os.cpu_count(),
-                          "device": args.device, "repeats": repeats, "rows": rows, "with_labels": labelled, "conv_layer": convs,
+                          "device": args.device, "repeats": repeats, "rows": rows, "with_labels": labelled,
+                          "conv_layer": convs,
                           f"at_{small}_samples": in_process}, indent=2))
 
 

@@ -378,9 +378,9 @@ def training_size(c: Context) -> int:
 
 
 def at_training_size(c: Context, space: str) -> dict:
-    """The vote in `space` ("input" or "patches") carried to the training set's size: the model trained on all of it, the vote ran among
-    `samples` of it, and a vote among more neighbours agrees more (with the labels, and with a model that
-    generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law (`extrapolate`):
+    """The vote in `space` ("input" or "patches") carried to the training set's size: the model trained on all
+    of it, the vote ran among `samples` of it, and a vote among more neighbours agrees more (with the labels, and
+    with a model that generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law (`extrapolate`):
     `value` (the model's agreement carried whole, which the estimate reads) and `reference_agreement`; and
     `value_by_part`, the model's agreement carried part by part (`carried_agreement`), which does not take an
     underfit model's own errors for the vote's (all three by `carried`)."""
