@@ -132,7 +132,8 @@ def _quadrants(height: int, width: int) -> np.ndarray:
     weights = np.zeros((4, height, width), np.float32)
     for q, (b, r) in enumerate([(False, False), (False, True), (True, False), (True, True)]):
         mask = (bottom == b)[:, None] & (right == r)[None, :]
-        weights[q][mask] = 1.0 / mask.sum()
+        if mask.any():  # a map of one row or column has empty quadrants: their values stay 0
+            weights[q][mask] = 1.0 / mask.sum()
     return weights.reshape(4, -1)
 
 

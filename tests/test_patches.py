@@ -36,6 +36,8 @@ def test_quadrants_average_each_quarter():
     assert (w > 0).sum(axis=1).tolist() == [2, 2, 4, 4]
     assert (w > 0).sum(axis=0).tolist() == [1] * 12  # every position in exactly one quadrant
     assert w[0].reshape(3, 4)[0, :2].tolist() == [0.5, 0.5]
+    one = P._quadrants(1, 1)  # a 6 x 6 image has one patch: it is the bottom-right quadrant, the others are empty
+    assert one.tolist() == [[0.0], [0.0], [0.0], [1.0]]
 
 
 def test_kmeans_finds_separated_clusters():
