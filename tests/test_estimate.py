@@ -89,6 +89,25 @@ def test_estimate_is_clipped_to_accuracies_and_undefined_without_its_inputs(monk
     assert no_label_free["accuracy"] is None
 
 
+def test_a_product_term_and_the_fallback_when_a_space_is_missing(monkeypatch):
+    """A term with `times` is the product of two signed sums (hand case: (0.9 - 0.6) x 0.5 = 0.15); an audit
+    without the primary terms' space uses `fallback` (merged over the spec) and says why."""
+    primary = {"terms": {"p": {"paths": ["clean_accuracy", "-diagnostics.neighbours.patches.value"],
+                               "times": ["diagnostics.neighbours.patches.vote_consistency"]}},
+               "intercept": 0.01, "coefficients": {"p": 0.4}, "range": {"p": [0.0, 1.0]}}
+    spec = SPEC | primary | {"fallback": {**{k: SPEC[k] for k in ("terms", "intercept", "coefficients", "range")},
+                                          "when": "no patch space in this audit"}}
+    monkeypatch.setattr(estimate_module, "model", lambda: spec)
+    card = _card(0.2)
+    card["diagnostics"]["neighbours"]["patches"] = {"value": 0.6, "vote_consistency": 0.5, "samples": 50}
+    block = estimate_module.estimate(card)
+    assert block["gap"] == pytest.approx(0.01 + 0.4 * 0.15) and "no patch space" not in block["basis"]
+    del card["diagnostics"]["neighbours"]["patches"]
+    block = estimate_module.estimate(card)
+    assert block["gap"] == pytest.approx(0.17)  # SPEC's own gap (the first test's hand case)
+    assert "; no patch space in this audit" in block["basis"]
+
+
 def test_flat_pooled_averages_square_blocks_only_when_too_large():
     x = np.arange(2 * 1 * 4 * 4, dtype=np.float32).reshape(2, 1, 4, 4)
     np.testing.assert_array_equal(flat_pooled(x, 16), x.reshape(2, 16))
