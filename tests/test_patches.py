@@ -211,3 +211,27 @@ def test_large_images_are_pooled_a_batch_at_a_time():
     out = images_of(SimpleNamespace(x=raw, preprocess=preprocess), np.arange(1, 10), batch=4)
     assert seen == [4, 4, 1] and out.shape == (9, 3, 32, 32)
     assert out == pytest.approx(P.pooled(raw[1:10].astype(np.float32) / 255))
+
+
+def test_audits_of_one_dataset_share_what_depends_on_the_samples_alone(trained_mlp, cnn_paths, tiny_data,
+                                                                       monkeypatch):
+    """compare's checkpoints run on one Dataset object: the input and patch spaces' neighbours and the labels' curve
+    votes are found once; the model-dependent spaces every time; the scorecards are those of separate audits."""
+    import genaudit
+    from genaudit.diagnostics import neighbours as N
+    from genaudit.options import AuditOptions
+    from genaudit.pipeline import audit_dataset
+
+    searches = []
+    real = N.nearest_neighbours
+    monkeypatch.setattr(N, "nearest_neighbours", lambda x, k, **kw: searches.append(x.shape) or real(x, k, **kw))
+    dataset = genaudit.data.load_data(str(tiny_data), samples=None)
+    first = audit_dataset(trained_mlp["onnx"], dataset, AuditOptions())
+    done = len(searches)
+    second = audit_dataset(cnn_paths["onnx"], dataset, AuditOptions())
+    assert len(searches) - done == done - 2 * 4  # input and patches: the main search and the curve's three, once
+    assert {k[0] for k in dataset.derived} == {"input", "patches"}
+    for path, card in ((trained_mlp["onnx"], first), (cnn_paths["onnx"], second)):
+        alone = genaudit.audit(path, str(tiny_data), samples=None)
+        assert card["diagnostics"]["neighbours"] == alone["diagnostics"]["neighbours"]
+        assert card["estimate"] == alone["estimate"]

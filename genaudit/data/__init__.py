@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Hashable, Iterator, TypeVar
 
 import numpy as np
 
 from genaudit.data.sources import load_source
 from genaudit.errors import GenauditError
 from genaudit.files import data_cache_dir
+
+T = TypeVar("T")
 
 # name -> (scale, mean, std); scale None = x/255 for uint8 data (as stored for float data)
 PRESETS: dict[str, tuple[float | None, tuple[float, ...], tuple[float, ...]]] = {
@@ -121,6 +123,15 @@ class Dataset:
     preprocess: Preprocess
     spec: dict = field(default_factory=dict)
     ids: list | None = None  # each sample's place in the source: its row (npz, named set) or file (folder)
+    # what audits compute from these samples alone (no model), kept for the next audit of the same Dataset object
+    # in this process (`compare`, `watch`: every checkpoint on the same samples): see `derived_from`
+    derived: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def derived_from(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The value `make()` computes from these samples alone (never from a model), made once per key."""
+        if key not in self.derived:
+            self.derived[key] = make()
+        return self.derived[key]
 
     def __len__(self) -> int:
         return len(self.x)

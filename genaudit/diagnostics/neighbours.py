@@ -242,22 +242,33 @@ def agreement_parts(vote: np.ndarray, reference: np.ndarray, predictions: np.nda
             "unfitted_agreement": float(np.mean(vote[~fits] == predictions[~fits])) if not fits.all() else None}
 
 
-def vote_curve(x: np.ndarray, reference: np.ndarray, predictions: np.ndarray, k: int = 10, *, seed: int = 0,
-               strata: np.ndarray | None = None, max_block: int = DEFAULT_BLOCK) -> list[dict]:
-    """The vote's learning curve: its `agreement_parts` among seeded subsamples of n/8, n/4 and n/2 of the n
-    samples of `x` (stratified by `strata` when given; a subsample of at most 2k samples is skipped). Returns one
-    {"voters", **agreement_parts} per size, smallest first. Model-free in the reference column."""
+def curve_votes(x: np.ndarray, reference: np.ndarray, k: int = 10, *, seed: int = 0,
+                strata: np.ndarray | None = None,
+                max_block: int = DEFAULT_BLOCK) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The votes of the learning curve: (positions, vote of `reference` among them) for seeded subsamples of n/8,
+    n/4 and n/2 of the n samples of `x` (stratified by `strata` when given; a subsample of at most 2k samples is
+    skipped), smallest first. No model enters them."""
     n = len(x)
-    reference, predictions = np.asarray(reference).reshape(-1), np.asarray(predictions).reshape(-1)
+    reference = np.asarray(reference).reshape(-1)
     out = []
     for fraction in CURVE_FRACTIONS:
         m = n // fraction
-        if m <= 2 * k:
-            continue
-        pos = stratified_indices(n, strata, m, seed)
-        vote = neighbour_vote(x[pos], reference[pos], k, max_block=max_block)
-        out.append({"voters": m, **agreement_parts(vote, reference[pos], predictions[pos])})
+        if m > 2 * k:
+            pos = stratified_indices(n, strata, m, seed)
+            out.append((pos, neighbour_vote(x[pos], reference[pos], k, max_block=max_block)))
     return out
+
+
+def vote_curve(x: np.ndarray | None, reference: np.ndarray, predictions: np.ndarray, k: int = 10, *, seed: int = 0,
+               strata: np.ndarray | None = None, max_block: int = DEFAULT_BLOCK,
+               votes: list[tuple[np.ndarray, np.ndarray]] | None = None) -> list[dict]:
+    """The vote's learning curve: its `agreement_parts` among the subsamples of `curve_votes` (given as `votes`
+    when already made for this x, reference, k, seed and strata). Returns one {"voters", **agreement_parts} per
+    size, smallest first."""
+    reference, predictions = np.asarray(reference).reshape(-1), np.asarray(predictions).reshape(-1)
+    if votes is None:
+        votes = curve_votes(x, reference, k, seed=seed, strata=strata, max_block=max_block)
+    return [{"voters": len(pos), **agreement_parts(vote, reference[pos], predictions[pos])} for pos, vote in votes]
 
 
 def extrapolate(points: list[tuple[int, float]], size: int) -> tuple[float, float]:
@@ -307,17 +318,19 @@ def carried(curve: list[dict], size: int) -> dict:
     return out
 
 
-def vote_at_size(x: np.ndarray, reference: np.ndarray, predictions: np.ndarray, vote: np.ndarray, size: int,
-                 k: int = 10, *, seed: int = 0, strata: np.ndarray | None = None) -> dict:
-    """The vote of the n samples of `x` carried to `size` voters: its learning curve (`vote_curve`) and the measured
-    `vote` among all n (the k-neighbour vote of `reference`), carried by `carried`. Returns {"curve", **carried}."""
-    curve = vote_curve(x, reference, predictions, k, seed=seed, strata=strata)
+def vote_at_size(x: np.ndarray | None, reference: np.ndarray, predictions: np.ndarray, vote: np.ndarray, size: int,
+                 k: int = 10, *, seed: int = 0, strata: np.ndarray | None = None,
+                 votes: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
+    """The vote of the n samples of `x` carried to `size` voters: its learning curve (`vote_curve`, from `votes`
+    when given: x is then not read and may be None) and the measured `vote` among all n (the k-neighbour vote of
+    `reference`), carried by `carried`. Returns {"curve", **carried}."""
+    curve = vote_curve(x, reference, predictions, k, seed=seed, strata=strata, votes=votes)
     measured = {"voters": len(reference), **agreement_parts(vote, reference, predictions)}
     return {"curve": curve, **carried([*curve, measured], size)}
 
 
-__all__ = ["agreement_parts", "carried", "carried_agreement", "extrapolate", "nearest_neighbours", "neighbour_agreement",
-           "neighbour_vote", "vote_at_size", "vote_curve", "vote_of"]
+__all__ = ["agreement_parts", "carried", "carried_agreement", "curve_votes", "extrapolate", "nearest_neighbours",
+           "neighbour_agreement", "neighbour_vote", "vote_at_size", "vote_curve", "vote_of"]
 
 
 # ----------------------------------------------------------------------------------------------- registration
@@ -346,7 +359,20 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
         x = voter_rows(c, space, chosen)
         return None if x is None or len(chosen) < 2 else nearest_neighbours(x, 2 * K)
 
-    return c.shared(("neighbours", space, len(chosen)), find)
+    return c.shared(("neighbours", space, len(chosen)), lambda: of_data(c, space, ("neighbours", chosen), find))
+
+
+DATA_ONLY = ("input", "patches")  # spaces whose vectors come from the samples alone: the same for every model
+
+
+def of_data(c: Context, space: str, key: tuple, make):
+    """`make()`, kept on the audit's Dataset (`Dataset.derived_from`) when it depends on the samples alone: `space`
+    is one of DATA_ONLY and `key` holds whatever else it depends on (arrays by their bytes); made afresh otherwise.
+    Every audit of the same Dataset object in a process (`compare`'s checkpoints) then finds it made."""
+    if space not in DATA_ONLY or c.dataset is None:
+        return make()
+    parts = tuple(p.tobytes() if isinstance(p, np.ndarray) else p for p in key)
+    return c.dataset.derived_from((space, c.opts.seed, *parts), make)
 
 
 def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
@@ -380,18 +406,24 @@ def training_size(c: Context) -> int:
 def at_training_size(c: Context, space: str) -> dict:
     """The vote in `space` ("input" or "patches") carried to the training set's size: the model trained on all
     of it, the vote ran among `samples` of it, and a vote among more neighbours agrees more (with the labels, and
-    with a model that generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law (`extrapolate`):
-    `value` (the model's agreement carried whole, which the estimate reads) and `reference_agreement`; and
-    `value_by_part`, the model's agreement carried part by part (`carried_agreement`), which does not take an
-    underfit model's own errors for the vote's (all three by `carried`)."""
+    with a model that generalizes). The curve among n/8, n/4, n/2 voters gives each agreement's power law
+    (`extrapolate`): `value` (the model's agreement carried whole, which the estimate reads) and
+    `reference_agreement`; and `value_by_part`, the model's agreement carried part by part (`carried_agreement`),
+    which does not take an underfit model's own errors for the vote's (all three by `carried`)."""
     chosen = voters(c)
     reference, predictions = c.fs.reference[chosen], c.fs.predictions[chosen]
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
     indices, distances = neighbours_in(c, space)
     size = training_size(c)
-    return {"size": size, **vote_at_size(voter_rows(c, space, chosen), reference, predictions,
+
+    def votes():
+        return curve_votes(voter_rows(c, space, chosen), reference, K, seed=c.opts.seed, strata=labels)
+
+    # the curve votes the labels (data alone) or, without labels, the model's own predictions (not kept)
+    kept = of_data(c, space, ("curve", chosen, reference), votes) if c.fs.labels_used else votes()
+    return {"size": size, **vote_at_size(None, reference, predictions,
                                          vote_of(indices[:, :K], distances[:, :K], reference), size, K,
-                                         seed=c.opts.seed, strata=labels)}
+                                         seed=c.opts.seed, strata=labels, votes=kept)}
 
 
 def _in(space: str):
