@@ -180,6 +180,10 @@ def estimate(card: dict) -> dict:
             basis += (f"; the {space} vote is carried from its {voters} voters to the {carried} training images "
                       "(--train-size, else the data set's size: audit the whole training set or give its size)"
                       if carried > voters else f"; the {space} vote ran on all {carried} training images")
+    pooled = lookup(card, "diagnostics.neighbours.patches.pooled_by")
+    if pooled and pooled > 1 and any("neighbours.patches" in p for t in spec["terms"].values() for p in t["paths"]):
+        basis += (f"; the patch space pooled these images by {pooled} to at most 32 pixels a side, and the study "
+                  "validated it on images of 28-32 pixels")
     if not card.get("layer", {}).get("default", True):
         basis += ("; fitted on audits of the default feature layer, and this one audits another (--layer): the "
                   "feature-space vote means something else here")

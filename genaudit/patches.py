@@ -34,7 +34,7 @@ MAX_SIDE = 32  # larger images are average-pooled to at most this many pixels a 
 CHUNK = 8  # images encoded at a time (their patches' distances stay in a few MB of cache)
 
 
-def _pooling(height: int, width: int) -> int:
+def pooling(height: int, width: int) -> int:
     """The smallest whole factor that brings both sides to at most MAX_SIDE pixels."""
     return max(1, -(-max(height, width) // MAX_SIDE))
 
@@ -44,15 +44,15 @@ def usable(shape: tuple) -> bool:
     a side once pooled."""
     if len(shape) != 3:
         return False
-    f = _pooling(*shape[1:])
+    f = pooling(*shape[1:])
     return min(shape[1] // f, shape[2] // f) >= SIZE
 
 
 def pooled(images: np.ndarray) -> np.ndarray:
-    """Images (N, C, H, W) as float32, average-pooled by `_pooling`'s factor (rows and columns that do not fill a
+    """Images (N, C, H, W) as float32, average-pooled by `pooling`'s factor (rows and columns that do not fill a
     block dropped); a batch at a time keeps large images' memory bounded."""
     x = np.asarray(images, np.float32)
-    f = _pooling(*x.shape[2:]) if x.ndim == 4 else 1  # not images: as they are (`usable` refuses them)
+    f = pooling(*x.shape[2:]) if x.ndim == 4 else 1  # not images: as they are (`usable` refuses them)
     if f > 1:
         n, c, h, w = x.shape
         x = x[:, :, : h // f * f, : w // f * f].reshape(n, c, h // f, f, w // f, f).mean(axis=(3, 5))
@@ -145,7 +145,7 @@ def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
     sample = _fit_sample(images, rng)
     mean, zca = _whitening(sample)
     centres = kmeans((sample - mean) @ zca, CENTROIDS, rng)
-    pooling = _quadrants(h - SIZE + 1, w - SIZE + 1)
+    quadrants = _quadrants(h - SIZE + 1, w - SIZE + 1)
     out = np.empty((n, 4 * CENTROIDS))
     minus_twice, squares = -2 * centres.T, (centres**2).sum(1)
     average = np.full((CENTROIDS, 1), 1.0 / CENTROIDS, np.float32)
@@ -159,7 +159,7 @@ def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
         np.sqrt(d, out=d)
         act = d @ average - d
         np.maximum(act, 0, out=act)
-        out[start : start + CHUNK] = (pooling @ act).reshape(len(act), -1)
+        out[start : start + CHUNK] = (quadrants @ act).reshape(len(act), -1)
     return out
 
 

@@ -106,6 +106,9 @@ def test_a_product_term_and_the_fallback_when_a_space_is_missing(monkeypatch):
     block = estimate_module.estimate(card)
     assert block["gap"] == pytest.approx(0.17)  # SPEC's own gap (the first test's hand case)
     assert "; no patch space in this audit" in block["basis"]
+    card["diagnostics"]["neighbours"]["patches"] = {"value": 0.6, "vote_consistency": 0.5, "samples": 50,
+                                                    "pooled_by": 7}
+    assert "pooled these images by 7" in estimate_module.estimate(card)["basis"]
 
 
 def test_flat_pooled_averages_square_blocks_only_when_too_large():

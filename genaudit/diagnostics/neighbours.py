@@ -45,7 +45,7 @@ import numpy as np
 from genaudit.data import stratified_indices
 from genaudit.features import Rows, share_error
 from genaudit.files import model_cache_dir
-from genaudit.patches import patch_space, pooled
+from genaudit.patches import patch_space, pooled, pooling
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
 
@@ -437,6 +437,8 @@ def _in(space: str):
         result = neighbour_agreement(None, c.fs.reference[chosen], c.fs.predictions[chosen], K, space=space,
                                      neighbours=found)
         result["standard_error"] = share_error(result["value"], result["samples"])
+        if space == "patches":  # how much the images were pooled before the space was built (1: not at all)
+            result["pooled_by"] = pooling(*c.dataset.sample_shape[1:])
         if space in CARRIED:
             result["at_training_size"] = at_training_size(c, space)
         return result
