@@ -59,6 +59,8 @@ def test_prepared_scales_and_pools():
     assert out[0, 0, 0, 1] == pytest.approx((blocks[0, 0, 0, 1] - blocks.min()) / (blocks.max() - blocks.min()))
     assert P.pooled(x[:, :, :, :32]).shape == (2, 1, 32, 16) and P.pooled(np.zeros((3, 64))).shape == (3, 64)
     assert P.prepared(np.full((3, 1, 8, 8), 5.0)).tolist() == np.zeros((3, 1, 8, 8)).tolist()  # constant: no span
+    two = np.stack([np.arange(16.0).reshape(4, 4), np.full((4, 4), 9.0)])[None]  # a varying and a flat channel
+    assert P.prepared(two)[0, 0].max() == 1.0 and P.prepared(two)[0, 1].tolist() == np.zeros((4, 4)).tolist()
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +82,9 @@ def test_patch_space_ignores_a_global_rescaling_and_is_deterministic(images, mon
     assert np.array_equal(P.patch_space(images, seed=3), a)
     b = P.patch_space(images * 255.0 - 40.0, seed=3)  # the same images in other units
     assert b == pytest.approx(a, rel=1e-3, abs=1e-3)  # float32 rounding
+    mean, std = np.array([0.49, 0.48, 0.45])[:, None, None], np.array([0.25, 0.24, 0.26])[:, None, None]
+    normalized = ((images - mean) / std).astype(np.float32)  # torchvision's Normalize, per channel
+    assert P.patch_space(normalized, seed=3) == pytest.approx(a, rel=1e-3, abs=1e-3)
     assert not np.allclose(P.patch_space(images, seed=4), a)  # another seed: other centroids
 
 
