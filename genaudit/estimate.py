@@ -176,7 +176,8 @@ def estimate(card: dict) -> dict:
     for block in _carried_blocks(spec):
         carried, voters = lookup(card, f"{block}.at_training_size.size"), lookup(card, f"{block}.samples")
         if carried and voters:
-            carried, voters, space = int(carried), int(voters), block.rsplit(".", 1)[-1]
+            carried, voters = int(carried), int(voters)
+            space = {"patches": "patch-space"}.get(block.rsplit(".", 1)[-1], block.rsplit(".", 1)[-1])
             basis += (f"; the {space} vote is carried from its {voters} voters to the {carried} training images "
                       "(--train-size, else the data set's size: audit the whole training set or give its size)"
                       if carried > voters else f"; the {space} vote ran on all {carried} training images")

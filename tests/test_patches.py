@@ -150,7 +150,7 @@ def test_the_audit_votes_in_the_patch_space_with_labels_only(trained_mlp, tiny_d
     assert block["space"] == "patches" and block["samples"] == 200
     assert 0 <= block["value"] <= 1 and block["at_training_size"]["size"] == 200 and block["pooled_by"] == 1
     assert "pooled" not in card["estimate"]["basis"]
-    assert "the patches vote ran on all 200 training images" in card["estimate"]["basis"]
+    assert "the patch-space vote ran on all 200 training images" in card["estimate"]["basis"]
     assert "no patch space" not in card["estimate"]["basis"]
     free = genaudit.audit(trained_mlp["onnx"], tiny_data, labels=False)
     assert "patches" not in free["diagnostics"]["neighbours"] and "input" in free["diagnostics"]["neighbours"]
