@@ -17,14 +17,11 @@ better than the pixel vote in every zoo and data set, CIFAR-10 above all.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 
-from genaudit.errors import GenauditError
-from genaudit.files import write_atomic
+from genaudit import derived
 
 SIZE = 6  # patch side
 CENTROIDS = 128  # k-means centroids (the space has 4 x CENTROIDS values)
@@ -168,51 +165,32 @@ def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
 _RECENT: dict[str, np.ndarray] = {}  # the last spaces built in this process, by digest (compare audits every
 #                                      checkpoint on the same images: the space is built once)
 RECENT = 2
-SPACE = "p1"  # in the on-disk cache's file names: bumped whenever the space's definition or computation changes
+SPACE = "p1"  # in the on-disk entries' digests: bumped whenever the space's definition or computation changes
 KEEP = 16  # spaces kept on disk (8 MB for 2,000 images), the least recently used dropped first
 
 
 def patch_space(images: np.ndarray, seed: int = 0, cache: Path | None = None) -> np.ndarray | None:
     """The patch space of preprocessed samples (N, C, H, W): `patch_features` of the `prepared` images, read-only;
     None when the samples are not images (`usable`). It depends on the images and the seed only, so it is kept:
-    the same images and seed again in this process, or in any process with the same `cache` folder, return the
-    space already built (an entry that does not load as the expected array is rebuilt; an unwritable folder is
-    skipped)."""
+    the same images and seed again in this process, or in any process with the same `cache` folder
+    (`genaudit.derived`), return the space already built."""
     if not usable(images.shape[1:]):
         return None
     x = prepared(images)
-    digest = hashlib.blake2b(x.tobytes() + repr((x.shape, seed)).encode(), digest_size=16).hexdigest()
-    if digest not in _RECENT:
-        space = _load(cache / f"{digest}-{SPACE}.npy", len(x)) if cache is not None else None
-        if space is None:
-            space = patch_features(x, seed)
-            if cache is not None:
-                _store(cache, f"{digest}-{SPACE}.npy", space)
+    key = derived.digest(x.tobytes(), x.shape, seed, SPACE)
+    if key not in _RECENT:
+        path = cache / f"{key}.npz" if cache is not None else None
+        found = derived.load(path, lambda a: _is_space(a["space"], len(x))) if path else None
+        space = found["space"] if found else patch_features(x, seed)
+        if path is not None and not found:
+            derived.store(path, {"space": space}, KEEP)
         while len(_RECENT) >= RECENT:
             _RECENT.pop(next(iter(_RECENT)))
         space.setflags(write=False)
-        _RECENT[digest] = space
-    return _RECENT[digest]
+        _RECENT[key] = space
+    return _RECENT[key]
 
 
-def _load(path: Path, n: int) -> np.ndarray | None:
-    """A cached space of n images, or None when there is none or it is not one (shape, dtype, finite values)."""
-    try:
-        space = np.load(path, allow_pickle=False)
-        os.utime(path)  # recently used
-    except (OSError, ValueError):
-        return None
-    ok = space.shape == (n, 4 * CENTROIDS) and space.dtype == np.float64 and np.isfinite(space).all()
-    return space if ok else None
-
-
-def _store(folder: Path, name: str, space: np.ndarray) -> None:
-    """Keep `space` in `folder` (written whole or not at all), then drop all but the KEEP most recently used."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(folder / name, lambda fh: np.save(fh, space, allow_pickle=False))
-        kept = sorted(folder.glob(f"*-{SPACE}.npy"), key=lambda f: f.stat().st_mtime, reverse=True)
-        for old in kept[KEEP:]:
-            old.unlink(missing_ok=True)
-    except (OSError, GenauditError):
-        return  # a cache that cannot be written only costs the next audit the time to build the space again
+def _is_space(array: np.ndarray, n: int) -> bool:
+    """Whether a stored array can be the patch space of n images: its shape, dtype and finite values."""
+    return array.shape == (n, 4 * CENTROIDS) and array.dtype == np.float64 and bool(np.isfinite(array).all())

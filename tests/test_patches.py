@@ -121,14 +121,14 @@ def test_patch_space_is_kept_on_disk(images, built, monkeypatch, tmp_path):
     """Another process with the same cache folder loads the space instead of building it; an entry that is not the
     expected array is rebuilt; an unwritable folder only costs the time; at most KEEP entries stay."""
     first = P.patch_space(images, seed=0, cache=tmp_path)
-    [entry] = tmp_path.glob("*.npy")
+    [entry] = tmp_path.glob("*.npz")
     P._RECENT.clear()  # a new process
     again = P.patch_space(images, seed=0, cache=tmp_path)
     assert built == [0] and np.array_equal(again, first)
     entry.write_bytes(b"not an array")
     P._RECENT.clear()
     assert np.array_equal(P.patch_space(images, seed=0, cache=tmp_path), first) and built == [0, 0]
-    np.save(entry, np.zeros((3, 3)))  # an array of another shape
+    np.savez(entry, space=np.zeros((3, 3)))  # an array of another shape
     P._RECENT.clear()
     P.patch_space(images, seed=0, cache=tmp_path)
     assert built == [0, 0, 0]
@@ -139,7 +139,7 @@ def test_patch_space_is_kept_on_disk(images, built, monkeypatch, tmp_path):
     monkeypatch.setattr(P, "KEEP", 2)
     for seed in (1, 2, 3):
         P.patch_space(images, seed=seed, cache=tmp_path)
-    assert len(list(tmp_path.glob("*.npy"))) == 2
+    assert len(list(tmp_path.glob("*.npz"))) == 2
 
 
 def test_the_audit_votes_in_the_patch_space_with_labels_only(trained_mlp, tiny_data):
@@ -220,24 +220,35 @@ def test_large_images_are_pooled_a_batch_at_a_time():
 
 
 def test_audits_of_one_dataset_share_what_depends_on_the_samples_alone(trained_mlp, cnn_paths, tiny_data,
-                                                                       monkeypatch):
+                                                                       monkeypatch, tmp_path):
     """compare's checkpoints run on one Dataset object: the input and patch spaces' neighbours and the labels' curve
-    votes are found once; the model-dependent spaces every time; the scorecards are those of separate audits."""
+    votes are found once; the model-dependent spaces every time. Another process with the same cache reads them
+    from disk; an entry that does not load as pairs is made again. The scorecards are those of separate audits."""
     import genaudit
     from genaudit.diagnostics import neighbours as N
     from genaudit.options import AuditOptions
     from genaudit.pipeline import audit_dataset
 
+    monkeypatch.setenv("GENAUDIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(P, "_RECENT", {})
     searches = []
     real = N.nearest_neighbours
     monkeypatch.setattr(N, "nearest_neighbours", lambda x, k, **kw: searches.append(x.shape) or real(x, k, **kw))
     dataset = genaudit.data.load_data(str(tiny_data), samples=None)
     first = audit_dataset(trained_mlp["onnx"], dataset, AuditOptions())
-    done = len(searches)
+    assert len(searches) == 10  # input and patches: the main search and the curve's three each; early; features
     second = audit_dataset(cnn_paths["onnx"], dataset, AuditOptions())
-    assert len(searches) - done == done - 2 * 4  # input and patches: the main search and the curve's three, once
-    assert {k[0] for k in dataset.derived} == {"input", "patches"}
-    for path, card in ((trained_mlp["onnx"], first), (cnn_paths["onnx"], second)):
+    assert len(searches) == 12 and {k[0] for k in dataset.derived} == {"input", "patches"}
+    again = genaudit.data.load_data(str(tiny_data), samples=None)  # as in a new process: nothing in memory
+    third = audit_dataset(trained_mlp["onnx"], again, AuditOptions())
+    assert len(searches) == 14  # early and features only: the rest read from disk
+    for entry in (tmp_path / "neighbours").glob("*.npz"):
+        entry.write_bytes(b"not an archive")
+    audit_dataset(trained_mlp["onnx"], genaudit.data.load_data(str(tiny_data), samples=None), AuditOptions())
+    assert len(searches) == 24  # every entry unreadable: all made again
+    monkeypatch.setattr(N, "nearest_neighbours", real)
+    for path, card in ((trained_mlp["onnx"], first), (cnn_paths["onnx"], second), (trained_mlp["onnx"], third)):
         alone = genaudit.audit(path, str(tiny_data), samples=None)
         assert card["diagnostics"]["neighbours"] == alone["diagnostics"]["neighbours"]
+        assert card["diagnostics"]["memorization"] == alone["diagnostics"]["memorization"]
         assert card["estimate"] == alone["estimate"]

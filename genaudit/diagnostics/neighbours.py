@@ -44,7 +44,8 @@ import numpy as np
 
 from genaudit.data import stratified_indices
 from genaudit.features import Rows, share_error
-from genaudit.files import model_cache_dir
+from genaudit import derived
+from genaudit.patches import SPACE as PATCHES_SPACE
 from genaudit.patches import patch_space, pooled, pooling
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
@@ -359,20 +360,59 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
         x = voter_rows(c, space, chosen)
         return None if x is None or len(chosen) < 2 else nearest_neighbours(x, 2 * K)
 
-    return c.shared(("neighbours", space, len(chosen)), lambda: of_data(c, space, ("neighbours", chosen), find))
+    return c.shared(("neighbours", space, len(chosen)),
+                    lambda: of_data(c, space, chosen, ("neighbours",), find, pair=True))
 
 
 DATA_ONLY = ("input", "patches")  # spaces whose vectors come from the samples alone: the same for every model
+KEPT = "n1"  # in the on-disk entries' digests: bumped whenever a kept search or vote changes
+KEEP = 64  # entries kept on disk (under 1 MB each for 2,000 voters), the least recently used dropped first
 
 
-def of_data(c: Context, space: str, key: tuple, make):
-    """`make()`, kept on the audit's Dataset (`Dataset.derived_from`) when it depends on the samples alone: `space`
-    is one of DATA_ONLY and `key` holds whatever else it depends on (arrays by their bytes); made afresh otherwise.
-    Every audit of the same Dataset object in a process (`compare`'s checkpoints) then finds it made."""
+def of_data(c: Context, space: str, chosen: np.ndarray, key: tuple, make, pair: bool = False):
+    """`make()` for the voters at `chosen`, kept when it depends on the samples alone (`space` is one of DATA_ONLY;
+    `key` holds whatever else it depends on, arrays by their bytes): on the audit's Dataset for every later audit of
+    the same Dataset object in this process (`compare`'s checkpoints), and on disk (`genaudit.derived`) for any
+    audit of the same raw samples and preprocessing. Made afresh otherwise. `make()` gives a list of pairs of
+    arrays (the curve: positions and votes per size), or with `pair` one pair (the neighbours: indices and
+    distances), or None."""
     if space not in DATA_ONLY or c.dataset is None:
         return make()
-    parts = tuple(p.tobytes() if isinstance(p, np.ndarray) else p for p in key)
-    return c.dataset.derived_from((space, c.opts.seed, *parts), make)
+    parts = tuple(p.tobytes() if isinstance(p, np.ndarray) else p for p in (chosen, *key))
+    return c.dataset.derived_from((space, c.opts.seed, *parts), lambda: _kept(c, space, chosen, parts, make, pair))
+
+
+def _kept(c: Context, space: str, chosen: np.ndarray, parts: tuple, make, pair: bool):
+    """`make()`'s pairs, read from disk when an audit of the same raw samples, preprocessing, space, seed and key
+    left them there, else made and stored."""
+    raw = np.ascontiguousarray(c.dataset.x[chosen])
+    name = derived.digest(KEPT, PATCHES_SPACE if space == "patches" else None, space, c.opts.seed, K,
+                          repr(c.dataset.preprocess), raw.dtype.str, raw.shape, raw.tobytes(), *parts)
+    path = derived.folder("neighbours") / f"{name}.npz"
+    found = derived.load(path, lambda arrays: _are_pairs(arrays, len(chosen)))
+    if found is not None:
+        pairs = [(found[f"a{i}"], found[f"b{i}"]) for i in range(len(found) // 2)]
+        return pairs[0] if pair else pairs
+    value = make()
+    if value is not None:
+        pairs = [value] if pair else value
+        derived.store(path, {f"{ab}{i}": array for i, pair in enumerate(pairs) for ab, array in zip("ab", pair)}, KEEP)
+    return value
+
+
+def _are_pairs(arrays: dict, n: int) -> bool:
+    """Whether stored arrays can be pairs for n voters: a0, b0, a1, b1, ...; each a integer positions in [0, n),
+    each b as long, finite."""
+    count = len(arrays) // 2
+    if len(arrays) != 2 * count or count == 0:
+        return False
+    for i in range(count):
+        a, b = arrays[f"a{i}"], arrays[f"b{i}"]
+        if a.dtype.kind not in "iu" or len(a) != len(b) or len(a) > n or not np.isfinite(b).all():
+            return False
+        if a.size and (a.min() < 0 or a.max() >= n):
+            return False
+    return True
 
 
 def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
@@ -381,7 +421,7 @@ def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
         if c.dataset is None:
             return None
         return c.shared(("patches", len(chosen)), lambda: patch_space(
-            images_of(c.dataset, chosen), c.opts.seed, model_cache_dir() / "patches"))
+            images_of(c.dataset, chosen), c.opts.seed, derived.folder("patches")))
     x = c.fs.features if space == "features" else c.spaces.get(space)
     if x is None:
         return None
@@ -420,7 +460,7 @@ def at_training_size(c: Context, space: str) -> dict:
         return curve_votes(voter_rows(c, space, chosen), reference, K, seed=c.opts.seed, strata=labels)
 
     # the curve votes the labels (data alone) or, without labels, the model's own predictions (not kept)
-    kept = of_data(c, space, ("curve", chosen, reference), votes) if c.fs.labels_used else votes()
+    kept = of_data(c, space, chosen, ("curve", reference), votes) if c.fs.labels_used else votes()
     return {"size": size, **vote_at_size(None, reference, predictions,
                                          vote_of(indices[:, :K], distances[:, :K], reference), size, K,
                                          seed=c.opts.seed, strata=labels, votes=kept)}
