@@ -12,16 +12,18 @@ Prints a table, then the same numbers as JSON. For each format and sample count:
   TorchScript (what a user of that format runs; it imports nothing from genaudit);
 - audit process: wall time of a whole `genaudit score --no-labels --samples N` process (imports, loading, trunk
   pass, diagnostics, JSON report), with the model cache full (TorchScript is converted to ONNX once per file, and
-  an ONNX graph's analysis and its cut are cached per file hash, layer and version: that first run is reported
-  separately as audit_first_s, at the smallest sample count), its own timers and its peak RSS;
+  an ONNX graph's analysis and its cut are cached per file hash, layer and version; what depends on the samples
+  alone, the input space's neighbours, is cached by their digest: that first run is reported separately as
+  audit_first_s, at the smallest sample count), its own timers and its peak RSS;
 - ratio = audit process / plain process (the target is <= 1.2x).
 With --repeats R, each process is run R times and the fastest run is reported (other work on the machine only
 ever slows a run down).
 
 Also, at the smallest sample count:
 - with labels: the default audit of labelled data (the .npz files hold y, below), which also builds the patch space
-  the estimate reads (genaudit.patches): once with it built in the process (cold: its disk cache emptied before
-  every run) and once read from the cache a previous audit of the same images left (warm);
+  the estimate reads (genaudit.patches): once with everything computed from the samples alone made in the process
+  (cold: the patch space and the neighbour searches' disk cache emptied before every run) and once read from the
+  cache a previous audit of the same images left (warm);
 - conv layer: an ONNX audit cut at a conv layer (default: the output of ResNet-18's layer3) against its trunk
   pass: the audit's own timers (features = the trunk pass, diagnostics = the head passes on masked and noisy
   copies of the feature maps, score = a labelled audit's label-free rerun of the score's components), and the
@@ -283,8 +285,9 @@ def main() -> None:
             data, cache = folder / f"data{small}.npz", folder / "cache-resnet18.onnx"
             runs = []
             for _ in range(repeats):
-                if state == "cold":
-                    shutil.rmtree(cache / "patches", ignore_errors=True)
+                if state == "cold":  # nothing computed from these samples is cached: the patch space, the searches
+                    for kind in ("patches", "neighbours"):
+                        shutil.rmtree(cache / kind, ignore_errors=True)
                 runs.append(audit_process(folder / "resnet18.onnx", data, cache, args.device, small, labels=True))
             wall, timers, peak = fastest(runs)
             plain = next(r for r in rows if r["samples"] == small and r["format"] == FORMATS["onnx"][0])
