@@ -243,33 +243,33 @@ def agreement_parts(vote: np.ndarray, reference: np.ndarray, predictions: np.nda
             "unfitted_agreement": float(np.mean(vote[~fits] == predictions[~fits])) if not fits.all() else None}
 
 
-def curve_votes(x: np.ndarray, reference: np.ndarray, k: int = 10, *, seed: int = 0,
-                strata: np.ndarray | None = None,
-                max_block: int = DEFAULT_BLOCK) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The votes of the learning curve: (positions, vote of `reference` among them) for seeded subsamples of n/8,
-    n/4 and n/2 of the n samples of `x` (stratified by `strata` when given; a subsample of at most 2k samples is
-    skipped), smallest first. No model enters them."""
+def curve_neighbours(x: np.ndarray, k: int = 10, *, seed: int = 0, strata: np.ndarray | None = None,
+                     max_block: int = DEFAULT_BLOCK) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The searches of the learning curve: (positions, each one's k nearest neighbours among them: indices and
+    distances) for seeded subsamples of n/8, n/4 and n/2 of the n samples of `x` (stratified by `strata` when
+    given; a subsample of at most 2k samples is skipped), smallest first. Neither a model nor the reference enters
+    them."""
     n = len(x)
-    reference = np.asarray(reference).reshape(-1)
     out = []
     for fraction in CURVE_FRACTIONS:
         m = n // fraction
         if m > 2 * k:
             pos = stratified_indices(n, strata, m, seed)
-            out.append((pos, neighbour_vote(x[pos], reference[pos], k, max_block=max_block)))
+            out.append((pos, *nearest_neighbours(x[pos], k, max_block=max_block)))
     return out
 
 
 def vote_curve(x: np.ndarray | None, reference: np.ndarray, predictions: np.ndarray, k: int = 10, *, seed: int = 0,
                strata: np.ndarray | None = None, max_block: int = DEFAULT_BLOCK,
-               votes: list[tuple[np.ndarray, np.ndarray]] | None = None) -> list[dict]:
-    """The vote's learning curve: its `agreement_parts` among the subsamples of `curve_votes` (given as `votes`
-    when already made for this x, reference, k, seed and strata). Returns one {"voters", **agreement_parts} per
-    size, smallest first."""
+               searches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> list[dict]:
+    """The vote's learning curve: the `agreement_parts` of the vote of `reference` among each subsample of
+    `curve_neighbours` (given as `searches` when already made for this x, k, seed and strata; x is then not read).
+    Returns one {"voters", **agreement_parts} per size, smallest first."""
     reference, predictions = np.asarray(reference).reshape(-1), np.asarray(predictions).reshape(-1)
-    if votes is None:
-        votes = curve_votes(x, reference, k, seed=seed, strata=strata, max_block=max_block)
-    return [{"voters": len(pos), **agreement_parts(vote, reference[pos], predictions[pos])} for pos, vote in votes]
+    if searches is None:
+        searches = curve_neighbours(x, k, seed=seed, strata=strata, max_block=max_block)
+    return [{"voters": len(pos), **agreement_parts(vote_of(idx, dist, reference[pos]), reference[pos],
+                                                   predictions[pos])} for pos, idx, dist in searches]
 
 
 def extrapolate(points: list[tuple[int, float]], size: int) -> tuple[float, float]:
@@ -321,16 +321,16 @@ def carried(curve: list[dict], size: int) -> dict:
 
 def vote_at_size(x: np.ndarray | None, reference: np.ndarray, predictions: np.ndarray, vote: np.ndarray, size: int,
                  k: int = 10, *, seed: int = 0, strata: np.ndarray | None = None,
-                 votes: list[tuple[np.ndarray, np.ndarray]] | None = None) -> dict:
-    """The vote of the n samples of `x` carried to `size` voters: its learning curve (`vote_curve`, from `votes`
+                 searches: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None) -> dict:
+    """The vote of the n samples of `x` carried to `size` voters: its learning curve (`vote_curve`, from `searches`
     when given: x is then not read and may be None) and the measured `vote` among all n (the k-neighbour vote of
     `reference`), carried by `carried`. Returns {"curve", **carried}."""
-    curve = vote_curve(x, reference, predictions, k, seed=seed, strata=strata, votes=votes)
+    curve = vote_curve(x, reference, predictions, k, seed=seed, strata=strata, searches=searches)
     measured = {"voters": len(reference), **agreement_parts(vote, reference, predictions)}
     return {"curve": curve, **carried([*curve, measured], size)}
 
 
-__all__ = ["agreement_parts", "carried", "carried_agreement", "curve_votes", "extrapolate", "nearest_neighbours",
+__all__ = ["agreement_parts", "carried", "carried_agreement", "curve_neighbours", "extrapolate", "nearest_neighbours",
            "neighbour_agreement", "neighbour_vote", "vote_at_size", "vote_curve", "vote_of"]
 
 
@@ -361,57 +361,64 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
         return None if x is None or len(chosen) < 2 else nearest_neighbours(x, 2 * K)
 
     return c.shared(("neighbours", space, len(chosen)),
-                    lambda: of_data(c, space, chosen, ("neighbours",), find, pair=True))
+                    lambda: of_data(c, space, chosen, ("neighbours",), find, single=True))
 
 
 DATA_ONLY = ("input", "patches")  # spaces whose vectors come from the samples alone: the same for every model
-KEPT = "n1"  # in the on-disk entries' digests: bumped whenever a kept search or vote changes
+KEPT = "n2"  # in the on-disk entries' digests: bumped whenever a kept search changes
 KEEP = 64  # entries kept on disk (under 1 MB each for 2,000 voters), the least recently used dropped first
 
 
-def of_data(c: Context, space: str, chosen: np.ndarray, key: tuple, make, pair: bool = False):
-    """`make()` for the voters at `chosen`, kept when it depends on the samples alone (`space` is one of DATA_ONLY;
-    `key` holds whatever else it depends on, arrays by their bytes): on the audit's Dataset for every later audit of
-    the same Dataset object in this process (`compare`'s checkpoints), and on disk (`genaudit.derived`) for any
-    audit of the same raw samples and preprocessing. Made afresh otherwise. `make()` gives a list of pairs of
-    arrays (the curve: positions and votes per size), or with `pair` one pair (the neighbours: indices and
-    distances), or None."""
+def of_data(c: Context, space: str, chosen: np.ndarray, key: tuple, make, single: bool = False):
+    """`make()`'s neighbour searches among the voters at `chosen` in `space`, kept when `space` is one of DATA_ONLY
+    (its vectors come from the samples alone; `key` holds whatever else the searches depend on, arrays by their
+    bytes): on the audit's Dataset for every later audit of the same Dataset object in this process (`compare`'s
+    checkpoints), and on disk (`genaudit.derived`) for any audit of the same raw samples and preprocessing. Made
+    afresh otherwise. `make()` gives a list of groups of arrays (the curve: positions, indices, distances per
+    size), or with `single` one group (indices and distances), or None."""
     if space not in DATA_ONLY or c.dataset is None:
         return make()
     parts = tuple(p.tobytes() if isinstance(p, np.ndarray) else p for p in (chosen, *key))
-    return c.dataset.derived_from((space, c.opts.seed, *parts), lambda: _kept(c, space, chosen, parts, make, pair))
+    return c.dataset.derived_from((space, c.opts.seed, *parts), lambda: _kept(c, space, chosen, parts, make, single))
 
 
-def _kept(c: Context, space: str, chosen: np.ndarray, parts: tuple, make, pair: bool):
-    """`make()`'s pairs, read from disk when an audit of the same raw samples, preprocessing, space, seed and key
+def _kept(c: Context, space: str, chosen: np.ndarray, parts: tuple, make, single: bool):
+    """`make()`'s groups, read from disk when an audit of the same raw samples, preprocessing, space, seed and key
     left them there, else made and stored."""
     raw = np.ascontiguousarray(c.dataset.x[chosen])
     name = derived.digest(KEPT, PATCHES_SPACE if space == "patches" else None, space, c.opts.seed, K,
                           repr(c.dataset.preprocess), raw.dtype.str, raw.shape, raw.tobytes(), *parts)
     path = derived.folder("neighbours") / f"{name}.npz"
-    found = derived.load(path, lambda arrays: _are_pairs(arrays, len(chosen)))
+    found = derived.load(path, lambda arrays: _are_groups(arrays, len(chosen)))
     if found is not None:
-        pairs = [(found[f"a{i}"], found[f"b{i}"]) for i in range(len(found) // 2)]
-        return pairs[0] if pair else pairs
+        groups = _groups(found)
+        return groups[0] if single else groups
     value = make()
     if value is not None:
-        pairs = [value] if pair else value
-        derived.store(path, {f"{ab}{i}": array for i, pair in enumerate(pairs) for ab, array in zip("ab", pair)}, KEEP)
+        groups = [value] if single else value
+        derived.store(path, {f"g{i}_{j}": array for i, group in enumerate(groups) for j, array in enumerate(group)},
+                      KEEP)
     return value
 
 
-def _are_pairs(arrays: dict, n: int) -> bool:
-    """Whether stored arrays can be pairs for n voters: a0, b0, a1, b1, ...; each a integer positions in [0, n),
-    each b as long, finite."""
-    count = len(arrays) // 2
-    if len(arrays) != 2 * count or count == 0:
+def _groups(arrays: dict) -> list[tuple]:
+    """The groups stored as g<i>_<j> (group i, array j), in order."""
+    count = 1 + max(int(name[1:].split("_")[0]) for name in arrays)
+    return [tuple(arrays[f"g{i}_{j}"] for j in range(sum(n.startswith(f"g{i}_") for n in arrays)))
+            for i in range(count)]
+
+
+def _are_groups(arrays: dict, n: int) -> bool:
+    """Whether stored arrays can be searches among n voters: groups g<i>_0, g<i>_1, ... of integer arrays with
+    values in [0, n) and float distances, all finite and of one length per group, at most n."""
+    if not arrays or any(not name.startswith("g") for name in arrays):
         return False
-    for i in range(count):
-        a, b = arrays[f"a{i}"], arrays[f"b{i}"]
-        if a.dtype.kind not in "iu" or len(a) != len(b) or len(a) > n or not np.isfinite(b).all():
+    for group in _groups(arrays):
+        if len(group) < 2 or len({len(a) for a in group}) != 1 or len(group[0]) > n:
             return False
-        if a.size and (a.min() < 0 or a.max() >= n):
-            return False
+        for a in group:
+            if not np.isfinite(a).all() or (a.dtype.kind in "iu" and a.size and (a.min() < 0 or a.max() >= n)):
+                return False
     return True
 
 
@@ -455,15 +462,11 @@ def at_training_size(c: Context, space: str) -> dict:
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
     indices, distances = neighbours_in(c, space)
     size = training_size(c)
-
-    def votes():
-        return curve_votes(voter_rows(c, space, chosen), reference, K, seed=c.opts.seed, strata=labels)
-
-    # the curve votes the labels (data alone) or, without labels, the model's own predictions (not kept)
-    kept = of_data(c, space, chosen, ("curve", reference), votes) if c.fs.labels_used else votes()
+    searches = of_data(c, space, chosen, ("curve", labels), lambda: curve_neighbours(
+        voter_rows(c, space, chosen), K, seed=c.opts.seed, strata=labels))
     return {"size": size, **vote_at_size(None, reference, predictions,
                                          vote_of(indices[:, :K], distances[:, :K], reference), size, K,
-                                         seed=c.opts.seed, strata=labels, votes=kept)}
+                                         seed=c.opts.seed, strata=labels, searches=searches)}
 
 
 def _in(space: str):
