@@ -16,7 +16,8 @@ def cache_root() -> Path:
 
 
 def model_cache_dir() -> Path:
-    """Where converted models are cached: $GENAUDIT_CACHE, else the cache root."""
+    """Where converted models, analysed graphs and what audits compute from the samples alone (genaudit.derived) are
+    cached: $GENAUDIT_CACHE, else the cache root."""
     return Path(os.environ["GENAUDIT_CACHE"]) if os.environ.get("GENAUDIT_CACHE") else cache_root()
 
 
