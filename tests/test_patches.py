@@ -252,3 +252,25 @@ def test_audits_of_one_dataset_share_what_depends_on_the_samples_alone(trained_m
         assert card["diagnostics"]["neighbours"] == alone["diagnostics"]["neighbours"]
         assert card["diagnostics"]["memorization"] == alone["diagnostics"]["memorization"]
         assert card["estimate"] == alone["estimate"]
+
+
+def test_an_audit_of_larger_images_pools_them_and_says_so(tmp_path):
+    """64 x 64 images are pooled by 2 before the patch space is built; the scorecard records it and the estimate's
+    basis says the study validated the space on smaller images."""
+    import torch
+    from conftest import export_all
+
+    import genaudit
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), 40)
+    x = rng.integers(0, 60, (80, 3, 64, 64)).astype(np.uint8)
+    x[y == 1, :, :32] += 150  # class 1 lights the top half
+    data = tmp_path / "big.npz"
+    np.savez(data, x=x, y=y)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+                              torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    card = genaudit.audit(export_all(net, torch.zeros(2, 3, 64, 64), tmp_path, "big")["onnx"], data, samples=None)
+    assert card["diagnostics"]["neighbours"]["patches"]["pooled_by"] == 2
+    assert "pooled these images by 2" in card["estimate"]["basis"]
