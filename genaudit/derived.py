@@ -1,6 +1,6 @@
 """Arrays computed from the audited samples alone (no model), kept on disk so a later audit of the same samples
-reads them instead of computing them again: the patch space, and the neighbours and learning-curve votes in the
-input and patch spaces. Entries live in `$GENAUDIT_CACHE/<kind>` as `.npz` files named by a digest of everything
+reads them instead of computing them again: the patch space, and the neighbour searches (the learning curve's
+included) in the input and patch spaces. Entries live in `$GENAUDIT_CACHE/<kind>` as `.npz` files named by a digest of everything
 they depend on; they are loaded without pickle, checked by the caller, written whole or not at all, and the least
 recently used are dropped beyond a bound. A cache that cannot be read or written only costs the time.
 """
