@@ -26,3 +26,11 @@ def budget(threads: int | None) -> Iterator[None]:
 
     with threadpool_limits(limits=blas_threads(threads)):
         yield
+
+
+def lanes(threads: int | None) -> int:
+    """How many diagnostic lanes an audit given `threads` onnxruntime threads runs at once (`registry.run`): two
+    where the budget has two threads or more (None: one per core, as onnxruntime's default), else one."""
+    import os
+
+    return min(2, threads if threads is not None else os.cpu_count() or 1)

@@ -1,0 +1,110 @@
+"""The diagnostics' two lanes (`registry.run`): the neighbour family runs in a thread beside the others, and the
+diagnostics block is the same, values and order, as when everything runs in one lane; an intermediate asked for
+by both lanes at once is made once."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+import genaudit
+from conftest import SAMPLE_MODELS
+from genaudit import pipeline
+from genaudit.diagnostics import of_kind
+from genaudit.options import AuditOptions, DataOptions, build
+from genaudit.pipeline import trunk_pass
+from genaudit.registry import LANE, Context, Diagnostic, run
+from genaudit.threads import lanes
+
+
+def _context(model: str, **options) -> Context:
+    data_opts, opts = build({"samples": 300, **options}, DataOptions, AuditOptions)
+    dataset = data_opts.load("sample", opts.seed)
+    done = trunk_pass(SAMPLE_MODELS / model, dataset, opts)
+    return Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
+
+
+@pytest.mark.parametrize("model, options", [("mlp_clean.onnx", {}), ("cnn_clean.onnx", {"layer": "/relu2/Relu_output_0"}),
+                                            ("mlp_random.onnx", {"labels": False})])
+def test_two_lanes_give_the_diagnostics_block_of_one(model, options):
+    kinds = of_kind("layer", "head", "space")
+    assert {d.kind for d in kinds} & set(LANE) and {d.kind for d in kinds} - set(LANE)
+    one = run(kinds, _context(model, **options), lanes=1)
+    two = run(kinds, _context(model, **options), lanes=2)
+    assert json.dumps(two) == json.dumps(one)  # the same values in the same order
+    assert "neighbours" in two and "ablation" in two
+
+
+def test_the_lanes_run_at_the_same_time_and_keep_each_lanes_order():
+    events, lock = [], threading.Lock()
+
+    def step(name: str, pause: float = 0.05):
+        def compute(c):
+            with lock:
+                events.append((name, "start", threading.current_thread().name))
+            time.sleep(pause)
+            with lock:
+                events.append((name, "end", threading.current_thread().name))
+            return {"value": name}
+        return compute
+
+    diagnostics = [Diagnostic("a", "space", step("a")), Diagnostic("b", "layer", step("b")),
+                   Diagnostic("c", "space", step("c")), Diagnostic("d", "head", step("d"))]
+    context = _context("mlp_clean.onnx")
+    out = run(diagnostics, context, lanes=2)
+    assert list(out) == ["a", "b", "c", "d"] and out["c"] == {"value": "c"}
+    threads = {name: thread for name, _, thread in events}
+    assert threads["a"] == threads["c"] != threads["b"] == threads["d"]
+    order = [(name, what) for name, what, _ in events]
+    assert order.index(("b", "start")) < order.index(("a", "end"))  # overlapped
+    assert order.index(("a", "end")) < order.index(("c", "start"))  # each lane in list order
+    assert order.index(("b", "end")) < order.index(("d", "start"))
+
+
+def test_an_intermediate_both_lanes_ask_for_is_made_once():
+    context = _context("mlp_clean.onnx")
+    made, barrier = [], threading.Barrier(2)
+
+    def make():
+        made.append(1)
+        time.sleep(0.05)
+        return object()
+
+    def ask(c):
+        barrier.wait()
+        return {"id": id(c.shared("x", make))}
+
+    out = run([Diagnostic("a", "space", ask), Diagnostic("b", "layer", ask)], context, lanes=2)
+    assert len(made) == 1 and out["a"] == out["b"]
+
+
+def test_an_error_in_the_neighbour_lane_reaches_the_caller():
+    def fail(c):
+        raise ValueError("from the lane")
+
+    with pytest.raises(ValueError, match="from the lane"):
+        run([Diagnostic("a", "space", fail), Diagnostic("b", "layer", lambda c: {"v": 1})],
+            _context("mlp_clean.onnx"), lanes=2)
+
+
+def test_the_budget_decides_the_lanes(monkeypatch):
+    assert lanes(1) == 1 and lanes(2) == 2 and lanes(8) == 2
+    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    assert lanes(None) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert lanes(None) == 2
+    seen = []
+    inner = pipeline.run
+
+    def spy(diagnostics, context, lanes=1):
+        if any(d.kind in LANE for d in diagnostics):  # the audit's main run
+            seen.append(lanes)
+        return inner(diagnostics, context, lanes)
+
+    monkeypatch.setattr(pipeline, "run", spy)
+    genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1, threads=1)
+    genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1)
+    assert seen == [1, 2]
