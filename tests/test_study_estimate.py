@@ -46,6 +46,19 @@ def test_group_out_floor_comes_from_the_unreliable_models_errors(monkeypatch):
     assert model["conformal"]["abs_unreliable"] == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("calibration, expected", [("worst-group", 1.0), ("shifted", 1.1)])
+def test_the_explored_group_calibrations_hand_case(monkeypatch, calibration, expected):
+    """Two calibration groups of 9 signed normalized residuals: [0.1 x 8, 1.0] and [-0.3 x 9]. worst-group: each
+    group's 90% quantile of |r| (rank ceil(10 * 0.9) = 9 of 9: its largest) is 1.0 and 0.3, the larger 1.0.
+    shifted: the group means are 0.2 and -0.3; about them the residuals are [-0.1 x 8, 0.8] and [0 x 9], whose 90%
+    quantile (rank ceil(19 * 0.9) = 18 of 18) is 0.8; plus the largest |mean| 0.3: 1.1."""
+    monkeypatch.setattr(study_estimate, "CALIBRATION", calibration)
+    groups = [np.array([0.1] * 8 + [1.0]), np.array([-0.3] * 9)]
+    assert study_estimate.group_quantile(groups) == pytest.approx(expected)
+    records = _records("noise", 0.1) + _records("sweep", 0.3)  # the hand case above: one residual per group
+    assert study_estimate.calibrate(records, CONSTANT_GAP)["conformal"]["quantile_90"] == pytest.approx(0.2 / 0.13)
+
+
 def test_split_calibration_is_v4s(monkeypatch):
     """"split": fit on 70% of the runs, the quantile from the other 30% (estimator v4)."""
     monkeypatch.setattr(study_estimate, "CALIBRATION", "split")
