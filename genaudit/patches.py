@@ -136,9 +136,11 @@ def _quadrants(height: int, width: int) -> np.ndarray:
     return weights.reshape(4, -1)
 
 
-def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
+def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.ndarray:
     """The patch space's vectors (N, 4 * CENTROIDS, float64) of `prepared` images (N, C, H, W): see the module
-    docstring. The whitening and the centroids are fitted on patches of FIT_IMAGES of the images (seeded)."""
+    docstring. The whitening and the centroids are fitted on patches of FIT_IMAGES of the images (seeded). The
+    images are then encoded CHUNK at a time, each chunk by the same operations whichever of `workers` threads
+    (numpy releases the GIL) takes it: the same space bit for bit with any number of them."""
     n, c, h, w = images.shape
     rng = np.random.default_rng(seed)
     sample = _fit_sample(images, rng)
@@ -148,17 +150,29 @@ def patch_features(images: np.ndarray, seed: int = 0) -> np.ndarray:
     out = np.empty((n, 4 * CENTROIDS))
     minus_twice, squares = -2 * centres.T, (centres**2).sum(1)
     average = np.full((CENTROIDS, 1), 1.0 / CENTROIDS, np.float32)
-    for start in range(0, n, CHUNK):
-        white = _normalized(_patches(images[start : start + CHUNK]))
-        white -= mean
-        white = white @ zca  # (n, P, C * 36)
-        d = white @ minus_twice
-        d += np.einsum("...i,...i->...", white, white)[..., None] + squares
-        np.maximum(d, 0, out=d)
-        np.sqrt(d, out=d)
-        act = d @ average - d
-        np.maximum(act, 0, out=act)
-        out[start : start + CHUNK] = (quadrants @ act).reshape(len(act), -1)
+
+    def encode(starts: range) -> None:
+        for start in starts:
+            white = _normalized(_patches(images[start : start + CHUNK]))
+            white -= mean
+            white = white @ zca  # (n, P, C * 36)
+            d = white @ minus_twice
+            d += np.einsum("...i,...i->...", white, white)[..., None] + squares
+            np.maximum(d, 0, out=d)
+            np.sqrt(d, out=d)
+            act = d @ average - d
+            np.maximum(act, 0, out=act)
+            out[start : start + CHUNK] = (quadrants @ act).reshape(len(act), -1)
+
+    starts = range(0, n, CHUNK)
+    workers = max(1, min(workers, len(starts)))
+    if workers == 1:
+        encode(starts)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers, thread_name_prefix="genaudit-patches") as pool:
+            list(pool.map(encode, [starts[i::workers] for i in range(workers)]))  # list(): raise what they raised
     return out
 
 
@@ -169,11 +183,11 @@ SPACE = "p1"  # in the on-disk entries' digests: bumped whenever the space's def
 KEEP = 16  # spaces kept on disk (8 MB for 2,000 images), the least recently used dropped first
 
 
-def patch_space(images: np.ndarray, seed: int = 0, cache: Path | None = None) -> np.ndarray | None:
-    """The patch space of preprocessed samples (N, C, H, W): `patch_features` of the `prepared` images, read-only;
-    None when the samples are not images (`usable`). It depends on the images and the seed only, so it is kept:
-    the same images and seed again in this process, or in any process with the same `cache` folder
-    (`genaudit.derived`), return the space already built."""
+def patch_space(images: np.ndarray, seed: int = 0, cache: Path | None = None, workers: int = 1) -> np.ndarray | None:
+    """The patch space of preprocessed samples (N, C, H, W): `patch_features` of the `prepared` images (encoded by
+    `workers` threads), read-only; None when the samples are not images (`usable`). It depends on the images and
+    the seed only, so it is kept: the same images and seed again in this process, or in any process with the same
+    `cache` folder (`genaudit.derived`), return the space already built."""
     if not usable(images.shape[1:]):
         return None
     x = prepared(images)
@@ -181,7 +195,7 @@ def patch_space(images: np.ndarray, seed: int = 0, cache: Path | None = None) ->
     if key not in _RECENT:
         path = cache / f"{key}.npz" if cache is not None else None
         found = derived.load(path, lambda a: _is_space(a["space"], len(x))) if path else None
-        space = found["space"] if found else patch_features(x, seed)
+        space = found["space"] if found else patch_features(x, seed, workers)
         if path is not None and not found:
             derived.store(path, {"space": space}, KEEP)
         while len(_RECENT) >= RECENT:

@@ -33,7 +33,7 @@ from genaudit.score import components as score_components
 from genaudit.score import generalization_score
 from genaudit.scorecard import SCHEMA_VERSION, Scorecard, lookup
 from genaudit.spaces import SpaceCollector
-from genaudit.threads import budget, lanes
+from genaudit.threads import budget, workers
 from genaudit.version import __version__
 
 Progress = Callable[[int, int], None]
@@ -147,7 +147,7 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
 
     start = time.perf_counter()
     context = Context(fs, opts, cut, dataset, layout, done.spaces)
-    diagnostics = run(of_kind("layer", "head", "space"), context, lanes(opts.threads))
+    diagnostics = run(of_kind("layer", "head", "space"), context, workers(opts.threads))
     timings["diagnostics"] = time.perf_counter() - start
 
     layers_table = None

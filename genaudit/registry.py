@@ -165,16 +165,16 @@ def _computed(diagnostics: list[Diagnostic], context: Context) -> dict[str, dict
     return values
 
 
-def run(diagnostics: list[Diagnostic], context: Context, lanes: int = 1) -> dict:
+def run(diagnostics: list[Diagnostic], context: Context, workers: int = 1) -> dict:
     """Run `diagnostics` on `context` and nest their results by key, in list order: the `diagnostics` block.
 
-    With `lanes` = 2 the neighbour family (kinds in LANE) runs in a second thread beside the others. The lanes
+    With `workers` >= 2 the neighbour family (kinds in LANE) runs in a second thread beside the others. The lanes
     read nothing of each other's (a diagnostic reads `results` only of its own family, and they share no
     intermediate), each keeps list order, and numpy works outside the GIL, so on two cores the audit takes about
     the longer lane instead of the sum; the values and their order are the same either way."""
     chosen = [d for d in diagnostics if d.enabled(context.opts)]
     apart = [d for d in chosen if d.kind in LANE]
-    if lanes > 1 and apart and len(apart) < len(chosen):
+    if workers > 1 and apart and len(apart) < len(chosen):
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(1, thread_name_prefix="genaudit-lane") as pool:

@@ -28,9 +28,10 @@ def budget(threads: int | None) -> Iterator[None]:
         yield
 
 
-def lanes(threads: int | None) -> int:
-    """How many diagnostic lanes an audit given `threads` onnxruntime threads runs at once (`registry.run`): two
-    where the budget has two threads or more (None: one per core, as onnxruntime's default), else one."""
+def workers(threads: int | None) -> int:
+    """How many threads of its own an audit given `threads` onnxruntime threads may keep busy at once (None: one
+    per core, as onnxruntime's default): the diagnostics' lanes (`registry.run`) and the patch space's encoding
+    (`genaudit.patches`). Each runs numpy with the BLAS budget above, and none spins while it waits."""
     import os
 
-    return min(2, threads if threads is not None else os.cpu_count() or 1)
+    return max(1, threads if threads is not None else os.cpu_count() or 1)

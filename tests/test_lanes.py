@@ -17,7 +17,7 @@ from genaudit.diagnostics import of_kind
 from genaudit.options import AuditOptions, DataOptions, build
 from genaudit.pipeline import trunk_pass
 from genaudit.registry import LANE, Context, Diagnostic, run
-from genaudit.threads import lanes
+from genaudit.threads import workers
 
 
 def _context(model: str, **options) -> Context:
@@ -32,8 +32,8 @@ def _context(model: str, **options) -> Context:
 def test_two_lanes_give_the_diagnostics_block_of_one(model, options):
     kinds = of_kind("layer", "head", "space")
     assert {d.kind for d in kinds} & set(LANE) and {d.kind for d in kinds} - set(LANE)
-    one = run(kinds, _context(model, **options), lanes=1)
-    two = run(kinds, _context(model, **options), lanes=2)
+    one = run(kinds, _context(model, **options), workers=1)
+    two = run(kinds, _context(model, **options), workers=2)
     assert json.dumps(two) == json.dumps(one)  # the same values in the same order
     assert "neighbours" in two and "ablation" in two
 
@@ -54,7 +54,7 @@ def test_the_lanes_run_at_the_same_time_and_keep_each_lanes_order():
     diagnostics = [Diagnostic("a", "space", step("a")), Diagnostic("b", "layer", step("b")),
                    Diagnostic("c", "space", step("c")), Diagnostic("d", "head", step("d"))]
     context = _context("mlp_clean.onnx")
-    out = run(diagnostics, context, lanes=2)
+    out = run(diagnostics, context, workers=2)
     assert list(out) == ["a", "b", "c", "d"] and out["c"] == {"value": "c"}
     threads = {name: thread for name, _, thread in events}
     assert threads["a"] == threads["c"] != threads["b"] == threads["d"]
@@ -77,7 +77,7 @@ def test_an_intermediate_both_lanes_ask_for_is_made_once():
         barrier.wait()
         return {"id": id(c.shared("x", make))}
 
-    out = run([Diagnostic("a", "space", ask), Diagnostic("b", "layer", ask)], context, lanes=2)
+    out = run([Diagnostic("a", "space", ask), Diagnostic("b", "layer", ask)], context, workers=2)
     assert len(made) == 1 and out["a"] == out["b"]
 
 
@@ -87,24 +87,24 @@ def test_an_error_in_the_neighbour_lane_reaches_the_caller():
 
     with pytest.raises(ValueError, match="from the lane"):
         run([Diagnostic("a", "space", fail), Diagnostic("b", "layer", lambda c: {"v": 1})],
-            _context("mlp_clean.onnx"), lanes=2)
+            _context("mlp_clean.onnx"), workers=2)
 
 
 def test_the_budget_decides_the_lanes(monkeypatch):
-    assert lanes(1) == 1 and lanes(2) == 2 and lanes(8) == 2
+    assert workers(1) == 1 and workers(3) == 3
     monkeypatch.setattr("os.cpu_count", lambda: 1)
-    assert lanes(None) == 1
+    assert workers(None) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert lanes(None) == 2
+    assert workers(None) == 4
     seen = []
     inner = pipeline.run
 
-    def spy(diagnostics, context, lanes=1):
+    def spy(diagnostics, context, workers=1):
         if any(d.kind in LANE for d in diagnostics):  # the audit's main run
-            seen.append(lanes)
-        return inner(diagnostics, context, lanes)
+            seen.append(workers)
+        return inner(diagnostics, context, workers)
 
     monkeypatch.setattr(pipeline, "run", spy)
     genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1, threads=1)
     genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1)
-    assert seen == [1, 2]
+    assert seen == [1, 4]

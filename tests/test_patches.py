@@ -88,6 +88,17 @@ def test_patch_space_ignores_a_global_rescaling_and_is_deterministic(images, mon
     assert not np.allclose(P.patch_space(images, seed=4), a)  # another seed: other centroids
 
 
+@pytest.mark.parametrize("workers", [2, 3, 100])
+def test_the_encoding_threads_give_the_same_space_bit_for_bit(images, monkeypatch, workers):
+    """The images are encoded CHUNK at a time whichever thread takes a chunk (61 images: 8 chunks, the last of 5)."""
+    monkeypatch.setattr(P, "CENTROIDS", 8)
+    monkeypatch.setattr(P, "FIT_PATCHES", 2000)
+    x = P.prepared(np.concatenate([images, images[:1] * 0.5]))
+    one = P.patch_features(x, seed=1)
+    assert np.array_equal(P.patch_features(x, seed=1, workers=workers), one)
+    assert np.array_equal(P.patch_space(x, seed=1, workers=workers), one)
+
+
 def test_no_patch_space_for_vectors_or_tiny_images():
     assert P.patch_space(np.zeros((10, 64), np.float32)) is None
     assert P.patch_space(np.zeros((10, 1, 5, 5), np.float32)) is None
@@ -103,7 +114,7 @@ def built(monkeypatch) -> list:
     monkeypatch.setattr(P, "_RECENT", {})
     calls = []
     real = P.patch_features
-    monkeypatch.setattr(P, "patch_features", lambda x, seed: calls.append(seed) or real(x, seed))
+    monkeypatch.setattr(P, "patch_features", lambda x, seed, workers=1: calls.append(seed) or real(x, seed, workers))
     return calls
 
 

@@ -49,6 +49,7 @@ from genaudit.patches import SPACE as PATCHES_SPACE
 from genaudit.patches import patch_space, pooled, pooling
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
+from genaudit.threads import workers
 
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
 
@@ -428,7 +429,7 @@ def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
         if c.dataset is None:
             return None
         return c.shared(("patches", len(chosen)), lambda: patch_space(
-            images_of(c.dataset, chosen), c.opts.seed, derived.folder("patches")))
+            images_of(c.dataset, chosen), c.opts.seed, derived.folder("patches"), workers(c.opts.threads)))
     x = c.fs.features if space == "features" else c.spaces.get(space)
     if x is None:
         return None
