@@ -8,14 +8,13 @@ recently used are dropped beyond a bound. A cache that cannot be read or written
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from genaudit.errors import GenauditError
-from genaudit.files import model_cache_dir, write_atomic
+from genaudit.files import model_cache_dir, prune, used, write_atomic
 
 Arrays = dict[str, np.ndarray]
 
@@ -34,13 +33,15 @@ def load(path: Path, check: Callable[[Arrays], bool]) -> Arrays | None:
     try:
         with np.load(path, allow_pickle=False) as entry:
             arrays = {name: entry[name] for name in entry.files}
-        os.utime(path)
     except (OSError, ValueError, KeyError):
         return None
     try:
-        return arrays if check(arrays) else None
+        if not check(arrays):
+            return None
     except (KeyError, IndexError, ValueError, TypeError):
         return None
+    used(path)
+    return arrays
 
 
 def store(path: Path, arrays: Arrays, keep: int) -> None:
@@ -49,9 +50,7 @@ def store(path: Path, arrays: Arrays, keep: int) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda fh: np.savez(fh, **arrays))
-        kept = sorted(path.parent.glob("*.npz"), key=lambda f: f.stat().st_mtime, reverse=True)
-        for old in kept[keep:]:
-            old.unlink(missing_ok=True)
+        prune(path.parent.glob("*.npz"), keep=keep)
     except (OSError, GenauditError):
         return
 

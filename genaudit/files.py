@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterable
 
 from genaudit.errors import GenauditError
 
@@ -19,6 +19,46 @@ def model_cache_dir() -> Path:
     """Where converted models, analysed graphs and what audits compute from the samples alone (genaudit.derived) are
     cached: $GENAUDIT_CACHE, else the cache root."""
     return Path(os.environ["GENAUDIT_CACHE"]) if os.environ.get("GENAUDIT_CACHE") else cache_root()
+
+
+MODEL_CACHE_BYTES = 4 << 30  # the model cache (converted models, analysed graphs, cuts) keeps at most 4 GiB
+
+
+def prune(files: Iterable[Path], keep: int | None = None, max_bytes: int | None = None) -> None:
+    """Delete the least recently used of `files` (by modification time: readers touch what they use) beyond the
+    `keep` most recent, or once the more recent ones fill `max_bytes`; the most recent always stays. A file that
+    vanished meanwhile (another process pruning) is skipped."""
+    found = []
+    for f in files:
+        try:
+            stat = f.stat()
+        except OSError:
+            continue
+        found.append((stat.st_mtime, stat.st_size, f))
+    found.sort(key=lambda entry: entry[0], reverse=True)
+    total = 0
+    for rank, (_, size, f) in enumerate(found):
+        total += size
+        if rank and ((keep is not None and rank >= keep) or (max_bytes is not None and total > max_bytes)):
+            f.unlink(missing_ok=True)
+
+
+def prune_model_cache(folder: Path) -> None:
+    """Keep the model cache under `folder` (TorchScript conversions in onnx/, graphs and cuts in graphs/) within
+    MODEL_CACHE_BYTES, the least recently used entries dropped first."""
+    try:
+        prune([*(folder / "onnx").glob("*.onnx"), *(folder / "graphs").glob("*.npz"),
+               *(folder / "graphs").glob("*.json")], max_bytes=MODEL_CACHE_BYTES)
+    except OSError:
+        return
+
+
+def used(path: Path) -> None:
+    """Mark a cache entry as just used (its modification time), so pruning drops it last."""
+    try:
+        os.utime(path)
+    except OSError:
+        return
 
 
 def data_cache_dir() -> Path:

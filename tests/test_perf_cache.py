@@ -5,6 +5,7 @@ a damaged or foreign entry is ignored and rebuilt; a cache that cannot be writte
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import onnx
@@ -162,3 +163,64 @@ def test_torchscript_audits_use_the_cache_too(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(torch_formats, "to_onnx", refuse)
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse)
     assert document(genaudit.audit(path, "sample", samples=200)) == document(first)
+
+
+def test_prune_drops_the_least_recently_used_beyond_a_count_or_a_size(tmp_path):
+    from genaudit.files import prune
+
+    def make(sizes):
+        files = []
+        for age, size in enumerate(sizes):  # the first file is the most recent
+            f = tmp_path / f"f{age}-{len(sizes)}.bin"
+            f.write_bytes(b"x" * size)
+            os.utime(f, (1_000_000 - age, 1_000_000 - age))
+            files.append(f)
+        return files
+
+    files = make([10, 10, 10, 10])
+    prune(files, keep=2)
+    assert [f.exists() for f in files] == [True, True, False, False]
+    files = make([10, 20, 5, 1])  # cumulative 10, 30, 35, 36: within 30 bytes the first two
+    prune(files, max_bytes=30)
+    assert [f.exists() for f in files] == [True, True, False, False]
+    files = make([50, 1])  # the most recent stays even alone over the bound
+    prune([*files, tmp_path / "gone.bin"], max_bytes=30)  # and a file that vanished is skipped
+    assert [f.exists() for f in files] == [True, False]
+
+
+def test_the_model_cache_keeps_the_most_recently_used_within_its_bound(cache, monkeypatch, loads):
+    """With room for about one model's entries, auditing a second model drops the first's; auditing the first again
+    rebuilds them (and gives the same scorecard); a hit counts as a use."""
+    import genaudit.files as files
+
+    first, second = SAMPLE_MODELS / "mlp_clean.onnx", SAMPLE_MODELS / "mlp_random.onnx"
+    before = document(genaudit.audit(first, "sample", samples=200))
+    size = sum(p.stat().st_size for p in entries(cache))
+    monkeypatch.setattr(files, "MODEL_CACHE_BYTES", int(size * 1.5))
+    genaudit.audit(second, "sample", samples=200)
+    assert sum(p.stat().st_size for p in entries(cache)) <= size * 1.5
+    prefixes = {p.name.split("-")[0] for p in entries(cache)}
+    assert len(prefixes) == 1  # the second model's entries only
+    loads["load"] = 0
+    assert document(genaudit.audit(first, "sample", samples=200)) == before
+    assert loads["load"] == 1  # rebuilt
+    monkeypatch.setattr(files, "MODEL_CACHE_BYTES", 10 * size)
+    genaudit.audit(second, "sample", samples=200)  # both kept now; the second used last
+    genaudit.audit(first, "sample", samples=200)  # a hit: the first becomes the most recently used
+    monkeypatch.setattr(files, "MODEL_CACHE_BYTES", int(size * 1.5))
+    files.prune_model_cache(cache)
+    assert {p.name.split("-")[0] for p in entries(cache)} != prefixes  # the first's entries stayed
+
+
+def test_torchscript_conversions_count_in_the_bound(cache, monkeypatch):
+    import genaudit.files as files
+
+    (cache / "onnx").mkdir(parents=True)
+    old, new = cache / "onnx" / "old.onnx", cache / "onnx" / "new.onnx"
+    old.write_bytes(b"x" * 100)
+    new.write_bytes(b"x" * 100)
+    os.utime(old, (1_000_000, 1_000_000))
+    (cache / "onnx" / "notes.txt").write_text("not an entry")  # other files are left alone
+    monkeypatch.setattr(files, "MODEL_CACHE_BYTES", 150)
+    files.prune_model_cache(cache)
+    assert new.exists() and not old.exists() and (cache / "onnx" / "notes.txt").exists()

@@ -225,15 +225,17 @@ def _entry(folder: Path, key: dict, suffix: str) -> Path:
 
 
 def _write(path: Path, content: Any) -> bool:
-    """Write a cache entry atomically; False (and nothing written) when the cache cannot be written."""
-    from genaudit.files import write_atomic
+    """Write a cache entry atomically, then keep the cache within its bound (`prune_model_cache`); False (and
+    nothing written) when the cache cannot be written."""
+    from genaudit.files import prune_model_cache, write_atomic
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, content)
-        return True
     except (OSError, GenauditError):
         return False
+    prune_model_cache(path.parent.parent)
+    return True
 
 
 class CachedGraph:
@@ -294,13 +296,18 @@ class CachedGraph:
 
 def open_cached(folder: Path, key: dict, load: Callable[[], OnnxGraph]) -> CachedGraph | None:
     """The graph's cache entry as a CachedGraph, or None when there is none, or it does not parse or match `key`."""
+    from genaudit.files import used
+
+    path = _entry(folder, key, ".json")
     try:
-        document = json.loads(_entry(folder, key, ".json").read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
         if document.get("key") != key:
             return None
-        return CachedGraph(document["summary"], (folder, key), load)
+        graph = CachedGraph(document["summary"], (folder, key), load)
     except Exception:  # missing, unreadable, corrupt or of another shape: rebuilt
         return None
+    used(path)
+    return graph
 
 
 def remember_graph(folder: Path, key: dict, graph: OnnxGraph) -> None:
@@ -360,7 +367,9 @@ def _read_cut(path: Path, key: dict) -> dict | None:
             if (len(trunk), len(head)) != (meta["trunk"], meta["head"]):
                 return None
             affine = (entry["w"], entry["b"]) if meta["affine"] else None
-        return {"op": str(meta["op"]), "default": bool(meta["default"]), "trunk": trunk, "head": head,
-                "affine": affine}
     except Exception:  # missing, truncated, corrupt: rebuilt
         return None
+    from genaudit.files import used
+
+    used(path)
+    return {"op": str(meta["op"]), "default": bool(meta["default"]), "trunk": trunk, "head": head, "affine": affine}

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genaudit.errors import GenauditError, first_line
-from genaudit.files import write_atomic
+from genaudit.files import prune_model_cache, used, write_atomic
 from genaudit.models import safety
 
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions that need it
@@ -221,6 +221,7 @@ def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_d
     cached = cache_dir / "onnx" / f"{sha256[:32]}-{'x'.join(map(str, candidates[0]))}-{CONVERSION}.onnx"
     if cached.exists():
         _forget_modules()
+        used(cached)
         return cached.read_bytes()
     try:
         data = _convert(path, kind, candidates)
@@ -228,6 +229,7 @@ def to_onnx(path: Path, kind: str, candidates: list[tuple], sha256: str, cache_d
         _forget_modules()
     cached.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(cached, data)
+    prune_model_cache(cache_dir)
     return data
 
 
