@@ -176,9 +176,6 @@ def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.nd
     return out
 
 
-_RECENT: dict[str, np.ndarray] = {}  # the last spaces built in this process, by digest (compare audits every
-#                                      checkpoint on the same images: the space is built once)
-RECENT = 2
 SPACE = "p1"  # in the on-disk entries' digests: bumped whenever the space's definition or computation changes
 KEEP = 16  # spaces kept on disk (8 MB for 2,000 images), the least recently used dropped first
 
@@ -186,23 +183,19 @@ KEEP = 16  # spaces kept on disk (8 MB for 2,000 images), the least recently use
 def patch_space(images: np.ndarray, seed: int = 0, cache: Path | None = None, workers: int = 1) -> np.ndarray | None:
     """The patch space of preprocessed samples (N, C, H, W): `patch_features` of the `prepared` images (encoded by
     `workers` threads), read-only; None when the samples are not images (`usable`). It depends on the images and
-    the seed only, so it is kept: the same images and seed again in this process, or in any process with the same
-    `cache` folder (`genaudit.derived`), return the space already built."""
+    the seed only, so it is kept on disk: any process with the same `cache` folder (`genaudit.derived`) reads the
+    space an audit of the same images and seed built. (In the process, the audit keeps it on its `Dataset`, so
+    `compare` builds it once: `genaudit.diagnostics.neighbours.voter_rows`.)"""
     if not usable(images.shape[1:]):
         return None
     x = prepared(images)
-    key = derived.digest(x.tobytes(), x.shape, seed, SPACE)
-    if key not in _RECENT:
-        path = cache / f"{key}.npz" if cache is not None else None
-        found = derived.load(path, lambda a: _is_space(a["space"], len(x))) if path else None
-        space = found["space"] if found else patch_features(x, seed, workers)
-        if path is not None and not found:
-            derived.store(path, {"space": space}, KEEP)
-        while len(_RECENT) >= RECENT:
-            _RECENT.pop(next(iter(_RECENT)))
-        space.setflags(write=False)
-        _RECENT[key] = space
-    return _RECENT[key]
+    path = cache / f"{derived.digest(x.tobytes(), x.shape, seed, SPACE)}.npz" if cache is not None else None
+    found = derived.load(path, lambda a: _is_space(a["space"], len(x))) if path else None
+    space = found["space"] if found else patch_features(x, seed, workers)
+    if path is not None and not found:
+        derived.store(path, {"space": space}, KEEP)
+    space.setflags(write=False)
+    return space
 
 
 def _is_space(array: np.ndarray, n: int) -> bool:

@@ -111,21 +111,16 @@ def built(monkeypatch) -> list:
     """A small, uncached patch space whose builds are recorded: the seed of each `patch_features` call."""
     monkeypatch.setattr(P, "CENTROIDS", 8)
     monkeypatch.setattr(P, "FIT_PATCHES", 2000)
-    monkeypatch.setattr(P, "_RECENT", {})
     calls = []
     real = P.patch_features
     monkeypatch.setattr(P, "patch_features", lambda x, seed, workers=1: calls.append(seed) or real(x, seed, workers))
     return calls
 
 
-def test_patch_space_is_built_once_per_images_and_seed(images, built):
-    """compare audits every checkpoint on the same images: the space is built once and returned read-only."""
+def test_patch_space_without_a_cache_folder_is_built_each_time_read_only(images, built):
     first = P.patch_space(images, seed=0)
-    assert P.patch_space(images.copy(), seed=0) is first and built == [0]
     assert not first.flags.writeable
-    P.patch_space(images, seed=1)
-    P.patch_space(images[:30], seed=0)  # other images: built, and the oldest entry is dropped
-    assert built == [0, 1, 0] and len(P._RECENT) == P.RECENT
+    assert np.array_equal(P.patch_space(images.copy(), seed=0), first) and built == [0, 0]
 
 
 def test_patch_space_is_kept_on_disk(images, built, monkeypatch, tmp_path):
@@ -133,19 +128,15 @@ def test_patch_space_is_kept_on_disk(images, built, monkeypatch, tmp_path):
     expected array is rebuilt; an unwritable folder only costs the time; at most KEEP entries stay."""
     first = P.patch_space(images, seed=0, cache=tmp_path)
     [entry] = tmp_path.glob("*.npz")
-    P._RECENT.clear()  # a new process
     again = P.patch_space(images, seed=0, cache=tmp_path)
     assert built == [0] and np.array_equal(again, first)
     entry.write_bytes(b"not an array")
-    P._RECENT.clear()
     assert np.array_equal(P.patch_space(images, seed=0, cache=tmp_path), first) and built == [0, 0]
     np.savez(entry, space=np.zeros((3, 3)))  # an array of another shape
-    P._RECENT.clear()
     P.patch_space(images, seed=0, cache=tmp_path)
     assert built == [0, 0, 0]
     blocked = tmp_path / "file"
     blocked.write_text("")
-    P._RECENT.clear()
     assert P.patch_space(images, seed=0, cache=blocked / "sub") is not None  # cannot create the folder: built
     monkeypatch.setattr(P, "KEEP", 2)
     for seed in (1, 2, 3):
@@ -241,7 +232,9 @@ def test_audits_of_one_dataset_share_what_depends_on_the_samples_alone(trained_m
     from genaudit.pipeline import audit_dataset
 
     monkeypatch.setenv("GENAUDIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(P, "_RECENT", {})
+    builds = []
+    real_build = P.patch_features
+    monkeypatch.setattr(P, "patch_features", lambda *a, **kw: builds.append(1) or real_build(*a, **kw))
     searches = []
     real = N.nearest_neighbours
     monkeypatch.setattr(N, "nearest_neighbours", lambda x, k, **kw: searches.append(x.shape) or real(x, k, **kw))
@@ -250,9 +243,10 @@ def test_audits_of_one_dataset_share_what_depends_on_the_samples_alone(trained_m
     assert len(searches) == 10  # input and patches: the main search and the curve's three each; early; features
     second = audit_dataset(cnn_paths["onnx"], dataset, AuditOptions())
     assert len(searches) == 12 and {k[0] for k in dataset.derived} == {"input", "patches"}
+    assert len(builds) == 1  # the patch space too: built once for the Dataset
     again = genaudit.data.load_data(str(tiny_data), samples=None)  # as in a new process: nothing in memory
     third = audit_dataset(trained_mlp["onnx"], again, AuditOptions())
-    assert len(searches) == 14  # early and features only: the rest read from disk
+    assert len(searches) == 14 and len(builds) == 1  # early and features only: the rest read from disk
     for entry in (tmp_path / "neighbours").glob("*.npz"):
         entry.write_bytes(b"not an archive")
     audit_dataset(trained_mlp["onnx"], genaudit.data.load_data(str(tiny_data), samples=None), AuditOptions())

@@ -425,10 +425,10 @@ def _are_groups(arrays: dict, n: int) -> bool:
 
 def voter_rows(c: Context, space: str, chosen: np.ndarray) -> np.ndarray | None:
     """The `chosen` samples as float64 vectors in `space` (None when the audit has no such space)."""
-    if space == "patches":  # built from the audited images alone, once per audit (genaudit.patches)
+    if space == "patches":  # built from the audited images alone (genaudit.patches), once per Dataset and voters
         if c.dataset is None:
             return None
-        return c.shared(("patches", len(chosen)), lambda: patch_space(
+        return c.dataset.derived_from(("patches", c.opts.seed, chosen.tobytes()), lambda: patch_space(
             images_of(c.dataset, chosen), c.opts.seed, derived.folder("patches"), workers(c.opts.threads)))
     x = c.fs.features if space == "features" else c.spaces.get(space)
     if x is None:
