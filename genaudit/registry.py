@@ -8,10 +8,11 @@ pipeline, the scorecard's shape, `explain`, the thresholds and every renderer re
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Callable, Hashable, TypeVar
+from typing import TYPE_CHECKING, Callable, Hashable, TypeVar
+
+from genaudit.memo import Memo
 
 if TYPE_CHECKING:  # the types only: each of these modules imports this one
     from genaudit.data import Dataset
@@ -94,38 +95,29 @@ class Context:
     layout: str = "nchw"
     spaces: dict[str, Rows] = field(default_factory=dict)
     results: dict[str, dict] = field(default_factory=dict)
-    _shared: dict[Hashable, Any] = field(default_factory=dict, repr=False)
-    _common: dict[Hashable, Any] = field(default_factory=dict, repr=False)
-    _locks: dict[Hashable, threading.RLock] = field(default_factory=dict, repr=False)
+    _shared: Memo = field(default_factory=Memo, repr=False)
+    _common: Memo = field(default_factory=Memo, repr=False)
 
     @property
     def head(self) -> Head:
         return self.cut.head
 
-    def _made(self, store: dict, key: Hashable, make: Callable[[], T]) -> T:
-        """store[key], made by `make()` once even when diagnostic lanes (`run`) ask for it at the same time."""
-        with _LOCKS:
-            lock = self._locks.setdefault((id(store), key), threading.RLock())
-        with lock:
-            if key not in store:
-                store[key] = make()
-            return store[key]
-
     def shared(self, key: Hashable, make: Callable[[], T]) -> T:
-        """The intermediate `key` of this audit: `make()` the first time it is asked for, the same value after."""
-        return self._made(self._shared, key, make)
+        """The intermediate `key` of this audit: `make()` the first time it is asked for (once, also when the
+        diagnostics' lanes ask at the same time: `Memo`), the same value after."""
+        return self._shared.get(key, make)
 
     def common(self, key: Hashable, make: Callable[[], T]) -> T:
         """As `shared`, for an intermediate that does not depend on the reference labels (e.g. the head's outputs
         on modified features): it is shared with this audit's label-free context too (`without_labels`)."""
-        return self._made(self._common, key, make)
+        return self._common.get(key, make)
 
     def without_labels(self) -> Context:
         """This audit's context with the model's own clean predictions as the reference (what a labelled audit
         reruns its label-free score on): the same features, model and data, no earlier results, and the
         intermediates made with `common` (not those made with `shared`, which may depend on the labels)."""
         return Context(self.fs.without_labels(), self.opts, self.cut, self.dataset, self.layout, self.spaces,
-                       _common=self._common, _locks=self._locks)
+                       _common=self._common)
 
 
 @dataclass(frozen=True)
@@ -149,8 +141,6 @@ class Diagnostic:
         """The top-level scorecard key its result lives under."""
         return self.key.split(".")[0]
 
-
-_LOCKS = threading.Lock()  # guards the creation of Context's per-intermediate locks
 
 LANE = ("space",)  # kinds that run in their own lane beside the others (`run`)
 

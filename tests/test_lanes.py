@@ -108,3 +108,57 @@ def test_the_budget_decides_the_lanes(monkeypatch):
     genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1, threads=1)
     genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=200, repeats=1)
     assert seen == [1, 4]
+
+
+def test_memo_makes_each_key_once_and_different_keys_side_by_side():
+    import pickle
+
+    from genaudit.memo import Memo
+
+    memo, made = Memo(), []
+    both = threading.Barrier(2, timeout=5)
+
+    def make(key):
+        def inner():
+            made.append(key)
+            if key != "same":
+                both.wait()  # only returns if the other key is being made at the same time
+            time.sleep(0.02)
+            return key
+        return inner
+
+    threads = [threading.Thread(target=memo.get, args=(key, make(key))) for key in ("a", "b", "same", "same")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(made) == ["a", "b", "same"] and memo.get("a", lambda: "other") == "a"
+    copy = pickle.loads(pickle.dumps(memo))  # a Dataset sent to a worker process keeps the values
+    assert sorted(copy) == ["a", "b", "same"] and copy.get("b", lambda: "other") == "b"
+
+
+def test_the_first_vote_makes_every_search_side_by_side_with_the_same_values(monkeypatch, tmp_path):
+    from genaudit.diagnostics import neighbours as N
+
+    monkeypatch.setenv("GENAUDIT_CACHE", str(tmp_path))
+    where = []
+    real = N.nearest_neighbours
+    monkeypatch.setattr(N, "nearest_neighbours",
+                        lambda x, k, **kw: where.append(threading.current_thread().name) or real(x, k, **kw))
+    cards = {}
+    for count in (1, 2):
+        monkeypatch.setattr(N, "workers", lambda threads, count=count: count)
+        where.clear()
+        cards[count] = genaudit.audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample", samples=300, repeats=1,
+                                      seed=count)  # another seed: nothing read from the other run's cache
+        names = set(where)
+        assert len(where) == 10  # input and patches with their curves' three each, early, features
+        assert all(n.startswith("genaudit-search") for n in names) == (count == 2)
+    again = genaudit.audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample", samples=300, repeats=1, seed=2)
+    assert json.dumps(again["diagnostics"]["neighbours"]) == json.dumps(cards[2]["diagnostics"]["neighbours"])
+    monkeypatch.setattr(N, "workers", lambda threads: 1)
+    tmp = tmp_path / "other"
+    monkeypatch.setenv("GENAUDIT_CACHE", str(tmp))
+    alone = genaudit.audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample", samples=300, repeats=1, seed=2)
+    assert json.dumps(alone["diagnostics"]) == json.dumps(cards[2]["diagnostics"])
+    assert alone["estimate"] == cards[2]["estimate"]

@@ -11,6 +11,7 @@ import numpy as np
 from genaudit.data.sources import load_source
 from genaudit.errors import GenauditError
 from genaudit.files import data_cache_dir
+from genaudit.memo import Memo
 
 T = TypeVar("T")
 
@@ -125,13 +126,12 @@ class Dataset:
     ids: list | None = None  # each sample's place in the source: its row (npz, named set) or file (folder)
     # what audits compute from these samples alone (no model), kept for the next audit of the same Dataset object
     # in this process (`compare`, `watch`: every checkpoint on the same samples): see `derived_from`
-    derived: dict = field(default_factory=dict, repr=False, compare=False)
+    derived: Memo = field(default_factory=Memo, repr=False, compare=False)
 
     def derived_from(self, key: Hashable, make: Callable[[], T]) -> T:
-        """The value `make()` computes from these samples alone (never from a model), made once per key."""
-        if key not in self.derived:
-            self.derived[key] = make()
-        return self.derived[key]
+        """The value `make()` computes from these samples alone (never from a model), made once per key (also
+        when threads ask for it at once)."""
+        return self.derived.get(key, make)
 
     def __len__(self) -> int:
         return len(self.x)

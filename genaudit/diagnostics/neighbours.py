@@ -463,17 +463,48 @@ def at_training_size(c: Context, space: str) -> dict:
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
     indices, distances = neighbours_in(c, space)
     size = training_size(c)
-    searches = of_data(c, space, chosen, ("curve", labels), lambda: curve_neighbours(
-        voter_rows(c, space, chosen), K, seed=c.opts.seed, strata=labels))
     return {"size": size, **vote_at_size(None, reference, predictions,
                                          vote_of(indices[:, :K], distances[:, :K], reference), size, K,
-                                         seed=c.opts.seed, strata=labels, searches=searches)}
+                                         seed=c.opts.seed, strata=labels, searches=curve_searches(c, space))}
+
+
+def curve_searches(c: Context, space: str) -> list[tuple]:
+    """The learning curve's neighbour searches among n/8, n/4 and n/2 of the voters in `space` (a CARRIED space:
+    kept like its main search, `of_data`)."""
+    chosen = voters(c)
+    labels = c.fs.labels[chosen] if c.fs.labels is not None else None
+    return of_data(c, space, chosen, ("curve", labels), lambda: curve_neighbours(
+        voter_rows(c, space, chosen), K, seed=c.opts.seed, strata=labels))
+
+
+SPACES = ("input", "patches", "early", "features")  # the spaces the votes run in, in registry order
+
+
+def search_all(c: Context) -> None:
+    """Make every neighbour search this audit's votes read side by side, on `workers` threads: each space's
+    search among the voters (the patch space built first, inside its task) and the carried spaces' curves. The
+    votes then find them made (each made once: `Context.shared`, `Dataset.derived_from`). The searches are the
+    same whichever thread makes them; on two cores the first audit of a set of samples, which makes all of them,
+    takes about the longest instead of the sum."""
+    def task(space: str) -> None:
+        if neighbours_in(c, space) is not None and space in CARRIED and c.dataset is not None:
+            curve_searches(c, space)
+
+    spaces = [s for s in SPACES if not (s in LABELLED_ONLY and not c.fs.labels_used)]
+    threads = min(workers(c.opts.threads), len(spaces))
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        voters(c)  # drawn once, before the tasks read it
+        with ThreadPoolExecutor(threads, thread_name_prefix="genaudit-search") as pool:
+            list(pool.map(task, spaces))  # list(): raise what a task raised
 
 
 def _in(space: str):
     def compute(c: Context) -> dict | None:
         if space in LABELLED_ONLY and not c.fs.labels_used:
             return None
+        c.shared("searched", lambda: search_all(c))  # the first vote of the audit makes them all at once
         found = neighbours_in(c, space)
         if found is None:
             return None
