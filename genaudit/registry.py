@@ -8,6 +8,7 @@ pipeline, the scorecard's shape, `explain`, the thresholds and every renderer re
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Callable, Hashable, TypeVar
@@ -124,13 +125,15 @@ class Context:
 class Diagnostic:
     """A diagnostic: its result (a dict) goes to `diagnostics.<key>` (a dotted key nests it inside an earlier
     diagnostic's block); `compute(context)` returns it, or None when it does not apply (e.g. augmentation on
-    vectors). `enabled(options)` says whether the audit runs it at all."""
+    vectors). `enabled(options)` says whether the audit runs it at all; `needs`, the keys of the earlier
+    diagnostics whose results it reads (`Context.results`), which `run` waits for."""
 
     key: str
     kind: str
     compute: Callable[[Context], dict | None]
     metrics: tuple[Metric, ...] = ()
     enabled: Callable[[AuditOptions], bool] = lambda opts: True
+    needs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -142,37 +145,63 @@ class Diagnostic:
         return self.key.split(".")[0]
 
 
-LANE = ("space",)  # kinds that run in their own lane beside the others (`run`)
+class _Lanes:
+    """The diagnostics of each kind in a thread of their own (`run`): each lane in list order; a diagnostic waits
+    for the results it `needs` from another lane; the first error stops the others and is the one raised."""
 
+    def __init__(self, chosen: list[Diagnostic], context: Context) -> None:
+        self.context, self.values, self.error, self.failing = context, {}, None, threading.Lock()
+        self.done = {d.key: threading.Event() for d in chosen}
+        self.lanes = [[d for d in chosen if d.kind == kind] for kind in dict.fromkeys(d.kind for d in chosen)]
 
-def _computed(diagnostics: list[Diagnostic], context: Context) -> dict[str, dict]:
-    """Each diagnostic's result by key, computed in order (None results left out)."""
-    values = {}
-    for d in diagnostics:
-        value = d.compute(context)
-        if value is not None:
-            values[d.key] = context.results[d.key] = value
-    return values
+    def lane(self, diagnostics: list[Diagnostic]) -> None:
+        try:
+            for d in diagnostics:
+                for key in d.needs:
+                    if key in self.done:
+                        self.done[key].wait()
+                if self.error is not None:
+                    return
+                value = d.compute(self.context)
+                if value is not None:
+                    self.values[d.key] = self.context.results[d.key] = value
+                self.done[d.key].set()
+        except BaseException as exc:  # noqa: BLE001 (re-raised by `run`)
+            with self.failing:
+                self.error = self.error or exc
+            for event in self.done.values():  # nobody waits for a result that will not come
+                event.set()
+
+    def run(self) -> dict[str, dict]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="genaudit-lane") as pool:
+            others = [pool.submit(self.lane, lane) for lane in self.lanes[1:]]
+            self.lane(self.lanes[0])
+            for other in others:
+                other.result()
+        if self.error is not None:
+            raise self.error
+        return self.values
 
 
 def run(diagnostics: list[Diagnostic], context: Context, workers: int = 1) -> dict:
     """Run `diagnostics` on `context` and nest their results by key, in list order: the `diagnostics` block.
 
-    With `workers` >= 2 the neighbour family (kinds in LANE) runs in a second thread beside the others. The lanes
-    read nothing of each other's (a diagnostic reads `results` only of its own family, and they share no
-    intermediate), each keeps list order, and numpy works outside the GIL, so on two cores the audit takes about
-    the longer lane instead of the sum; the values and their order are the same either way."""
+    With `workers` >= 2 each kind of diagnostic (the neighbour votes, the head's curves, the layer's statistics)
+    runs in a thread of its own, in list order, a diagnostic waiting for the results it `needs` from another
+    lane. The lanes share no intermediate (each family has its own, made once: `Context.shared`) and numpy works
+    outside the GIL, so on two cores the audit takes about the longest lane instead of the sum; the values and
+    their order are the same either way."""
     chosen = [d for d in diagnostics if d.enabled(context.opts)]
-    apart = [d for d in chosen if d.kind in LANE]
-    if workers > 1 and apart and len(apart) < len(chosen):
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1, thread_name_prefix="genaudit-lane") as pool:
-            other = pool.submit(_computed, apart, context)
-            values = _computed([d for d in chosen if d.kind not in LANE], context)
-            values.update(other.result())
+    if workers > 1 and len({d.kind for d in chosen}) > 1:
+        values = _Lanes(chosen, context).run()
     else:
-        values = _computed(chosen, context)
+        values = {}
+        for d in chosen:
+            value = d.compute(context)
+            if value is not None:
+                values[d.key] = context.results[d.key] = value
     out: dict = {}
     for d in chosen:
         if d.key not in values:

@@ -1,6 +1,7 @@
-"""The diagnostics' two lanes (`registry.run`): the neighbour family runs in a thread beside the others, and the
+"""The diagnostics' lanes (`registry.run`): each kind (the neighbour votes, the head's curves, the layer's
+statistics) runs in a thread of its own, a diagnostic waiting for the results it needs from another lane, and the
 diagnostics block is the same, values and order, as when everything runs in one lane; an intermediate asked for
-by both lanes at once is made once."""
+by two lanes at once is made once; the neighbour searches are made side by side."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from genaudit import pipeline
 from genaudit.diagnostics import of_kind
 from genaudit.options import AuditOptions, DataOptions, build
 from genaudit.pipeline import trunk_pass
-from genaudit.registry import LANE, Context, Diagnostic, run
+from genaudit.registry import Context, Diagnostic, run
 from genaudit.threads import workers
 
 
@@ -31,37 +32,42 @@ def _context(model: str, **options) -> Context:
                                             ("mlp_random.onnx", {"labels": False})])
 def test_two_lanes_give_the_diagnostics_block_of_one(model, options):
     kinds = of_kind("layer", "head", "space")
-    assert {d.kind for d in kinds} & set(LANE) and {d.kind for d in kinds} - set(LANE)
+    assert {d.kind for d in kinds} == {"layer", "head", "space"}
+    assert any(d.needs for d in kinds)  # a head curve reads the layer's selectivity
     one = run(kinds, _context(model, **options), workers=1)
     two = run(kinds, _context(model, **options), workers=2)
     assert json.dumps(two) == json.dumps(one)  # the same values in the same order
     assert "neighbours" in two and "ablation" in two
 
 
-def test_the_lanes_run_at_the_same_time_and_keep_each_lanes_order():
+def _step(events: list, lock: threading.Lock, name: str, pause: float = 0.05):
+    def compute(c):
+        with lock:
+            events.append((name, "start", threading.current_thread().name))
+        time.sleep(pause)
+        with lock:
+            events.append((name, "end", threading.current_thread().name))
+        return {"value": name}
+    return compute
+
+
+def test_the_lanes_run_at_the_same_time_keep_their_order_and_wait_for_what_they_need():
     events, lock = [], threading.Lock()
-
-    def step(name: str, pause: float = 0.05):
-        def compute(c):
-            with lock:
-                events.append((name, "start", threading.current_thread().name))
-            time.sleep(pause)
-            with lock:
-                events.append((name, "end", threading.current_thread().name))
-            return {"value": name}
-        return compute
-
-    diagnostics = [Diagnostic("a", "space", step("a")), Diagnostic("b", "layer", step("b")),
-                   Diagnostic("c", "space", step("c")), Diagnostic("d", "head", step("d"))]
-    context = _context("mlp_clean.onnx")
-    out = run(diagnostics, context, workers=2)
-    assert list(out) == ["a", "b", "c", "d"] and out["c"] == {"value": "c"}
+    diagnostics = [Diagnostic("a", "space", _step(events, lock, "a")),
+                   Diagnostic("b", "layer", _step(events, lock, "b", pause=0.2)),
+                   Diagnostic("c", "space", _step(events, lock, "c")),
+                   Diagnostic("d", "head", _step(events, lock, "d")),
+                   Diagnostic("e", "head", _step(events, lock, "e"), needs=("b",))]
+    out = run(diagnostics, _context("mlp_clean.onnx"), workers=2)
+    assert list(out) == ["a", "b", "c", "d", "e"] and out["c"] == {"value": "c"}
     threads = {name: thread for name, _, thread in events}
-    assert threads["a"] == threads["c"] != threads["b"] == threads["d"]
+    assert threads["a"] == threads["c"] and threads["d"] == threads["e"]
+    assert len({threads["a"], threads["b"], threads["d"]}) == 3  # one lane per kind
     order = [(name, what) for name, what, _ in events]
     assert order.index(("b", "start")) < order.index(("a", "end"))  # overlapped
+    assert order.index(("d", "start")) < order.index(("b", "end"))
     assert order.index(("a", "end")) < order.index(("c", "start"))  # each lane in list order
-    assert order.index(("b", "end")) < order.index(("d", "start"))
+    assert order.index(("b", "end")) < order.index(("e", "start"))  # e waited for b, in another lane
 
 
 def test_an_intermediate_both_lanes_ask_for_is_made_once():
@@ -81,13 +87,16 @@ def test_an_intermediate_both_lanes_ask_for_is_made_once():
     assert len(made) == 1 and out["a"] == out["b"]
 
 
-def test_an_error_in_the_neighbour_lane_reaches_the_caller():
+def test_an_error_in_a_lane_reaches_the_caller_and_nobody_waits_for_it_forever():
     def fail(c):
         raise ValueError("from the lane")
 
+    events, lock = [], threading.Lock()
+    start = time.perf_counter()
     with pytest.raises(ValueError, match="from the lane"):
-        run([Diagnostic("a", "space", fail), Diagnostic("b", "layer", lambda c: {"v": 1})],
-            _context("mlp_clean.onnx"), workers=2)
+        run([Diagnostic("a", "space", fail), Diagnostic("b", "layer", _step(events, lock, "b")),
+             Diagnostic("c", "head", _step(events, lock, "c"), needs=("a",))], _context("mlp_clean.onnx"), workers=2)
+    assert time.perf_counter() - start < 5 and "c" not in {name for name, _, _ in events}
 
 
 def test_the_budget_decides_the_lanes(monkeypatch):
@@ -100,7 +109,7 @@ def test_the_budget_decides_the_lanes(monkeypatch):
     inner = pipeline.run
 
     def spy(diagnostics, context, workers=1):
-        if any(d.kind in LANE for d in diagnostics):  # the audit's main run
+        if any(d.kind == "space" for d in diagnostics):  # the audit's main run
             seen.append(workers)
         return inner(diagnostics, context, workers)
 
@@ -162,3 +171,20 @@ def test_the_first_vote_makes_every_search_side_by_side_with_the_same_values(mon
     alone = genaudit.audit(SAMPLE_MODELS / "cnn_clean.onnx", "sample", samples=300, repeats=1, seed=2)
     assert json.dumps(alone["diagnostics"]) == json.dumps(cards[2]["diagnostics"])
     assert alone["estimate"] == cards[2]["estimate"]
+
+
+def test_the_registry_declares_what_each_diagnostic_reads_from_another_lane():
+    """Every layer diagnostic slowed down: a head diagnostic reading one of their results without declaring it in
+    `needs` would find it missing; the block is still the one lane's."""
+    from dataclasses import replace
+
+    def slowed(d):
+        def compute(c):
+            time.sleep(0.05)
+            return d.compute(c)
+        return replace(d, compute=compute) if d.kind == "layer" else d
+
+    kinds = of_kind("layer", "head", "space")
+    one = run(kinds, _context("cnn_clean.onnx"), workers=1)
+    two = run([slowed(d) for d in kinds], _context("cnn_clean.onnx"), workers=2)
+    assert json.dumps(two) == json.dumps(one)

@@ -3,7 +3,9 @@
 definition rerun the whole model on a subsample.
 
 `REGISTRY` lists them in the order the pipeline runs them and the report shows them; a diagnostic nested in
-another's block (a dotted key) comes after it. Adding a diagnostic = one module + one entry here + its test.
+another's block (a dotted key) comes after it, and one that reads another's result (`Context.results`) says so in
+its `needs` (the pipeline runs each kind in a lane of its own). Adding a diagnostic = one module + one entry here +
+its test.
 """
 
 from genaudit.diagnostics.ablation import DIAGNOSTIC as ABLATION

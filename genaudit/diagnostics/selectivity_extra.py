@@ -123,6 +123,7 @@ ORDERED_ABLATION = Diagnostic(
             formula="as ablation AUC, with units ordered by decreasing selectivity index", source="Morcos et al. 2018",
             reading="Morcos found removing selective units first no more harmful than random: if this is much lower "
                     "than the random-order AUC, the network leans on its selective units.", tag="abl. sel."),),
+    needs=("selectivity",),
 )
 IMPORTANCE = Diagnostic(
     "selectivity.importance_correlation", "head", _importance,
@@ -132,5 +133,6 @@ IMPORTANCE = Diagnostic(
             meaning="Spearman correlation of unit selectivity with the accuracy lost when that unit alone is zeroed",
             formula="ρ_Spearman(SI_j, acc(0) − acc(without j))", source="Morcos et al. 2018",
             reading="Morcos measured it near zero: selective units are not the important ones.", tag="SI–imp. ρ"),),
+    needs=("selectivity",),
 )
 
