@@ -30,8 +30,12 @@ def budget(threads: int | None) -> Iterator[None]:
 
 def workers(threads: int | None) -> int:
     """How many threads of its own an audit given `threads` onnxruntime threads may keep busy at once (None: one
-    per core, as onnxruntime's default): the diagnostics' lanes (`registry.run`) and the patch space's encoding
-    (`genaudit.patches`). Each runs numpy with the BLAS budget above, and none spins while it waits."""
+    per core this process may run on, as onnxruntime's default): the diagnostics' lanes (`registry.run`), the
+    neighbour searches (`neighbours.search_all`) and the patch space's encoding (`genaudit.patches`). Each runs
+    numpy with the BLAS budget above, and none spins while it waits."""
     import os
 
-    return max(1, threads if threads is not None else os.cpu_count() or 1)
+    if threads is not None:
+        return max(1, threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, cores or 1)

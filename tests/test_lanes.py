@@ -101,9 +101,10 @@ def test_an_error_in_a_lane_reaches_the_caller_and_nobody_waits_for_it_forever()
 
 def test_the_budget_decides_the_lanes(monkeypatch):
     assert workers(1) == 1 and workers(3) == 3
-    monkeypatch.setattr("os.cpu_count", lambda: 1)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)  # pinned to one core
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert workers(None) == 1
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert workers(None) == 4
     seen = []
     inner = pipeline.run
