@@ -167,19 +167,30 @@ class _Lanes:
                     self.values[d.key] = self.context.results[d.key] = value
                 self.done[d.key].set()
         except BaseException as exc:  # noqa: BLE001 (re-raised by `run`)
-            with self.failing:
-                self.error = self.error or exc
-            for event in self.done.values():  # nobody waits for a result that will not come
-                event.set()
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record the first error; the lanes stop before their next diagnostic, and nobody waits for a result
+        that will not come."""
+        with self.failing:
+            self.error = self.error or exc
+        for event in self.done.values():
+            event.set()
 
     def run(self) -> dict[str, dict]:
+        import concurrent.futures
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="genaudit-lane") as pool:
             others = [pool.submit(self.lane, lane) for lane in self.lanes[1:]]
-            self.lane(self.lanes[0])
-            for other in others:
-                other.result()
+            try:
+                self.lane(self.lanes[0])
+                for other in others:
+                    while not other.done():  # waits that wake up, so that Ctrl-C reaches this thread at once
+                        concurrent.futures.wait([other], timeout=0.1)
+            except BaseException as exc:  # e.g. Ctrl-C while waiting: the other lanes stop after their diagnostic
+                self.fail(exc)
+                raise
         if self.error is not None:
             raise self.error
         return self.values

@@ -189,3 +189,26 @@ def test_the_registry_declares_what_each_diagnostic_reads_from_another_lane():
     one = run(kinds, _context("cnn_clean.onnx"), workers=1)
     two = run([slowed(d) for d in kinds], _context("cnn_clean.onnx"), workers=2)
     assert json.dumps(two) == json.dumps(one)
+
+
+def test_ctrl_c_while_waiting_for_the_other_lanes_stops_them_after_their_diagnostic():
+    import signal
+
+    ran, main = [], threading.main_thread().ident
+
+    def interrupt(c):
+        time.sleep(0.1)  # the first lane is done and waiting by now
+        signal.pthread_kill(main, signal.SIGINT)  # as a terminal's Ctrl-C reaches the main thread
+        time.sleep(0.4)  # this diagnostic is still running when the interrupt is seen
+        return {"v": 1}
+
+    def long(c):
+        ran.append("long")
+        time.sleep(2)
+        return {"v": 2}
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        run([Diagnostic("a", "space", lambda c: {"v": 0}), Diagnostic("b", "layer", interrupt),
+             Diagnostic("c", "layer", long)], _context("mlp_clean.onnx"), workers=2)
+    assert ran == [] and time.perf_counter() - start < 1.5
