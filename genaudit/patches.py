@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from genaudit import derived
+from genaudit.threads import each
 
 SIZE = 6  # patch side
 CENTROIDS = 128  # k-means centroids (the space has 4 x CENTROIDS values)
@@ -166,13 +167,7 @@ def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.nd
 
     starts = range(0, n, CHUNK)
     workers = max(1, min(workers, len(starts)))
-    if workers == 1:
-        encode(starts)
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(workers, thread_name_prefix="genaudit-patches") as pool:
-            list(pool.map(encode, [starts[i::workers] for i in range(workers)]))  # list(): raise what they raised
+    each(encode, [starts[i::workers] for i in range(workers)], workers, "genaudit-patches")
     return out
 
 

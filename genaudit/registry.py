@@ -178,16 +178,15 @@ class _Lanes:
             event.set()
 
     def run(self) -> dict[str, dict]:
-        import concurrent.futures
         from concurrent.futures import ThreadPoolExecutor
+
+        from genaudit.threads import wait
 
         with ThreadPoolExecutor(len(self.lanes) - 1, thread_name_prefix="genaudit-lane") as pool:
             others = [pool.submit(self.lane, lane) for lane in self.lanes[1:]]
             try:
                 self.lane(self.lanes[0])
-                for other in others:
-                    while not other.done():  # waits that wake up, so that Ctrl-C reaches this thread at once
-                        concurrent.futures.wait([other], timeout=0.1)
+                wait(others)  # wakes up, so that Ctrl-C reaches this thread at once
             except BaseException as exc:  # e.g. Ctrl-C while waiting: the other lanes stop after their diagnostic
                 self.fail(exc)
                 raise

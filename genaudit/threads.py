@@ -9,8 +9,11 @@ audit is given an explicit thread count (`threads`: then BLAS and onnxruntime bo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def blas_threads(threads: int | None) -> int:
@@ -39,3 +42,39 @@ def workers(threads: int | None) -> int:
         return max(1, threads)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, cores or 1)
+
+
+def wait(futures: list, first_error: bool = False) -> None:
+    """Wait until every future is done (or, with `first_error`, until one has failed), waking every 0.1 s so that
+    a Ctrl-C reaches the waiting thread at once: a plain `Future.result()` wait is not woken by a signal."""
+    import concurrent.futures
+
+    while not all(f.done() for f in futures):
+        concurrent.futures.wait(futures, timeout=0.1, return_when=concurrent.futures.FIRST_EXCEPTION)
+        if first_error and any(f.done() and not f.cancelled() and f.exception() for f in futures):
+            return
+
+
+def each(function: Callable[[T], None], items: Iterable[T], threads: int, name: str) -> None:
+    """`function(item)` for every item, on up to `threads` threads of their own (in this thread when 1); returns
+    when all are done and raises the first error, in item order. An error or a Ctrl-C drops the items not started
+    yet (those running finish first)."""
+    items = list(items)
+    threads = min(threads, len(items))
+    if threads <= 1:
+        for item in items:
+            function(item)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix=name) as pool:
+        futures = [pool.submit(function, item) for item in items]
+        try:
+            wait(futures, first_error=True)
+        finally:
+            for f in futures:  # the items not started yet, after an error or a Ctrl-C
+                f.cancel()
+        wait(futures)
+    for f in futures:
+        if not f.cancelled() and f.exception() is not None:
+            raise f.exception()

@@ -59,3 +59,59 @@ def test_the_drift_step_of_compare_runs_within_the_budget(monkeypatch):
     with threadpool_limits(limits=2):
         comparison.drift(cards)
     assert seen == [{1}, {1}]
+
+
+def test_each_runs_every_item_on_its_threads_and_raises_the_first_error_in_item_order():
+    import threading
+    import time
+
+    import pytest
+
+    from genaudit.threads import each
+
+    seen, lock = [], threading.Lock()
+
+    def record(item):
+        with lock:
+            seen.append((item, threading.current_thread().name))
+
+    each(record, range(5), 1, "x")
+    assert [i for i, _ in seen] == [0, 1, 2, 3, 4] and {t for _, t in seen} == {threading.current_thread().name}
+    seen.clear()
+    each(record, range(5), 2, "genaudit-test")
+    assert sorted(i for i, _ in seen) == [0, 1, 2, 3, 4] and all(t.startswith("genaudit-test") for _, t in seen)
+
+    started = []
+
+    def fail_some(item):
+        started.append(item)
+        time.sleep(0.05 * (item == 0))
+        if item in (0, 1):
+            raise ValueError(f"item {item}")
+
+    with pytest.raises(ValueError, match="item 0"):  # item 1 failed first; item 0's error comes first in order
+        each(fail_some, range(20), 2, "genaudit-test")
+    assert len(started) < 20  # the items not started when the errors came were dropped
+
+
+def test_each_hands_a_ctrl_c_to_the_caller_at_once_and_starts_nothing_more():
+    import signal
+    import threading
+    import time
+
+    import pytest
+
+    from genaudit.threads import each
+
+    main, started = threading.main_thread().ident, []
+
+    def task(item):
+        started.append(item)
+        if item == 0:
+            signal.pthread_kill(main, signal.SIGINT)  # as a terminal's Ctrl-C reaches the main thread
+        time.sleep(0.3)
+
+    start = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        each(task, range(10), 2, "genaudit-test")
+    assert len(started) <= 3 and time.perf_counter() - start < 1.5

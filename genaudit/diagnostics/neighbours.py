@@ -49,7 +49,7 @@ from genaudit.patches import SPACE as PATCHES_SPACE
 from genaudit.patches import patch_space, pooled, pooling
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
-from genaudit.threads import workers
+from genaudit.threads import each, workers
 
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
 
@@ -490,14 +490,11 @@ def search_all(c: Context) -> None:
         if neighbours_in(c, space) is not None and space in CARRIED and c.dataset is not None:
             curve_searches(c, space)
 
-    spaces = [s for s in SPACES if not (s in LABELLED_ONLY and not c.fs.labels_used)]
-    threads = min(workers(c.opts.threads), len(spaces))
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
+    threads = workers(c.opts.threads)
+    if threads > 1:  # with one, the votes make them in order
         voters(c)  # drawn once, before the tasks read it
-        with ThreadPoolExecutor(threads, thread_name_prefix="genaudit-search") as pool:
-            list(pool.map(task, spaces))  # list(): raise what a task raised
+        each(task, [s for s in SPACES if not (s in LABELLED_ONLY and not c.fs.labels_used)], threads,
+             "genaudit-search")
 
 
 def _in(space: str):
