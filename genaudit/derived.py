@@ -8,6 +8,7 @@ recently used are dropped beyond a bound. A cache that cannot be read or written
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -17,6 +18,11 @@ from genaudit.errors import GenauditError
 from genaudit.files import model_cache_dir, prune, used, write_atomic
 
 Arrays = dict[str, np.ndarray]
+
+# np.load parses each array's header with ast.literal_eval, and CPython 3.11's AST constructor is not safe in two
+# threads at once: the neighbour searches load their entries side by side, and one CI run failed with "SystemError:
+# AST constructor recursion depth mismatch" (cpython gh-106905). So entries are read one at a time.
+_READING = threading.Lock()
 
 
 def digest(*parts: bytes | str | int | float | tuple | None) -> str:
@@ -31,7 +37,7 @@ def digest(*parts: bytes | str | int | float | tuple | None) -> str:
 def load(path: Path, check: Callable[[Arrays], bool]) -> Arrays | None:
     """The arrays stored at `path` if they load (no pickle) and pass `check`, else None; a hit counts as a use."""
     try:
-        with np.load(path, allow_pickle=False) as entry:
+        with _READING, np.load(path, allow_pickle=False) as entry:
             arrays = {name: entry[name] for name in entry.files}
     except (OSError, ValueError, KeyError):
         return None

@@ -35,3 +35,25 @@ def test_an_unwritable_cache_only_costs_the_time(tmp_path):
     blocked.write_text("")
     derived.store(blocked / "sub" / "x.npz", {"a0": np.arange(3)}, keep=2)  # cannot create the folder: no error
     assert not (blocked / "sub").exists()
+
+
+def test_entries_are_read_one_at_a_time(tmp_path, monkeypatch):
+    """np.load parses headers with ast.literal_eval, which CPython 3.11 cannot run in two threads at once
+    (gh-106905); the searches made side by side load entries from several threads."""
+    import threading
+
+    path = tmp_path / "a.npz"
+    derived.store(path, {"x": np.arange(3)}, keep=4)
+    held, real = [], np.load
+
+    def spy(*args, **kwargs):
+        held.append(derived._READING.locked())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "load", spy)
+    threads = [threading.Thread(target=derived.load, args=(path, lambda a: True)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert held == [True] * 4
