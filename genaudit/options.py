@@ -209,8 +209,10 @@ class AuditOptions(Checked):
     # units whose single-unit ablation importance is measured (a seeded subset; a correlation needs two)
     importance_units: int = internal(64, bounds=Range(low=2))
     batch_size: int = internal(256, record="", bounds=Range(low=1))
-    # onnxruntime intra-op threads (None: one per core)
-    threads: Optional[int] = internal(None, record="", bounds=Range(low=1))
+    threads: Optional[int] = option(None, "Threads one audit may keep busy: onnxruntime's, numpy's BLAS and "
+                                    "genaudit's own (default: one per core this process may run on, BLAS one; "
+                                    "1 also holds the least memory). The scorecard is the same with any number.", record="",
+                                    bounds=Range(low=1))
 
     def record(self) -> dict:
         """The options as the scorecard records them (`options`; layer and seed are recorded on their own)."""
