@@ -36,7 +36,6 @@ import time
 import traceback
 from pathlib import Path
 
-os.environ.setdefault("GENAUDIT_THREADS", "1")
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
 

@@ -40,7 +40,6 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("GENAUDIT_THREADS", "1")  # onnxruntime single-threaded: the cores are shared
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -169,7 +168,7 @@ def compute_one(entry: dict) -> tuple[dict, dict]:
     from genaudit.pipeline import open_for
 
     t0 = time.perf_counter()
-    card = genaudit.audit(entry["file"], entry["npz"], samples=SAMPLES, seed=SEED)
+    card = genaudit.audit(entry["file"], entry["npz"], samples=SAMPLES, seed=SEED, threads=1)  # workers share the cores
     t_audit = time.perf_counter() - t0
 
     t0 = time.perf_counter()
