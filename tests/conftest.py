@@ -32,6 +32,22 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GENAUDIT_OFFLINE", "1")
 
 
+@pytest.fixture
+def lane_workers(monkeypatch) -> list:
+    """The `workers` each audit's main diagnostics run (`registry.run` with the neighbour votes) was given."""
+    from genaudit import pipeline
+
+    seen, real = [], pipeline.run
+
+    def spy(diagnostics, context, workers=1):
+        if any(d.kind == "space" for d in diagnostics):
+            seen.append(workers)
+        return real(diagnostics, context, workers)
+
+    monkeypatch.setattr(pipeline, "run", spy)
+    return seen
+
+
 def export_all(module, example, folder: Path, name: str) -> dict[str, Path]:
     """Save one eager module as scripted + traced TorchScript, ONNX (dynamic batch) and torch.export."""
     import torch

@@ -45,28 +45,18 @@ def test_same_inputs_and_seed_give_identical_json(trained_mlp, tiny_data, tmp_pa
     assert other_seed.output != first.output
 
 
-def test_the_thread_count_never_changes_the_scorecard(monkeypatch):
+def test_the_thread_count_never_changes_the_scorecard(lane_workers):
     """--threads bounds onnxruntime's, BLAS's and genaudit's own threads (one lane, one search, one encoding
     thread at 1); the JSON is the same byte for byte, and a count below 1 is refused."""
     from conftest import SAMPLE_MODELS
 
-    from genaudit import pipeline
     from genaudit.threads import workers
 
-    seen = []
-    real = pipeline.run
-
-    def spy(diagnostics, context, workers=1):
-        if any(d.kind == "space" for d in diagnostics):  # the audit's main run
-            seen.append(workers)
-        return real(diagnostics, context, workers)
-
-    monkeypatch.setattr(pipeline, "run", spy)
     model = SAMPLE_MODELS / "cnn_clean.onnx"
     outputs = [run("score", model, "--data", "sample", "--samples", 300, "--format", "json", *extra).output
                for extra in ((), ("--threads", 1), ("--threads", 3))]
     assert outputs[0] == outputs[1] == outputs[2] and json.loads(outputs[0])["samples"] == 300
-    assert seen == [workers(None), 1, 3]
+    assert lane_workers == [workers(None), 1, 3]
     assert_user_error(run("score", model, "--data", "sample", "--threads", 0), "--threads")
 
 
