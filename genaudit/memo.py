@@ -35,11 +35,5 @@ class Memo:
         self.__init__()
         self._values.update(state["values"])
 
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._values
-
     def __iter__(self) -> Iterator[Hashable]:
         return iter(list(self._values))
-
-    def __len__(self) -> int:
-        return len(self._values)

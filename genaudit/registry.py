@@ -146,13 +146,15 @@ class Diagnostic:
 
 
 class _Lanes:
-    """The diagnostics of each kind in a thread of their own (`run`): each lane in list order; a diagnostic waits
-    for the results it `needs` from another lane; the first error stops the others and is the one raised."""
+    """The diagnostics in lanes (`run`): one, or with `apart` one per kind, each in a thread of its own; each
+    lane in list order; a diagnostic waits for the results it `needs` from another lane; the first error stops
+    the others and is the one raised."""
 
-    def __init__(self, chosen: list[Diagnostic], context: Context) -> None:
+    def __init__(self, chosen: list[Diagnostic], context: Context, apart: bool) -> None:
         self.context, self.values, self.error, self.failing = context, {}, None, threading.Lock()
         self.done = {d.key: threading.Event() for d in chosen}
-        self.lanes = [[d for d in chosen if d.kind == kind] for kind in dict.fromkeys(d.kind for d in chosen)]
+        kinds = dict.fromkeys(d.kind for d in chosen) if apart else [None]
+        self.lanes = [[d for d in chosen if kind in (None, d.kind)] for kind in kinds]
 
     def lane(self, diagnostics: list[Diagnostic]) -> None:
         try:
@@ -178,6 +180,15 @@ class _Lanes:
             event.set()
 
     def run(self) -> dict[str, dict]:
+        if len(self.lanes) == 1:
+            self.lane(self.lanes[0])
+        else:
+            self._side_by_side()
+        if self.error is not None:
+            raise self.error
+        return self.values
+
+    def _side_by_side(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         from genaudit.threads import wait
@@ -190,9 +201,6 @@ class _Lanes:
             except BaseException as exc:  # e.g. Ctrl-C while waiting: the other lanes stop after their diagnostic
                 self.fail(exc)
                 raise
-        if self.error is not None:
-            raise self.error
-        return self.values
 
 
 def run(diagnostics: list[Diagnostic], context: Context, workers: int = 1) -> dict:
@@ -204,14 +212,7 @@ def run(diagnostics: list[Diagnostic], context: Context, workers: int = 1) -> di
     outside the GIL, so on two cores the audit takes about the longest lane instead of the sum; the values and
     their order are the same either way."""
     chosen = [d for d in diagnostics if d.enabled(context.opts)]
-    if workers > 1 and len({d.kind for d in chosen}) > 1:
-        values = _Lanes(chosen, context).run()
-    else:
-        values = {}
-        for d in chosen:
-            value = d.compute(context)
-            if value is not None:
-                values[d.key] = context.results[d.key] = value
+    values = _Lanes(chosen, context, apart=workers > 1).run()
     out: dict = {}
     for d in chosen:
         if d.key not in values:
