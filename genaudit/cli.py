@@ -511,7 +511,8 @@ def validate(
 @user_errors
 @with_options()
 def suspects(
-    model: Annotated[Path, typer.Argument(metavar="MODEL", help="Model file.")],
+    models: Annotated[List[str], typer.Argument(metavar="MODEL", help="Model file; or the checkpoints of one "
+                                                "training run (files, globs or a folder), judged together.")],
     data: Data,
     top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.",
                                      parser=Bounded(Range(low=1)))] = 20,
@@ -524,14 +525,16 @@ def suspects(
 ) -> None:
     """Rank training samples by how likely the model memorized them.
 
-    Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone."""
+    Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone. Given a
+    run's checkpoints, also how much the run doubted each label while it trained (the last checkpoint is the
+    model the table shows)."""
     from genaudit.suspects import suspects as run_suspects
 
-    result = _deliver("suspects", lambda progress: run_suspects(model, data, top=top, progress=progress,
+    result = _deliver("suspects", lambda progress: run_suspects(models, data, top=top, progress=progress,
                                                                 thumbnails=html is not None or fmt == Format.html,
                                                                 **options),
-                      label="features (one trunk pass)", fmt=fmt, inputs=(model, data), json_path=json_path,
-                      html=html, also={"--csv": (csv_path, lambda found: _csv(found["rows"]))})
+                      label="features (one trunk pass per model)", fmt=fmt, inputs=(*models, data),
+                      json_path=json_path, html=html, also={"--csv": (csv_path, lambda found: _csv(found["rows"]))})
     _show(fmt, "suspects", result)
 
 

@@ -1,32 +1,41 @@
 """`genaudit suspects`: the audited training samples ranked by how likely the model memorized them (a wrong
-or atypical label it fits by rote), from the trained model and its training data alone. The suspicion itself is
-defined in `genaudit.diagnostics.memorization`; this module makes the per-sample table and its thumbnails."""
+or atypical label it fits by rote), from the trained model and its training data alone, or from the checkpoints of
+its training run. The suspicion itself is defined in `genaudit.diagnostics.memorization`; this module makes the
+per-sample table and its thumbnails."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from genaudit.diagnostics.memorization import memorized, signals, suspicion
-from genaudit.diagnostics.neighbours import K, neighbours_in, vote_of
+from genaudit.diagnostics.memorization import (across_checkpoints, given_label_confidence, memorized, signals,
+                                                suspicion)
+from genaudit.diagnostics.neighbours import K, neighbours_in, vote_of, voters
 from genaudit.registry import Context
 
 
-def rows(c: Context, ids: list, thumbnail: Callable[[int], str | None] | None = None, top: int = 0) -> list[dict]:
-    """One row per audited sample, most suspicious first: index (its place in the source), label, predicted,
-    suggested (the input-space neighbours' vote), suspicion and its signals (disagreeing neighbours of 10 per
-    space); the first `top` rows also get
-    `thumbnail(n)` (an image of audited sample n) when it is given."""
+def judged(c: Context) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Every audited sample judged by one model: its signals (disagreeing neighbours of 10 per space), its
+    suspicion, and the model's probability of its given label."""
     found = signals(c, every=True)
-    score = suspicion(found)
+    return found, suspicion(found), given_label_confidence(c, voters(c, every=True))
+
+
+def rows(c: Context, ids: list, found: dict[str, np.ndarray], score: np.ndarray, confidence: np.ndarray,
+         thumbnail: Callable[[int], str | None] | None = None, top: int = 0) -> list[dict]:
+    """One row per audited sample, most suspicious by `score` first: index (its place in the source), label,
+    predicted, suggested (the input-space neighbours' vote), suspicion, doubt (1 - `confidence`, the model's
+    probability of the given label) and the signals in `found`; the first `top` rows also get `thumbnail(n)` (an
+    image of audited sample n) when it is given."""
     indices, distances = neighbours_in(c, "input", every=True)
     suggested = vote_of(indices[:, :K], distances[:, :K], c.fs.labels)
     order = np.lexsort((np.arange(len(score)), -score))  # most suspicious first; ties by audited order
     table = [{"index": ids[n] if isinstance(ids[n], str) else int(ids[n]), "label": int(c.fs.labels[n]),
               "predicted": int(c.fs.predictions[n]), "suggested": int(suggested[n]), "suspicion": float(score[n]),
-              **{name: int(values[n]) for name, values in found.items()}} for n in order]
+              "doubt": float(1.0 - confidence[n]), **{name: int(values[n]) for name, values in found.items()}}
+             for n in order]
     if thumbnail is not None:
         for row, n in zip(table[:top], order[:top]):
             row["thumbnail"] = thumbnail(int(n))
@@ -50,11 +59,15 @@ def png_thumbnail(image: np.ndarray) -> str | None:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def suspects(model: str | Path, data: Any = "sample", *, top: int = 20, thumbnails: bool = False,
-             progress=None, **options) -> dict:
-    """Rank the audited training samples by suspicion. The keyword options are those of `genaudit.audit`;
-    labels are required (suspicion judges the given labels). `thumbnails`: embed PNG thumbnails of the `top`
-    rows (for the HTML report). Returns the suspects document (every row, plus a summary)."""
+def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, top: int = 20,
+             thumbnails: bool = False, order: str = "natural", progress=None, **options) -> dict:
+    """Rank the audited training samples by suspicion. `model`: a model file, or the checkpoints of one training
+    run (files, globs or folders, sorted by the numbers in their names unless `order="given"`; the last is the
+    model the table's predictions and summary are of), whose suspicion is `across_checkpoints`. The keyword
+    options are those of `genaudit.audit`; labels are required (suspicion judges the given labels). `thumbnails`:
+    embed PNG thumbnails of the `top` rows (for the HTML report). Returns the suspects document (every row, plus a
+    summary)."""
+    from genaudit.comparison import expand
     from genaudit.errors import GenauditError
     from genaudit.options import AuditOptions, DataOptions, build
     from genaudit.pipeline import trunk_pass
@@ -62,22 +75,37 @@ def suspects(model: str | Path, data: Any = "sample", *, top: int = 20, thumbnai
     from genaudit.threads import budget
     from genaudit.version import __version__
 
+    paths = expand([model] if isinstance(model, (str, Path)) else list(model), order)
     data_opts, opts = build(options, DataOptions, AuditOptions)
     dataset = data_opts.load(data, opts.seed)
     if dataset.y is None or not opts.labels:
         raise GenauditError("suspects judges the given training labels, and this data has none (or --no-labels "
                             "was given). Pass data with labels (an .npz with y, a named set, an image folder).")
+    files, scores, confidences = [], [], []
     with budget(opts.threads):
-        done = trunk_pass(model, dataset, opts, progress, every=True)  # every sample gets a row
-        context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
-        table = rows(context, dataset.ids, (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails
-                     else None, top)
-        summary = memorized(context)
+        for k, path in enumerate(paths):  # one trunk pass per checkpoint; every sample gets a row
+            done = trunk_pass(path, dataset, opts, _part(progress, k, len(paths)), every=True)
+            context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
+            found, score, confidence = judged(context)
+            files.append({"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format})
+            scores.append(score)
+            confidences.append(confidence)
+        if len(paths) > 1:
+            score, confidence = across_checkpoints(scores, confidences), np.mean(np.stack(confidences), axis=0)
+        table = rows(context, dataset.ids, found, score, confidence,
+                     (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top)
+        summary = {**memorized(context), "checkpoints": len(paths)}
     return {
-        "schema_version": SCHEMA_VERSION, "genaudit_version": __version__,
-        "model": {"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format},
+        "schema_version": SCHEMA_VERSION, "genaudit_version": __version__, "model": files[-1], "checkpoints": files,
         "data": dataset.spec, "samples": len(table), "top": top, "summary": summary, "rows": table,
     }
 
 
-__all__ = ["png_thumbnail", "rows", "suspects"]
+def _part(progress, k: int, parts: int):
+    """The progress of the k-th of `parts` equal passes as a share of the whole."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(k * total + done, parts * total)
+
+
+__all__ = ["judged", "png_thumbnail", "rows", "suspects"]

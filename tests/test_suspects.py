@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -90,3 +91,53 @@ def test_scorecard_memorization_summary(flipped):
     assert summary["fraction"] < 0.08 and 0.05 < summary["suspect_fraction"] < 0.5
     assert "memorization" not in genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", str(path), samples=300,
                                                 labels=False)["diagnostics"]
+
+
+def test_suspicion_across_checkpoints_hand_case():
+    """Two checkpoints: suspicions 0.2 and 0.6 (mean 0.4), probabilities of the given label 0.9 and 0.5 (mean doubt
+    0.3): (0.4 + 0.3) / 2 = 0.35. A second sample no checkpoint doubts and no neighbour outvotes scores 0. The
+    checkpoints' order does not matter."""
+    from genaudit.diagnostics.memorization import across_checkpoints
+
+    suspicions = [np.array([0.2, 0.0]), np.array([0.6, 0.0])]
+    confidences = [np.array([0.9, 1.0]), np.array([0.5, 1.0])]
+    np.testing.assert_allclose(across_checkpoints(suspicions, confidences), [0.35, 0.0])
+    np.testing.assert_array_equal(across_checkpoints(suspicions[::-1], confidences[::-1]),
+                                  across_checkpoints(suspicions, confidences))
+    with pytest.raises(ValueError):
+        across_checkpoints(suspicions, confidences[:1])
+
+
+def test_a_runs_checkpoints_are_judged_together():
+    """Given two checkpoints, each row's suspicion is across_checkpoints of the two models' own suspicions and
+    doubts (from their single-model documents, matched by index), its doubt is their mean doubt, and the
+    prediction and summary are the last checkpoint's ('natural' order: by the numbers in the names; 'given': as
+    listed)."""
+    first, last = SAMPLE_MODELS / "mlp_random.onnx", SAMPLE_MODELS / "mlp_clean.onnx"
+    alone = {path: {r["index"]: r for r in suspects(path, "sample", samples=300)["rows"]} for path in (first, last)}
+    run = suspects([first, last], "sample", samples=300, order="given")
+    assert [c["path"] for c in run["checkpoints"]] == [str(first), str(last)] and run["model"]["path"] == str(last)
+    assert run["summary"]["checkpoints"] == 2
+    for row in run["rows"]:
+        a, b = alone[first][row["index"]], alone[last][row["index"]]
+        expected = ((a["suspicion"] + b["suspicion"]) / 2 + (a["doubt"] + b["doubt"]) / 2) / 2
+        assert row["suspicion"] == pytest.approx(expected)
+        assert row["doubt"] == pytest.approx((a["doubt"] + b["doubt"]) / 2)
+        assert row["predicted"] == b["predicted"]
+    assert np.mean([r["doubt"] for r in alone[last].values()]) < 0.2  # the clean model fits the sample's labels
+    assert [c["path"] for c in suspects([last, first], "sample", samples=50)["checkpoints"]] == [str(last), str(first)]
+
+
+def test_cli_judges_a_runs_checkpoints(tmp_path):
+    """Checkpoints by glob, in natural order (epoch 2 before epoch 10), named in the report."""
+    for epoch, model in ((2, "mlp_random.onnx"), (10, "mlp_clean.onnx")):
+        (tmp_path / f"run_e{epoch}.onnx").write_bytes((SAMPLE_MODELS / model).read_bytes())
+    result = runner.invoke(app, ["suspects", str(tmp_path / "run_e*.onnx"), "--data", "sample", "--samples", "200",
+                                 "-f", "json"])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert [Path(c["path"]).name for c in found["checkpoints"]] == ["run_e2.onnx", "run_e10.onnx"]
+    shown = runner.invoke(app, ["suspects", str(tmp_path / "run_e2.onnx"), str(tmp_path / "run_e10.onnx"),
+                                "--data", "sample", "--samples", "200", "-f", "markdown"])
+    assert shown.exit_code == 0 and "(and 1 earlier checkpoint)" in shown.output
+    assert "the run's doubt of each label over 2 checkpoints" in shown.output

@@ -55,6 +55,25 @@ def suspicion(counts: dict[str, np.ndarray]) -> np.ndarray:
     return np.sum(np.stack(list(counts.values())), axis=0) / (K * len(counts))
 
 
+def across_checkpoints(suspicions: list[np.ndarray], confidences: list[np.ndarray]) -> np.ndarray:
+    """A sample's suspicion from several checkpoints of one training run, all audited on the same samples:
+
+        suspicion_run(n) = (mean_c suspicion_c(n) + mean_c (1 - conf_c(n))) / 2      (in [0, 1]; higher = more
+                                                                                      likely a wrong label)
+
+    with conf_c(n) the checkpoint's probability of the given label. The neighbours judge the label as in one
+    model; the checkpoints' doubt adds what training did to it: a network fits the clean labels first and the
+    wrong ones late, so a wrong label is doubted over most of the run even when the last checkpoint fits it (after
+    Pleiss et al. 2020, "Identifying mislabeled data using the area under the margin ranking"). Chosen by the
+    suspects study's rule on MNIST runs of 6 checkpoints (docs/suspects.md); the order of the checkpoints does
+    not matter. A single model's suspicion has no doubt term: at the end of training a memorized label is not
+    doubted."""
+    if not suspicions or len(suspicions) != len(confidences):
+        raise ValueError("one suspicion and one confidence per checkpoint, at least one checkpoint")
+    doubt = 1.0 - np.mean(np.stack(confidences), axis=0)
+    return (np.mean(np.stack(suspicions), axis=0) + doubt) / 2
+
+
 def given_label_confidence(c: Context, chosen: np.ndarray) -> np.ndarray:
     """The model's probability of each sample's given label (softmax of logits; as output for probabilities)."""
     scores = np.asarray(c.fs.logits[chosen], np.float64)

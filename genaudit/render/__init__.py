@@ -50,12 +50,24 @@ def suspect_rows(result: dict) -> list[list[str]]:
 
 
 def suspects_summary(result: dict) -> str:
-    """One line: how many samples look mislabeled, and the estimated share the model memorized."""
+    """One line: how many samples look mislabeled, the estimated share the model memorized, and what the suspicion
+    read (one model, or a run's checkpoints)."""
     s = result["summary"]
     memorized = "" if s["fraction"] is None else (
         f"; estimated memorized (a likely wrong label the model fits anyway): {s['fraction']:.1%}")
+    checkpoints = len(result.get("checkpoints", ()))
+    if checkpoints < 2:
+        return (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
+                f"(suspicion > {s['threshold']:g}){memorized}")
     return (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
-            f"(suspicion > {s['threshold']:g}){memorized}")
+            f"(neighbour disagreement > {s['threshold']:g}){memorized}. Suspicion: the neighbours' disagreement "
+            f"and the run's doubt of each label over {checkpoints} checkpoints")
+
+
+def earlier_checkpoints(result: dict) -> str:
+    """The title's suffix ' (and N earlier checkpoints)' when the suspects document judged a run's checkpoints."""
+    earlier = len(result.get("checkpoints", ())) - 1
+    return "" if earlier < 1 else f" (and {earlier} earlier checkpoint{'s' if earlier > 1 else ''})"
 
 
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:

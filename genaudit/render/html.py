@@ -16,6 +16,7 @@ from genaudit.render import (
     fmt,
     head_samples_note,
     trained_note,
+    earlier_checkpoints,
     layer_columns,
     ranked_correlations,
     ranking_note,
@@ -279,7 +280,8 @@ def suspects_page(result: dict) -> str:
         cards.append(f"<figure>{image}<figcaption>#{i + 1} <code>{esc(row['index'])}</code><br>"
                      f"given <b>{esc(row['label'])}</b> · suggested <b>{esc(row['suggested'])}</b><br>predicted "
                      f"{esc(row['predicted'])} · suspicion {row['suspicion']:.2f}</figcaption></figure>")
-    body = (f"<h1>genaudit suspects</h1><p class=meta>model <code>{esc(result['model']['path'])}</code> · data "
+    body = (f"<h1>genaudit suspects</h1><p class=meta>model <code>{esc(result['model']['path'])}</code>"
+            f"{esc(earlier_checkpoints(result))} · data "
             f"{esc(result['data']['spec'])}, {esc(result['samples'])} samples</p>"
             f"<p>{esc(suspects_summary(result))}.</p><div class=suspects>{''.join(cards)}</div>"
             + _table(["#", *SUSPECT_COLUMNS], suspect_rows(result), numeric={0, 2, 3, 4, 5}))

@@ -7,6 +7,7 @@ from genaudit.render import (
     fmt,
     head_samples_note,
     trained_note,
+    earlier_checkpoints,
     layer_columns,
     ranked_correlations,
     ranking_note,
@@ -37,7 +38,8 @@ class MarkdownRenderer(Renderer):
         self.stream.write(validation(study))
 
     def suspects(self, result: dict) -> None:
-        lines = [f"### genaudit suspects: {code(result['model']['path'])}", "", suspects_summary(result) + ".", "",
+        lines = [f"### genaudit suspects: {code(result['model']['path'])}{earlier_checkpoints(result)}", "",
+                 suspects_summary(result) + ".", "",
                  "| # | " + " | ".join(SUSPECT_COLUMNS) + " |", "|---:|" + "---:|" * len(SUSPECT_COLUMNS)]
         lines += ["| " + " | ".join(text(c) for c in cells) + " |" for cells in suspect_rows(result)]
         self.stream.write("\n".join(lines) + "\n")

@@ -19,6 +19,7 @@ from genaudit.render import (
     fmt,
     head_samples_note,
     trained_note,
+    earlier_checkpoints,
     layer_columns,
     ranked_correlations,
     ranking_note,
@@ -57,7 +58,8 @@ class TerminalRenderer(Renderer):
         validation(study, self.console)
 
     def suspects(self, result: dict) -> None:
-        table = Table(title=f"Most suspicious training samples of {shown(result['model']['path'])} "
+        table = Table(title=f"Most suspicious training samples of {shown(result['model']['path'])}"
+                            f"{earlier_checkpoints(result)} "
                             f"(top {result['top']})",
                       title_justify="left", box=box.SIMPLE_HEAD,
                       caption="label: given; suggested: the neighbours' vote; suspicion 0–1, higher = more likely "
