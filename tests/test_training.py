@@ -69,6 +69,31 @@ def test_monitor_audits_only_due_epochs_and_resumes(noisy, tmp_path):
     assert len(list(tmp_path.glob("*.onnx"))) == 2  # keep_all
 
 
+def test_suspects_across_the_audited_epochs(tmp_path):
+    """With keep_all, the monitor ranks the training samples by suspicion across every audited epoch: half the
+    labels are wrong, the run's suspicion finds them (AUROC > 0.9) and better than its last epoch's alone, which by
+    then fits many of them; without keep_all it says what it needs."""
+    from genaudit.suspects import suspects
+
+    sys.path.insert(0, str(REPO / "zoo"))
+    from study_suspects_cifar import auroc
+
+    result = study.run(12, tmp_path, keep_all=True, patience=0, stop_on_memorization=False)
+    x, y, _, _ = study.noisy_sample()
+    truth = np.load(study.SAMPLE)["y"][np.random.default_rng(0).permutation(1000)[:500]]  # as noisy_sample drew
+
+    def found(document) -> float:
+        index = np.array([row["index"] for row in document["rows"]])
+        return auroc(np.array([row["suspicion"] for row in document["rows"]]), (y != truth)[index])
+
+    run = result["monitor"].suspects()
+    assert [c["path"] for c in run["checkpoints"]] == [e["path"] for e in result["monitor"].history]
+    alone = found(suspects(result["monitor"].history[-1]["path"], (x, y), samples=500))
+    assert found(run) > max(0.9, alone), (found(run), alone)
+    with pytest.raises(ValueError, match="keep_all"):
+        AuditMonitor((x, y), samples=100).suspects()
+
+
 def test_the_temporary_folder_goes_with_the_monitor(noisy, tmp_path):
     """Without a dirpath the exports go to a folder of the monitor's own, deleted by close(), when the monitor is
     garbage-collected, or at exit; a dirpath given (even one the monitor had to create) is kept."""

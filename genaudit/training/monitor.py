@@ -57,6 +57,7 @@ class AuditMonitor:
             raise ValueError("every must be at least 1 and patience at least 0")
         data_opts, self.opts = build(options, DataOptions, AuditOptions)
         self.dataset: Dataset = data_opts.load(data, self.opts.seed)
+        self._data, self._options = data, options  # for `suspects`, which audits the same samples
         self.every, self.patience, self.min_delta, self.tolerance = every, patience, min_delta, tolerance
         self.metric = BY_NAME[monitor]
         self.stop_on_memorization, self.keep_all, self.example_input = stop_on_memorization, keep_all, example_input
@@ -130,6 +131,18 @@ class AuditMonitor:
                     Path(candidate).unlink(missing_ok=True)
         self.reason = self._stop_reason()
         return self.reason is not None
+
+    def suspects(self, top: int = 20) -> dict:
+        """The audited training samples ranked by suspicion across every audited epoch: `genaudit.suspects` of
+        the run's exports, on the same samples and options (the neighbours' disagreement and the run's doubt of
+        each label: docs/suspects.md). Needs `keep_all=True` and at least one audit."""
+        from genaudit.suspects import suspects
+
+        if not self.keep_all:
+            raise ValueError("suspects reads every audited epoch's export: create the monitor with keep_all=True")
+        if not self.history:
+            raise ValueError("no epoch audited yet")
+        return suspects([e["path"] for e in self.history], self._data, top=top, order="given", **self._options)
 
     def _stop_reason(self) -> str | None:
         """Why to stop after the audits so far: memorization first, then `patience` audits without improvement."""
