@@ -141,3 +141,19 @@ def test_cli_judges_a_runs_checkpoints(tmp_path):
                                 "--data", "sample", "--samples", "200", "-f", "markdown"])
     assert shown.exit_code == 0 and "(and 1 earlier checkpoint)" in shown.output
     assert "the run's doubt of each label over 2 checkpoints" in shown.output
+
+
+def test_the_summary_says_when_the_neighbours_are_weak_judges():
+    """The judges' consistency is the patch vote's (the same two disjoint votes of the labels); below 0.5 the
+    summary says the shares overstate, above it says nothing of it."""
+    from genaudit.render import suspects_summary
+
+    card = genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", "sample", samples=300)
+    judges = card["diagnostics"]["memorization"]["judges"]
+    assert judges == {"space": "patches",
+                      "vote_consistency": card["diagnostics"]["neighbours"]["patches"]["vote_consistency"]}
+    summary = {"fraction": 0.2, "suspect_fraction": 0.9, "threshold": 0.5}
+    weak = suspects_summary({"summary": {**summary, "judges": {"space": "patches", "vote_consistency": 0.27}}})
+    assert "weak judges" in weak and "27% of samples in the patch space" in weak
+    assert "weak" not in suspects_summary({"summary": {**summary, "judges": {"space": "input",
+                                                                               "vote_consistency": 0.8}}})

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from genaudit.diagnostics.neighbours import K, neighbours_in, voters
+from genaudit.diagnostics.neighbours import K, neighbour_agreement, neighbours_in, voters
 from genaudit.registry import Better, Context, Diagnostic, Metric
 
 THRESHOLD = 0.5  # suspicion above this: the neighbours outvote the given label
+RELIABLE = 0.5  # the judges' vote consistency below which the share above overstates (natural images): the
+#                 estimator's threshold for an unreliable neighbour reference (docs/validity.md)
 SPACES = ("input", "patches", "early", "features")  # where the neighbours that judge a label are found
 #                                                    (docs/suspects.md)
 
@@ -97,10 +99,25 @@ def p_wrong(counts: dict[str, np.ndarray], confidence: np.ndarray) -> np.ndarray
     return 1.0 / (1.0 + np.exp(-t))
 
 
+def judges(c: Context) -> dict | None:
+    """How reliable the neighbours are as judges of the given labels: the consistency of two disjoint votes of
+    the labels among the voters (`neighbour_agreement`'s vote_consistency: near 1 when the neighbours agree on a
+    sample's class, near 1/C where distance says little of the class), in the patch space, else the input space."""
+    reference = c.fs.reference[voters(c)]
+    for space in ("patches", "input"):
+        found = neighbours_in(c, space)
+        if found is not None:
+            agreement = neighbour_agreement(None, reference, reference, K, neighbours=found)
+            return {"space": space, "vote_consistency": agreement["vote_consistency"]}
+    return None
+
+
 def memorized(c: Context) -> dict | None:
     """The scorecard's memorization summary: `fraction`, the estimated share of audited training samples whose
     label is wrong (p_wrong > 0.5) and which the model predicts anyway — the share it memorized; and
-    `suspect_fraction`, the share whose label the neighbours outvote (suspicion > 0.5). Needs the given labels."""
+    `suspect_fraction`, the share whose label the neighbours outvote (suspicion > 0.5); and `judges`, how
+    reliable the neighbours are as judges of labels (below RELIABLE the suspect share overstates: on natural
+    images most correct labels have neighbours of other classes). Needs the given labels."""
     if not c.fs.labels_used:
         return None
     chosen = voters(c)
@@ -109,7 +126,7 @@ def memorized(c: Context) -> dict | None:
     wrong = p_wrong(counts, given_label_confidence(c, chosen))
     return {"fraction": None if wrong is None else float(np.mean((wrong > 0.5) & fits)),
             "suspect_fraction": float(np.mean(suspicion(counts) > THRESHOLD)), "threshold": THRESHOLD,
-            "spaces": [name[2:] for name in counts], "samples": int(len(chosen))}
+            "spaces": [name[2:] for name in counts], "samples": int(len(chosen)), "judges": judges(c)}
 
 
 MEMORIZATION = Diagnostic(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TextIO
 
+from genaudit.diagnostics.memorization import RELIABLE
 from genaudit.metrics import BY_NAME, GROUPS, LAYER_METRICS, METRICS, PRIMARY, Metric
 from genaudit.scorecard import lookup
 
@@ -56,12 +57,19 @@ def suspects_summary(result: dict) -> str:
     memorized = "" if s["fraction"] is None else (
         f"; estimated memorized (a likely wrong label the model fits anyway): {s['fraction']:.1%}")
     checkpoints = len(result.get("checkpoints", ()))
-    if checkpoints < 2:
-        return (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
-                f"(suspicion > {s['threshold']:g}){memorized}")
-    return (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
-            f"(neighbour disagreement > {s['threshold']:g}){memorized}. Suspicion: the neighbours' disagreement "
-            f"and the run's doubt of each label over {checkpoints} checkpoints")
+    judged = "suspicion" if checkpoints < 2 else "neighbour disagreement"
+    line = (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
+            f"({judged} > {s['threshold']:g}){memorized}")
+    judges = s.get("judges")
+    if judges is not None and judges["vote_consistency"] is not None and judges["vote_consistency"] < RELIABLE:
+        space = "patch" if judges["space"] == "patches" else judges["space"]
+        line += (f". The neighbours are weak judges of labels here (two disjoint votes of the given labels agree on "
+                 f"{judges['vote_consistency']:.0%} of samples in the {space} space), so these shares overstate: "
+                 "read the ranking")
+    if checkpoints > 1:
+        line += (f". Suspicion: the neighbours' disagreement and the run's doubt of each label over {checkpoints} "
+                 "checkpoints")
+    return line
 
 
 def earlier_checkpoints(result: dict) -> str:
