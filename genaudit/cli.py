@@ -514,6 +514,9 @@ def suspects(
     models: Annotated[List[str], typer.Argument(metavar="MODEL", help="Model file; or the checkpoints of one "
                                                 "training run (files, globs or a folder), judged together.")],
     data: Data,
+    order: Annotated[str, typer.Option(help="A run's checkpoints: natural: by the numbers in the file names "
+                                       "(epoch/step); given: as listed. The last is the model the table shows."
+                                       )] = "natural",
     top: Annotated[int, typer.Option(help="How many of the most suspicious samples to show.",
                                      parser=Bounded(Range(low=1)))] = 20,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write every audited sample's row here "
@@ -530,7 +533,8 @@ def suspects(
     model the table shows)."""
     from genaudit.suspects import suspects as run_suspects
 
-    result = _deliver("suspects", lambda progress: run_suspects(models, data, top=top, progress=progress,
+    result = _deliver("suspects", lambda progress: run_suspects(models, data, top=top, order=order,
+                                                                progress=progress,
                                                                 thumbnails=html is not None or fmt == Format.html,
                                                                 **options),
                       label="features (one trunk pass per model)", fmt=fmt, inputs=(*models, data),

@@ -141,6 +141,11 @@ def test_cli_judges_a_runs_checkpoints(tmp_path):
                                 "--data", "sample", "--samples", "200", "-f", "markdown"])
     assert shown.exit_code == 0 and "(and 1 earlier checkpoint)" in shown.output
     assert "the run's doubt of each label over 2 checkpoints" in shown.output
+    given = runner.invoke(app, ["suspects", str(tmp_path / "run_e10.onnx"), str(tmp_path / "run_e2.onnx"),
+                                "--order", "given", "--data", "sample", "--samples", "200", "-f", "json"])
+    assert json.loads(given.output)["model"]["path"].endswith("run_e2.onnx")  # as listed: the last given is shown
+    wrong = runner.invoke(app, ["suspects", str(tmp_path / "run_e2.onnx"), "--order", "newest", "--data", "sample"])
+    assert wrong.exit_code == 2 and "--order must be 'natural' or 'given'" in wrong.output
 
 
 def test_the_summary_says_when_the_neighbours_are_weak_judges():
