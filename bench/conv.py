@@ -1,6 +1,6 @@
 """Benchmark: conv-layer audits (a head onnxruntime reruns on every variant), this tree against a git revision.
 
-    python bench/conv.py [--against HEAD] [--samples 2000] [--rounds 5] [--layer NAME]
+    python bench/conv.py [--against HEAD] [--samples 2000] [--rounds 5] [--layer NAME] [--head-samples N]
 
 ResNet-18 (random weights, 10 classes, 3x32x32; bench/bench.py's model and images, labelled with the model's own
 predictions, a seeded 20% replaced by random classes) audited at a conv layer (default: layer3's output,
@@ -11,7 +11,8 @@ Per audit it records the wall time of the audit call in process and genaudit's o
 pass, diagnostics = the diagnostics, score = a labelled audit's label-free rerun; a revision without that timer
 counts it in `outside`: wall minus the timers), and the scorecards' values, which it compares between the trees.
 Prints the medians over rounds, the ratio diagnostics / trunk pass (the performance issue's target: <= 4x) and
-which values differ, then the same numbers as JSON.
+which values differ, then the same numbers as JSON. --head-samples: both trees audit with that option (default:
+genaudit's, 500), to measure what a smaller head subsample buys.
 """
 
 from __future__ import annotations
@@ -39,11 +40,12 @@ sys.path.insert(0, root)
 import genaudit
 assert genaudit.__file__.startswith(root), genaudit.__file__
 model, data, layer, samples = sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+options = json.loads(sys.argv[6])
 genaudit.audit(model, data, samples=200, layer=layer, labels=False)  # imports, sessions, the model cache
 out = {}
 for case, labels in (("no labels", False), ("labels", True)):
     start = time.perf_counter()
-    card = genaudit.audit(model, data, samples=samples, layer=layer, labels=labels)
+    card = genaudit.audit(model, data, samples=samples, layer=layer, labels=labels, **options)
     wall = time.perf_counter() - start
     values = json.loads(card.to_json())
     out[case] = {"wall": wall, "timers": card.timings,
@@ -59,10 +61,10 @@ def export(revision: str, folder: Path) -> Path:
     return folder
 
 
-def run(root: Path, model: Path, data: Path, layer: str, samples: int, cache: Path) -> dict:
+def run(root: Path, model: Path, data: Path, layer: str, samples: int, cache: Path, options: dict) -> dict:
     env = {**os.environ, "GENAUDIT_CACHE": str(cache)}
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(root), str(model), str(data), layer, str(samples)],
-                          env=env, capture_output=True, text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", RUNNER, str(root), str(model), str(data), layer, str(samples),
+                           json.dumps(options)], env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -102,7 +104,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--layer", default=CONV_LAYER)
+    parser.add_argument("--head-samples", type=int, default=None, help="audit option for both trees")
     args = parser.parse_args()
+    options = {} if args.head_samples is None else {"head_samples": args.head_samples}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         build(folder, [args.samples])
@@ -112,9 +116,10 @@ def main() -> None:
         results: dict[str, list[dict]] = {side: [] for side in trees}
         for r in range(args.rounds):
             for side in (("before", "after") if r % 2 == 0 else ("after", "before")):
-                results[side].append(run(trees[side], model, data, args.layer, args.samples, folder / f"cache-{side}"))
+                results[side].append(run(trees[side], model, data, args.layer, args.samples, folder / f"cache-{side}",
+                                         options))
         report = {"model": "resnet18 3x32x32, random weights", "layer": args.layer, "samples": args.samples,
-                  "against": args.against, "cpu_threads": os.cpu_count(), "cases": {}}
+                  "against": args.against, "options": options, "cpu_threads": os.cpu_count(), "cases": {}}
         for case in ("no labels", "labels"):
             before = summary([r[case] for r in results["before"]])
             after = summary([r[case] for r in results["after"]])
