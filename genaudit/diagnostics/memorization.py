@@ -24,8 +24,8 @@ from genaudit.diagnostics.neighbours import K, neighbour_agreement, neighbours_i
 from genaudit.registry import Better, Context, Diagnostic, Metric
 
 THRESHOLD = 0.5  # suspicion above this: the neighbours outvote the given label
-RELIABLE = 0.5  # the judges' vote consistency below which the share above overstates (natural images): the
-#                 estimator's threshold for an unreliable neighbour reference (docs/validity.md)
+RELIABLE = 0.5  # the judges' vote consistency below which the share above overstates (heavy label noise, natural
+#                 images): the estimator's threshold for an unreliable neighbour reference (docs/validity.md)
 SPACES = ("input", "patches", "early", "features")  # where the neighbours that judge a label are found
 #                                                    (docs/suspects.md)
 
@@ -116,8 +116,8 @@ def memorized(c: Context) -> dict | None:
     """The scorecard's memorization summary: `fraction`, the estimated share of audited training samples whose
     label is wrong (p_wrong > 0.5) and which the model predicts anyway — the share it memorized; and
     `suspect_fraction`, the share whose label the neighbours outvote (suspicion > 0.5); and `judges`, how
-    reliable the neighbours are as judges of labels (below RELIABLE the suspect share overstates: on natural
-    images most correct labels have neighbours of other classes). Needs the given labels."""
+    reliable the neighbours are as judges of labels (below RELIABLE the suspect share overstates: with heavy label
+    noise, and on natural images, many correct labels have neighbours of other classes). Needs the given labels."""
     if not c.fs.labels_used:
         return None
     chosen = voters(c)

@@ -64,8 +64,9 @@ def suspects_summary(result: dict) -> str:
     if judges is not None and judges["vote_consistency"] is not None and judges["vote_consistency"] < RELIABLE:
         space = "patch" if judges["space"] == "patches" else judges["space"]
         line += (f". The neighbours are weak judges of labels here (two disjoint votes of the given labels agree on "
-                 f"{judges['vote_consistency']:.0%} of samples in the {space} space), so these shares overstate: "
-                 "read the ranking")
+                 f"{judges['vote_consistency']:.0%} of samples in the {space} space: heavy label noise, or images whose "
+                 "neighbours say little of their class, as natural images), so the share they outvote overstates the "
+                 "wrong labels: read the ranking")
     if checkpoints > 1:
         line += (f". Suspicion: the neighbours' disagreement and the run's doubt of each label over {checkpoints} "
                  "checkpoints")
