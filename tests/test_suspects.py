@@ -162,3 +162,15 @@ def test_the_summary_says_when_the_neighbours_are_weak_judges():
     assert "weak judges" in weak and "27% of samples in the patch space" in weak and "the share they outvote" in weak
     assert "weak" not in suspects_summary({"summary": {**summary, "judges": {"space": "input",
                                                                                "vote_consistency": 0.8}}})
+
+
+def test_the_judges_are_the_input_space_without_a_patch_space(tmp_path):
+    """Samples that are not images have no patch space: the judges are the input space's votes, the same two
+    disjoint votes as the input vote's consistency."""
+    data = np.load(SAMPLE_MODELS.parent / "genaudit" / "sample_data" / "mnist_sample.npz")
+    flat = tmp_path / "flat.npz"
+    np.savez(flat, x=data["x"].reshape(len(data["x"]), -1)[:300], y=data["y"][:300])
+    card = genaudit.audit(SAMPLE_MODELS / "mlp_clean.onnx", str(flat), layout="flat")
+    assert "patches" not in card["diagnostics"]["neighbours"]
+    assert card["diagnostics"]["memorization"]["judges"] == {
+        "space": "input", "vote_consistency": card["diagnostics"]["neighbours"]["input"]["vote_consistency"]}
