@@ -11,7 +11,9 @@ Every `every_n_epochs` epochs it exports the LightningModule to ONNX, audits it 
 (`genaudit.training.AuditMonitor`), logs the tracked numbers as `genaudit/<name>` with `log_dict` (so every
 logger the trainer has receives them, and `ModelCheckpoint`/`EarlyStopping` can monitor `genaudit/estimate`),
 saves a checkpoint of the best epoch, and sets `trainer.should_stop` when memorization sets in or the estimate
-stops improving. Under DDP the audit runs on global rank 0 and its decision is broadcast to every rank.
+stops improving. Under DDP the audit runs on global rank 0 and its decision is broadcast to every rank. With
+`keep_all=True` every audited epoch's export is kept, and `audit.monitor.suspects()` ranks the training samples
+by how likely their label is wrong across the whole run (docs/suspects.md).
 """
 
 from __future__ import annotations
