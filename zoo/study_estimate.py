@@ -370,9 +370,7 @@ def calibrate(records, form: str, loss: str = SQUARES, seed: int = 0) -> dict:
         method = {"calibration_models": len(cal), "fit_models": len(proper)}
     else:
         err, res, cal, by_group = [], [], [], []
-        for group in sorted({(r["zoo"], r["dataset"]) for r in records}):
-            out = [r for r in records if (r["zoo"], r["dataset"]) == group]
-            p, gap, _ = predict(fit([r for r in records if (r["zoo"], r["dataset"]) != group], form, loss), out)
+        for out, p, gap in group_out(records, form, loss):
             signed = (p - np.array([r["holdout"] for r in out])) / scale(gap)
             err.extend(np.abs(p - np.array([r["holdout"] for r in out])))
             res.extend(np.abs(signed))
@@ -390,6 +388,17 @@ def calibrate(records, form: str, loss: str = SQUARES, seed: int = 0) -> dict:
     model["conformal"]["unreliable_below"] = UNRELIABLE
     model["conformal"]["unreliable_models"] = int(low.sum())
     return model
+
+
+def group_out(records, form: str, loss: str = SQUARES) -> list[tuple[list[dict], np.ndarray, np.ndarray]]:
+    """Each (zoo, data set) of `records` predicted by a fit on the others: (its records, their estimates, their
+    predicted gaps), groups in sorted order. The errors of a model from a zoo and data set the fit never saw."""
+    out = []
+    for group in sorted({(r["zoo"], r["dataset"]) for r in records}):
+        held = [r for r in records if (r["zoo"], r["dataset"]) == group]
+        p, gap, _ = predict(fit([r for r in records if (r["zoo"], r["dataset"]) != group], form, loss), held)
+        out.append((held, p, gap))
+    return out
 
 
 def group_quantile(by_group: list[np.ndarray]) -> float:

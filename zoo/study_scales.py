@@ -43,13 +43,10 @@ def reliability(records: list[dict]) -> np.ndarray:
 
 
 def calibration(train: list[dict], form: str, loss: str) -> list[tuple]:
-    """Each (zoo, data set) of `train` predicted by a fit on the others: (records, |error|, predicted gap)."""
-    out = []
-    for group in sorted({(r["zoo"], r["dataset"]) for r in train}):
-        held = [r for r in train if (r["zoo"], r["dataset"]) == group]
-        p, gap, _ = S.predict(S.fit([r for r in train if (r["zoo"], r["dataset"]) != group], form, loss), held)
-        out.append((held, np.abs(p - np.array([r["holdout"] for r in held])), gap))
-    return out
+    """Each (zoo, data set) of `train` predicted by a fit on the others (`S.group_out`): (records, |error|,
+    predicted gap)."""
+    return [(held, np.abs(p - np.array([r["holdout"] for r in held])), gap)
+            for held, p, gap in S.group_out(train, form, loss)]
 
 
 def calibrated(cal: list[tuple]) -> dict:
@@ -70,12 +67,10 @@ def chosen(table: dict) -> str:
 
 
 def split_rows(train, test, form, loss) -> dict:
-    cal = calibration(train, form, loss)
-    table = calibrated(cal)
-    err_cal = np.concatenate([err for _, err, _ in cal])
-    low = np.array([S.unreliable(r) for held, _, _ in cal for r in held])
-    floor = conformal_quantile(err_cal[low]) if low.sum() >= 20 else None  # as shipped (S.calibrate)
-    p, gap, widen = S.predict(S.fit(train, form, loss), test)
+    table = calibrated(calibration(train, form, loss))
+    shipped = S.calibrate(train, form, loss)  # the fit on all of `train` and its unreliable-reference floor
+    floor = shipped["conformal"]["abs_unreliable"]
+    p, gap, widen = S.predict(shipped, test)
     err = np.abs(p - np.array([r["holdout"] for r in test]))
     unreliable = np.array([S.unreliable(r) for r in test])
     groups = sorted({S.group_of(r) for r in test}.union(*(S.subgroups(r) for r in test)))
