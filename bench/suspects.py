@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -41,11 +42,12 @@ def checkpoints(model: Path, count: int) -> list[Path]:
     import onnx
     from onnx import numpy_helper
 
+    graph = onnx.load(str(model))
+    tensor = graph.graph.initializer[-1]
+    original = numpy_helper.to_array(tensor).copy()
     paths = []
     for k in range(count):
-        graph = onnx.load(str(model))
-        tensor = graph.graph.initializer[-1]
-        values = numpy_helper.to_array(tensor).copy()
+        values = original.copy()
         values.flat[0] += k * 1e-6
         tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
         path = model.parent / f"run_e{k + 1:02d}.onnx"
@@ -59,7 +61,7 @@ def process(models: list[Path], data: Path, samples: int, cache: Path) -> tuple[
     cache.mkdir()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", RUNNER, *map(str, models), "--data", str(data), "--samples",
-                           str(samples), "--order", "given"], env={"GENAUDIT_CACHE": str(cache), "PATH": ""},
+                           str(samples), "--order", "given"], env={**os.environ, "GENAUDIT_CACHE": str(cache)},
                           capture_output=True, text=True, check=True)
     return time.perf_counter() - start, int(done.stdout.strip().splitlines()[-1])
 
