@@ -164,6 +164,20 @@ def tiny_grid() -> list[dict]:
             _run("tiny", "cifar10", "resnet", "sgdcos", "none", 0, 2, (1, 2))]
 
 
+def fresh_grid() -> list[dict]:
+    """CIFAR-10 runs built after the suspects' perturbation study had chosen its rule
+    (zoo/study_suspects_views.py), to evaluate it on models and label-noise levels it never saw: 30% and 50% wrong
+    labels (nested with the zoo's other levels), new seeds (the run names), CNNs, ResNet-8s and width-32 CNNs,
+    with and without augmentation. Built with --fresh into their own folder (default zoo/fresh), never into the
+    real-use zoo the estimator is fitted on."""
+    cnn = lambda aug, c, **kw: _run("fresh", "cifar10", "cnn", "sgdcos", aug, c, 30, CIFAR_CNN_CK, **kw)  # noqa: E731
+    res = lambda aug, c: _run("fresh", "cifar10", "resnet", "sgdcos", aug, c, 25, CIFAR_RES_CK)  # noqa: E731
+    return [cnn("crop4flip", 30), cnn("crop4flip", 50), cnn("none", 30), cnn("none", 50),
+            res("crop4flip", 30), res("none", 50),
+            _run("fresh", "cifar10", "cnn", "adamcos", "crop4flip", 50, 30, CIFAR_CNN_CK, normalization="none"),
+            cnn("crop4flip", 30, width=32), cnn("none", 60, width=32)]
+
+
 TINY_SIZES = dict(full_train=3000, full_hold=1000, audit=1000, cifar_train=600)
 
 
@@ -528,13 +542,15 @@ def summarize(entries: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=ROOT / "zoo" / "realuse", help="output folder (default zoo/realuse)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default zoo/realuse; zoo/fresh with --fresh)")
     p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="torchvision root with MNIST/ and FashionMNIST/")
     p.add_argument("--cifar-root", type=Path, default=CIFAR_ROOT, help="folder with train_prefixes.npz and "
                    "test_first1017.npz")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; results do not depend on it)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
     p.add_argument("--tiny", action="store_true", help="~30-second smoke build: 4 runs of 2-3 epochs on small subsets")
+    p.add_argument("--fresh", action="store_true", help="build the fresh CIFAR-10 runs (fresh_grid) instead, into "
+                   "--out (default zoo/fresh)")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary table of DIR/manifest.json")
     p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small,more,extra",
@@ -561,10 +577,12 @@ def main(argv: list[str] | None = None) -> int:
         print(summarize(json.loads((args.summarize / "manifest.json").read_text())))
         return 0
 
-    grid = tiny_grid() if args.tiny else default_grid()
+    if args.out is None:
+        args.out = ROOT / "zoo" / ("fresh" if args.fresh else "realuse")
+    grid = tiny_grid() if args.tiny else fresh_grid() if args.fresh else default_grid()
     blocks = set(b.strip() for b in args.blocks.split(","))
     everything = grid
-    if not args.tiny:
+    if not args.tiny and not args.fresh:
         grid = [j for j in grid if j["block"] in blocks]
     if args.runs:
         grid = [j for j in grid if re.search(args.runs, j["run"])]
