@@ -528,9 +528,10 @@ def suspects(
 ) -> None:
     """Rank training samples by how likely the model memorized them.
 
-    Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone. Given a
-    run's checkpoints, also how much the run doubted each label while it trained (the last checkpoint is the
-    model the table shows)."""
+    Suspicion: a label its neighbours outvote, fitted anyway; from the trained model and its data alone. Where the
+    neighbours are weak judges (natural images), also the model's doubt of the label on the image shifted 2
+    pixels. Given a run's checkpoints, also how much the run doubted each label while it trained (the last
+    checkpoint is the model the table shows)."""
     from genaudit.suspects import suspects as run_suspects
 
     result = _deliver("suspects", lambda progress: run_suspects(models, data, top=top, order=order,

@@ -10,8 +10,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from genaudit.diagnostics.memorization import (across_checkpoints, given_label_confidence, memorized, signals,
-                                                suspicion)
+from genaudit.data import arrange
+from genaudit.diagnostics.memorization import (SHIFTS, across_checkpoints, given_label_confidence, given_probability,
+                                                judges, memorized, shifted, signals, suspicion, weak, with_shifts)
 from genaudit.diagnostics.neighbours import K, neighbours_in, vote_of, voters
 from genaudit.registry import Context
 
@@ -23,18 +24,37 @@ def judged(c: Context) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     return found, suspicion(found), given_label_confidence(c, voters(c, every=True))
 
 
+def shifted_doubt(done, dataset, batch: int) -> np.ndarray | None:
+    """1 - the model's probability of each audited sample's given label, averaged over the image moved by two
+    pixels in each of four directions (`SHIFTS`): four more passes of the whole model over the samples, in
+    batches. None when the samples are not images (N x C x H x W once preprocessed)."""
+    labels, kind, total = done.fs.labels, done.cut.output_kind, np.zeros(len(dataset))
+    for start in range(0, len(dataset), batch):
+        x = dataset.preprocess(dataset.x[start : start + batch])
+        if x.ndim != 4:
+            return None
+        for dy, dx in SHIFTS:
+            outputs = done.cut.predict(arrange(np.ascontiguousarray(shifted(x, dy, dx)), done.layout))
+            total[start : start + len(x)] += 1.0 - given_probability(outputs, labels[start : start + len(x)], kind)
+    return total / len(SHIFTS)
+
+
 def rows(c: Context, ids: list, found: dict[str, np.ndarray], score: np.ndarray, confidence: np.ndarray,
-         thumbnail: Callable[[int], str | None] | None = None, top: int = 0) -> list[dict]:
+         thumbnail: Callable[[int], str | None] | None = None, top: int = 0,
+         shifts: np.ndarray | None = None) -> list[dict]:
     """One row per audited sample, most suspicious by `score` first: index (its place in the source), label,
     predicted, suggested (the input-space neighbours' vote), suspicion, doubt (1 - `confidence`, the model's
-    probability of the given label) and the signals in `found`; the first `top` rows also get `thumbnail(n)` (an
-    image of audited sample n) when it is given."""
+    probability of the given label), `shifted_doubt` (the same on shifted images, when the suspicion read it)
+    and the signals in `found`; the first `top` rows also get `thumbnail(n)` (an image of audited sample n) when
+    it is given."""
     indices, distances = neighbours_in(c, "input", every=True)
     suggested = vote_of(indices[:, :K], distances[:, :K], c.fs.labels)
     order = np.lexsort((np.arange(len(score)), -score))  # most suspicious first; ties by audited order
     table = [{"index": ids[n] if isinstance(ids[n], str) else int(ids[n]), "label": int(c.fs.labels[n]),
               "predicted": int(c.fs.predictions[n]), "suggested": int(suggested[n]), "suspicion": float(score[n]),
-              "doubt": float(1.0 - confidence[n]), **{name: int(values[n]) for name, values in found.items()}}
+              "doubt": float(1.0 - confidence[n]),
+              **({} if shifts is None else {"shifted_doubt": float(shifts[n])}),
+              **{name: int(values[n]) for name, values in found.items()}}
              for n in order]
     if thumbnail is not None:
         for row, n in zip(table[:top], order[:top]):
@@ -63,7 +83,8 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
              thumbnails: bool = False, order: str = "natural", progress=None, **options) -> dict:
     """Rank the audited training samples by suspicion. `model`: a model file, or the checkpoints of one training
     run (files, globs or folders, sorted by the numbers in their names unless `order="given"`; the last is the
-    model the table's predictions and summary are of), whose suspicion is `across_checkpoints`. The keyword
+    model the table's predictions and summary are of), whose suspicion is `across_checkpoints`. One model's
+    suspicion reads its doubt on shifted images (`with_shifts`) where the neighbours are weak judges. The keyword
     options are those of `genaudit.audit`; labels are required (suspicion judges the given labels). `thumbnails`:
     embed PNG thumbnails of the `top` rows (for the HTML report). Returns the suspects document (every row, plus a
     summary)."""
@@ -90,11 +111,16 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
             files.append({"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format})
             scores.append(score)
             confidences.append(confidence)
+        shifts = None
         if len(paths) > 1:
             score, confidence = across_checkpoints(scores, confidences), np.mean(np.stack(confidences), axis=0)
+        elif weak(judges(context)):
+            shifts = shifted_doubt(done, dataset, opts.batch_size)
+            if shifts is not None:
+                score = with_shifts(score, shifts)
         table = rows(context, dataset.ids, found, score, confidence,
-                     (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top)
-        summary = {**memorized(context), "checkpoints": len(paths)}
+                     (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top, shifts)
+        summary = {**memorized(context), "checkpoints": len(paths), "shifted": shifts is not None}
     return {
         "schema_version": SCHEMA_VERSION, "genaudit_version": __version__, "model": files[-1], "checkpoints": files,
         "data": dataset.spec, "samples": len(table), "top": top, "summary": summary, "rows": table,

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 from typer.testing import CliRunner
 
 import genaudit
@@ -174,3 +177,110 @@ def test_the_judges_are_the_input_space_without_a_patch_space(tmp_path):
     assert "patches" not in card["diagnostics"]["neighbours"]
     assert card["diagnostics"]["memorization"]["judges"] == {
         "space": "input", "vote_consistency": card["diagnostics"]["neighbours"]["input"]["vote_consistency"]}
+
+
+def test_shifted_moves_the_image_and_repeats_the_edge():
+    """A 3 x 3 image moved one pixel each way: the row or column moved out is gone, the edge fills the gap."""
+    from genaudit.diagnostics.memorization import shifted
+
+    x = np.arange(1.0, 10.0).reshape(1, 1, 3, 3)
+    np.testing.assert_array_equal(shifted(x, 1, 0)[0, 0], [[1, 2, 3], [1, 2, 3], [4, 5, 6]])  # down
+    np.testing.assert_array_equal(shifted(x, -1, 0)[0, 0], [[4, 5, 6], [7, 8, 9], [7, 8, 9]])  # up
+    np.testing.assert_array_equal(shifted(x, 0, 1)[0, 0], [[1, 1, 2], [4, 4, 5], [7, 7, 8]])  # right
+    np.testing.assert_array_equal(shifted(x, 0, -1)[0, 0], [[2, 3, 3], [5, 6, 6], [8, 9, 9]])  # left
+    np.testing.assert_array_equal(shifted(x, 0, 0), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float32, (2, 3, 7, 6), elements=st.floats(-2, 2, width=32)), st.integers(-3, 3), st.integers(-3, 3))
+def test_shifted_is_the_image_offset_inside_and_adds_no_value(x, dy, dx):
+    """Inside, the shifted image is the image offset by (dy, dx); every value comes from the same image and
+    channel (edge pixels repeated), so a shift never widens the range."""
+    from genaudit.diagnostics.memorization import shifted
+
+    out = shifted(x, dy, dx)
+    assert out.shape == x.shape
+    h, w = x.shape[2:]
+    rows, cols = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+    source_rows, source_cols = slice(max(-dy, 0), h + min(-dy, 0)), slice(max(-dx, 0), w + min(-dx, 0))
+    np.testing.assert_array_equal(out[:, :, rows, cols], x[:, :, source_rows, source_cols])
+    for n in range(2):
+        for ch in range(3):
+            assert set(out[n, ch].ravel()) <= set(x[n, ch].ravel())
+
+
+def test_given_probability_hand_case():
+    """Logits [0, ln 3] give probabilities 1/4 and 3/4; probabilities are read as they are."""
+    from genaudit.diagnostics.memorization import given_probability
+
+    logits = np.array([[0.0, np.log(3.0)], [0.0, np.log(3.0)]])
+    np.testing.assert_allclose(given_probability(logits, np.array([0, 1])), [0.25, 0.75])
+    np.testing.assert_array_equal(given_probability(np.array([[0.2, 0.8]]), np.array([1]), "probabilities"), [0.8])
+
+
+def test_with_shifts_and_weak_hand_cases():
+    """(suspicion + shifted doubt) / 2: 0.2 and 0.6 give 0.4. Weak judges: consistency below 0.5 only."""
+    from genaudit.diagnostics.memorization import weak, with_shifts
+
+    np.testing.assert_allclose(with_shifts(np.array([0.2, 0.0]), np.array([0.6, 0.0])), [0.4, 0.0])
+    assert weak({"space": "patches", "vote_consistency": 0.49})
+    assert not weak({"space": "patches", "vote_consistency": 0.5})
+    assert not weak(None) and not weak({"space": "input", "vote_consistency": None})
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    """The shipped MNIST sample with 70% of its labels replaced by another class: the neighbours are weak
+    judges there (two disjoint votes of such labels rarely agree)."""
+    data = np.load(SAMPLE_MODELS.parent / "genaudit" / "sample_data" / "mnist_sample.npz")
+    rng = np.random.default_rng(1)
+    y = data["y"].copy()
+    wrong = rng.choice(len(y), size=int(len(y) * 0.7), replace=False)
+    y[wrong] = (y[wrong] + rng.integers(1, 10, len(wrong))) % 10
+    folder = tmp_path_factory.mktemp("noisy")
+    np.savez(folder / "noisy.npz", x=data["x"], y=y)
+    np.savez(folder / "flat.npz", x=data["x"].reshape(len(y), -1), y=y)
+    return folder
+
+
+def test_one_model_reads_its_doubt_on_shifted_images_where_the_judges_are_weak(noisy):
+    """With weak judges, each row's shifted_doubt is 1 - the model's softmax probability of the given label,
+    averaged over the image moved 2 pixels down, up, right and left (computed here with onnxruntime on images
+    shifted by hand), and its suspicion is (neighbour disagreement + shifted doubt) / 2."""
+    import onnxruntime as ort
+
+    result = suspects(SAMPLE_MODELS / "cnn_clean.onnx", str(noisy / "noisy.npz"), samples=200)
+    assert result["summary"]["shifted"] and result["summary"]["judges"]["vote_consistency"] < 0.5
+    data = np.load(noisy / "noisy.npz")
+    index = np.array([r["index"] for r in result["rows"]])
+    x, y = data["x"][index].astype(np.float32) / 255, data["y"][index]
+    views = [np.concatenate([x[:, :, :1], x[:, :, :1], x[:, :, :-2]], axis=2),  # down
+             np.concatenate([x[:, :, 2:], x[:, :, -1:], x[:, :, -1:]], axis=2),  # up
+             np.concatenate([x[..., :1], x[..., :1], x[..., :-2]], axis=3),  # right
+             np.concatenate([x[..., 2:], x[..., -1:], x[..., -1:]], axis=3)]  # left
+    session = ort.InferenceSession(str(SAMPLE_MODELS / "cnn_clean.onnx"), providers=["CPUExecutionProvider"])
+    doubt = np.zeros(len(y))
+    for view in views:
+        logits = session.run(None, {session.get_inputs()[0].name: view})[0].astype(np.float64)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        doubt += 1 - (p / p.sum(axis=1, keepdims=True))[np.arange(len(y)), y]
+    np.testing.assert_allclose([r["shifted_doubt"] for r in result["rows"]], doubt / 4, atol=1e-5)
+    for row in result["rows"]:
+        counts = [row[k] for k in ("d_input", "d_patches", "d_early", "d_features")]
+        assert row["suspicion"] == pytest.approx((sum(counts) / 40 + row["shifted_doubt"]) / 2)
+    shown = runner.invoke(app, ["suspects", str(SAMPLE_MODELS / "cnn_clean.onnx"), "--data", str(noisy / "noisy.npz"),
+                                "--samples", "200", "-f", "markdown"]).output
+    assert "doubt of each label on the image moved 2 pixels each way" in shown
+    assert "(neighbour disagreement > 0.5)" in shown  # the outvoted share reads the neighbours, not the shifts
+
+
+def test_good_judges_flat_samples_and_runs_leave_the_suspicion_to_the_neighbours(noisy):
+    """No shifts where the neighbours are good judges (the shipped sample), where the samples are not images
+    (nothing to shift), or for a run's checkpoints (their doubt is the run's)."""
+    for result in (suspects(SAMPLE_MODELS / "cnn_clean.onnx", "sample", samples=200),
+                   suspects(SAMPLE_MODELS / "mlp_clean.onnx", str(noisy / "flat.npz"), samples=200, layout="flat"),
+                   suspects([SAMPLE_MODELS / "mlp_random.onnx", SAMPLE_MODELS / "mlp_clean.onnx"],
+                            str(noisy / "noisy.npz"), samples=200, order="given")):
+        assert not result["summary"]["shifted"] and all("shifted_doubt" not in r for r in result["rows"])
+    assert suspects(SAMPLE_MODELS / "mlp_clean.onnx", str(noisy / "flat.npz"), samples=200,
+                    layout="flat")["summary"]["judges"]["vote_consistency"] < 0.5  # weak, but nothing to shift

@@ -57,6 +57,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from genaudit.diagnostics.memorization import SHIFTS, given_probability, shifted  # noqa: E402
 from zoo.study_suspects_cifar import auroc  # noqa: E402
 
 NOISE_ZOO = ROOT / "zoo" / "models"
@@ -66,15 +67,7 @@ LABELS = ROOT / "zoo" / "suspects" / "cache" / "data"
 OUT = ROOT / "zoo" / "suspects"
 CANDIDATES = ("C0", "Cd", "Cn", "Cs", "Cns")
 WEAK = 0.5  # genaudit.diagnostics.memorization.RELIABLE: neighbours below it are weak judges
-SIGMA, SHIFT = 0.25, 2
-
-
-def shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """Images (N, C, H, W) moved by (dy, dx) pixels, the edge pixels repeated into the gap."""
-    h, w = x.shape[2:]
-    padded = np.pad(x, ((0, 0), (0, 0), (abs(dy),) * 2, (abs(dx),) * 2), mode="edge")
-    top, left = abs(dy) - dy, abs(dx) - dx
-    return padded[:, :, top : top + h, left : left + w]
+SIGMA = 0.25
 
 
 def views(x: np.ndarray, scale: float, first: int) -> dict[str, np.ndarray]:
@@ -83,17 +76,9 @@ def views(x: np.ndarray, scale: float, first: int) -> dict[str, np.ndarray]:
     for seed in (0, 1):
         rng = np.random.default_rng([seed, first])
         out[f"noise{seed}"] = (x + SIGMA * scale * rng.standard_normal(x.shape)).astype(np.float32)
-    for name, (dy, dx) in {"up": (-SHIFT, 0), "down": (SHIFT, 0), "left": (0, -SHIFT), "right": (0, SHIFT)}.items():
+    for name, (dy, dx) in zip(("up", "down", "left", "right"), SHIFTS):  # the product's views (genaudit 0.5.3)
         out[name] = np.ascontiguousarray(shifted(x, dy, dx))
     return out
-
-
-def given_probability(outputs: np.ndarray, labels: np.ndarray, kind: str) -> np.ndarray:
-    scores = np.asarray(outputs, np.float64)
-    if kind != "probabilities":
-        scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-        scores = scores / scores.sum(axis=1, keepdims=True)
-    return scores[np.arange(len(labels)), labels]
 
 
 def one(job: tuple[str, str, str]) -> dict:

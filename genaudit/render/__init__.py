@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TextIO
 
-from genaudit.diagnostics.memorization import RELIABLE
+from genaudit.diagnostics.memorization import SHIFT, weak
 from genaudit.metrics import BY_NAME, GROUPS, LAYER_METRICS, METRICS, PRIMARY, Metric
 from genaudit.scorecard import lookup
 
@@ -57,11 +57,11 @@ def suspects_summary(result: dict) -> str:
     memorized = "" if s["fraction"] is None else (
         f"; estimated memorized (a likely wrong label the model fits anyway): {s['fraction']:.1%}")
     checkpoints = len(result.get("checkpoints", ()))
-    judged = "suspicion" if checkpoints < 2 else "neighbour disagreement"
+    judged = "neighbour disagreement" if checkpoints > 1 or s.get("shifted") else "suspicion"  # what the share reads
     line = (f"{s['suspect_fraction']:.1%} of the audited samples have a label their neighbours outvote "
             f"({judged} > {s['threshold']:g}){memorized}")
     judges = s.get("judges")
-    if judges is not None and judges["vote_consistency"] is not None and judges["vote_consistency"] < RELIABLE:
+    if weak(judges):
         space = "patch" if judges["space"] == "patches" else judges["space"]
         line += (f". The neighbours are weak judges of labels here (two disjoint votes of the given labels agree on "
                  f"{judges['vote_consistency']:.0%} of samples in the {space} space: heavy label noise, or images whose "
@@ -70,6 +70,9 @@ def suspects_summary(result: dict) -> str:
     if checkpoints > 1:
         line += (f". Suspicion: the neighbours' disagreement and the run's doubt of each label over {checkpoints} "
                  "checkpoints")
+    elif s.get("shifted"):
+        line += (f". Suspicion: the neighbours' disagreement and the model's doubt of each label on the image moved "
+                 f"{SHIFT} pixels each way")
     return line
 
 
