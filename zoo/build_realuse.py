@@ -178,6 +178,19 @@ def fresh_grid() -> list[dict]:
             cnn("crop4flip", 30, width=32), cnn("none", 60, width=32)]
 
 
+def fresh2_grid() -> list[dict]:
+    """CIFAR-10 runs built after stage 3 of the suspects' perturbation study had fixed its rule (a run's checkpoints
+    with the last one's doubt on shifted images), to evaluate it: 25% and 45% wrong labels, new seeds (the run
+    names carry "f2"), the same families as fresh_grid. Built with --fresh2 into their own folder (default
+    zoo/fresh2)."""
+    cnn = lambda aug, c, **kw: _run("fresh2", "cifar10", "cnn", "sgdcos", aug, c, 30, CIFAR_CNN_CK, **kw)  # noqa: E731
+    res = lambda aug, c: _run("fresh2", "cifar10", "resnet", "sgdcos", aug, c, 25, CIFAR_RES_CK)  # noqa: E731
+    runs = [cnn("crop4flip", 25), cnn("crop4flip", 45), cnn("none", 25), cnn("none", 45), res("crop4flip", 45),
+            res("none", 25), _run("fresh2", "cifar10", "cnn", "adamcos", "none", 25, 30, CIFAR_CNN_CK,
+                                  normalization="none"), cnn("crop4flip", 45, width=32)]
+    return [dict(r, run=r["run"] + "_f2") for r in runs]
+
+
 TINY_SIZES = dict(full_train=3000, full_hold=1000, audit=1000, cifar_train=600)
 
 
@@ -551,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tiny", action="store_true", help="~30-second smoke build: 4 runs of 2-3 epochs on small subsets")
     p.add_argument("--fresh", action="store_true", help="build the fresh CIFAR-10 runs (fresh_grid) instead, into "
                    "--out (default zoo/fresh)")
+    p.add_argument("--fresh2", action="store_true", help="build the second fresh CIFAR-10 runs (fresh2_grid) "
+                   "instead, into --out (default zoo/fresh2)")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary table of DIR/manifest.json")
     p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small,more,extra",
@@ -578,11 +593,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.out is None:
-        args.out = ROOT / "zoo" / ("fresh" if args.fresh else "realuse")
-    grid = tiny_grid() if args.tiny else fresh_grid() if args.fresh else default_grid()
+        args.out = ROOT / "zoo" / ("fresh" if args.fresh else "fresh2" if args.fresh2 else "realuse")
+    grid = tiny_grid() if args.tiny else fresh_grid() if args.fresh else fresh2_grid() if args.fresh2 else default_grid()
     blocks = set(b.strip() for b in args.blocks.split(","))
     everything = grid
-    if not args.tiny and not args.fresh:
+    if not args.tiny and not args.fresh and not args.fresh2:
         grid = [j for j in grid if j["block"] in blocks]
     if args.runs:
         grid = [j for j in grid if re.search(args.runs, j["run"])]

@@ -39,6 +39,22 @@ Stage 2, fixed after stage 1's tables and before the runs it is evaluated on exi
   wrong labels, new seeds, CNNs, ResNet-8s and width-32 CNNs; last checkpoint) and on the label-noise zoo.
 - Adopted if, on the fresh runs, G's mean AUROC beats C0's by at least 0.02, and on the label-noise zoo (MNIST and
   Fashion-MNIST together) G's mean AUROC is within 0.005 of C0's.
+
+Stage 2 adopted G (genaudit 0.5.3). Stage 3, a run's checkpoints: explored first on the CIFAR-10 runs of the
+real-use zoo and of zoo/fresh (both from then on selection data), where the run's suspicion R = (mean_c s_c +
+mean_c (1 - conf_c)) / 2 had mean AUROC 0.841 / 0.841 and these variants: RS = (mean_c s_c + mean_c (1 - conf_c)
++ the last checkpoint's shifted doubt) / 3, 0.855 / 0.854; the shifted doubt at every checkpoint instead of the
+doubt, 0.851 / 0.854; both doubts averaged, 0.848 / 0.850; one model's spaces weighted by their own vote
+consistency, no gain (0.844 / 0.839 against G's 0.847 / 0.845); the feature space alone, worse. Fixed after that
+and before the runs it is evaluated on existed:
+
+- RG  RS where the neighbours are weak judges (the last checkpoint's `judges` below 0.5) and the samples are
+      images, else R.
+- Evaluated on second fresh CIFAR-10 runs (`python zoo/build_realuse.py --fresh2 --jobs 2` -> zoo/fresh2: 25% and
+  45% wrong labels, new seeds, 8 runs of 5 checkpoints) and on the label-noise zoo's runs (epochs 1, 2, 4, 8, 16,
+  30; 20 / 40 / 60% wrong labels).
+- Adopted if, on the second fresh runs, RG's mean AUROC beats R's by at least 0.005, and on the label-noise zoo's
+  runs (MNIST and Fashion-MNIST together) RG's mean is within 0.005 of R's.
 """
 
 from __future__ import annotations
@@ -63,8 +79,11 @@ from zoo.study_suspects_cifar import auroc  # noqa: E402
 NOISE_ZOO = ROOT / "zoo" / "models"
 REALUSE = ROOT / "zoo" / "realuse"
 FRESH = ROOT / "zoo" / "fresh"
+FRESH2 = ROOT / "zoo" / "fresh2"
 LABELS = ROOT / "zoo" / "suspects" / "cache" / "data"
 OUT = ROOT / "zoo" / "suspects"
+CACHE = OUT / "cache" / "views"  # stage 3's per-model signals
+NOISE_EPOCHS = (1, 2, 4, 8, 16, 30)
 CANDIDATES = ("C0", "Cd", "Cn", "Cs", "Cns")
 WEAK = 0.5  # genaudit.diagnostics.memorization.RELIABLE: neighbours below it are weak judges
 SIGMA = 0.25
@@ -148,6 +167,115 @@ def jobs() -> list[tuple[dict, tuple[str, str, str]]]:
     return out
 
 
+def checkpoint(job: tuple[str, str, bool]) -> str:
+    """Stage 3: one checkpoint judged as `genaudit suspects` judges it (its suspicion, its probability of each
+    given label, the judges; with `last`, its shifted doubt), cached in CACHE."""
+    from genaudit.data import load_data
+    from genaudit.diagnostics.memorization import judges
+    from genaudit.options import AuditOptions
+    from genaudit.pipeline import trunk_pass
+    from genaudit.registry import Context
+    from genaudit.suspects import judged, shifted_doubt
+
+    model, npz, last = job
+    out = CACHE / f"{Path(model).parent.name}_{Path(model).stem}.npz"
+    if out.exists():
+        return str(out)
+    dataset = load_data(npz, samples=2000, seed=0)
+    opts = AuditOptions(threads=1)
+    done = trunk_pass(model, dataset, opts, every=True)
+    context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
+    _, s, conf = judged(context)
+    shifts = shifted_doubt(done, dataset, opts.batch_size) if last else None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.stem + f".tmp{os.getpid()}.npz")
+    np.savez(tmp, ids=np.asarray(dataset.ids, np.int64), s=s, conf=conf,
+             judges=judges(context)["vote_consistency"], **({} if shifts is None else {"sd": shifts}))
+    os.replace(tmp, out)
+    return str(out)
+
+
+def run_jobs() -> list[dict]:
+    """Stage 3's runs: their checkpoints in training order, training file and truth."""
+    runs = []
+    noise: dict[str, list[dict]] = {}
+    for e in json.loads((NOISE_ZOO / "manifest.json").read_text()):
+        if e["corruption"] in (20, 40, 60) and e["epoch"] in NOISE_EPOCHS:
+            noise.setdefault(e["run"], []).append(e)
+    for run, entries in sorted(noise.items()):
+        e = entries[0]
+        runs.append({"group": e["dataset"], "corruption": e["corruption"], "run": run,
+                     "models": [str(NOISE_ZOO / x["file"]) for x in sorted(entries, key=lambda x: x["epoch"])],
+                     "npz": str(LABELS / f"{e['dataset']}_train_c{e['corruption']}.npz"),
+                     "truth": f"{NOISE_ZOO / (e['dataset'] + '_train.npz')}:y_c{e['corruption']}:y"})
+    for group, zoo in (("cifar10", REALUSE), ("cifar10 fresh", FRESH), ("cifar10 fresh2", FRESH2)):
+        if not (zoo / "manifest.json").exists():
+            continue
+        cifar: dict[str, list[dict]] = {}
+        for e in json.loads((zoo / "manifest.json").read_text()):
+            if e["dataset"] == "cifar10" and e.get("corruption"):
+                cifar.setdefault(e["run"], []).append(e)
+        for run, entries in sorted(cifar.items()):
+            npz = zoo / entries[0]["train_npz"]
+            runs.append({"group": group, "corruption": entries[0]["corruption"], "run": run,
+                         "models": [str(zoo / x["file"]) for x in sorted(entries, key=lambda x: x["epoch"])],
+                         "npz": str(npz), "truth": f"{npz}:y:y_true"})
+    return runs
+
+
+def run_row(run: dict) -> dict:
+    """Stage 3: AUROC of R (the shipped run suspicion) and RG for one run, from the cached checkpoints."""
+    from genaudit.diagnostics.memorization import across_checkpoints
+
+    found = [np.load(CACHE / f"{Path(m).parent.name}_{Path(m).stem}.npz") for m in run["models"]]
+    last = found[-1]
+    r = across_checkpoints([f["s"] for f in found], [f["conf"] for f in found])
+    rs = (np.mean([f["s"] for f in found], axis=0) + np.mean([1 - f["conf"] for f in found], axis=0) + last["sd"]) / 3
+    weak = float(last["judges"]) < WEAK
+    path, given, true = run["truth"].rsplit(":", 2)
+    source = np.load(path)
+    wrong = source[given][last["ids"]] != source[true][last["ids"]]
+    return {k: run[k] for k in ("group", "corruption", "run")} | {
+        "checkpoints": len(found), "judges": float(last["judges"]), "R": auroc(r, wrong), "RS": auroc(rs, wrong),
+        "RG": auroc(rs if weak else r, wrong)}
+
+
+def stage3(jobs: int) -> list[str]:
+    """Stage 3's table and verdict (markdown lines), its rows into views_runs.json."""
+    from multiprocessing import Pool
+
+    runs = run_jobs()
+    todo = [(m, r["npz"], k == len(r["models"]) - 1) for r in runs for k, m in enumerate(r["models"])]
+    with Pool(jobs) as pool:
+        pool.map(checkpoint, todo, chunksize=1)
+    rows = [run_row(r) for r in runs]
+    fresh2 = [r for r in rows if r["group"] == "cifar10 fresh2"]
+    noise = [r for r in rows if r["group"] in ("mnist", "fashion-mnist")]
+    verdict = None
+    if fresh2:
+        verdict = {f"{where}_{c}": float(np.mean([r[c] for r in sel]))
+                   for where, sel in (("fresh2", fresh2), ("noise", noise)) for c in ("R", "RG")}
+        verdict["adopted"] = (verdict["fresh2_RG"] >= verdict["fresh2_R"] + 0.005
+                              and verdict["noise_RG"] >= verdict["noise_R"] - 0.005)
+    (OUT / "views_runs.json").write_text(json.dumps({"stage3": verdict, "rows": rows}, indent=1))
+    lines = ["", "## Stage 3: a run's checkpoints (R: the run's suspicion; RS: with the last checkpoint's shifted "
+             "doubt; RG: RS where the neighbours are weak judges, else R)", ""]
+    if verdict is not None:
+        lines += [f"Second fresh CIFAR-10 runs {verdict['fresh2_R']:.4f} -> {verdict['fresh2_RG']:.4f} (needs "
+                  f"+0.005); label-noise zoo runs {verdict['noise_R']:.4f} -> {verdict['noise_RG']:.4f} (needs "
+                  f"within 0.005). **{'Adopted' if verdict['adopted'] else 'Not adopted'}.**", ""]
+    lines += ["| runs | wrong labels | runs | judges < 0.5 | R | RS | RG |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for group in ("mnist", "fashion-mnist", "cifar10", "cifar10 fresh", "cifar10 fresh2"):
+        levels = sorted({r["corruption"] for r in rows if r["group"] == group})
+        for c in (*levels, None):
+            sel = [r for r in rows if r["group"] == group and (c is None or r["corruption"] == c)]
+            if sel:
+                lines.append(f"| {group} | {'mean' if c is None else f'{c}%'} | {len(sel)} | "
+                             f"{sum(r['judges'] < WEAK for r in sel)} | "
+                             + " | ".join(f"{np.mean([r[k] for r in sel]):.3f}" for k in ("R", "RS", "RG")) + " |")
+    return lines
+
+
 def adoption(rows: list[dict]) -> dict | None:
     """Stage 2's rule (module docstring) on the rows; None before the fresh runs exist."""
     fresh = [r for r in rows if r["group"] == "cifar10 fresh"]
@@ -204,6 +332,7 @@ def main() -> int:
         lines += ["", "| fresh run (last checkpoint) | wrong labels | judges | C0 | Cs | G |", "|---|---:|---:|---:|---:|---:|"]
         lines += [f"| {r['file']} | {r['corruption']}% | {r['judges']:.3f} | {r['C0']:.3f} | {r['Cs']:.3f} | "
                   f"{r['G']:.3f} |" for r in fresh]
+    lines += stage3(args.jobs)
     (OUT / "views.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
