@@ -83,8 +83,9 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
              thumbnails: bool = False, order: str = "natural", progress=None, **options) -> dict:
     """Rank the audited training samples by suspicion. `model`: a model file, or the checkpoints of one training
     run (files, globs or folders, sorted by the numbers in their names unless `order="given"`; the last is the
-    model the table's predictions and summary are of), whose suspicion is `across_checkpoints`. One model's
-    suspicion reads its doubt on shifted images (`with_shifts`) where the neighbours are weak judges. The keyword
+    model the table's predictions and summary are of), whose suspicion is `across_checkpoints`. Where the
+    neighbours are weak judges, the suspicion also reads the (last) model's doubt on shifted images
+    (`with_shifts`). The keyword
     options are those of `genaudit.audit`; labels are required (suspicion judges the given labels). `thumbnails`:
     embed PNG thumbnails of the `top` rows (for the HTML report). Returns the suspects document (every row, plus a
     summary)."""
@@ -111,13 +112,12 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
             files.append({"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format})
             scores.append(score)
             confidences.append(confidence)
-        shifts = None
+        shifts = shifted_doubt(done, dataset, opts.batch_size) if weak(judges(context)) else None  # the last's
         if len(paths) > 1:
-            score, confidence = across_checkpoints(scores, confidences), np.mean(np.stack(confidences), axis=0)
-        elif weak(judges(context)):
-            shifts = shifted_doubt(done, dataset, opts.batch_size)
-            if shifts is not None:
-                score = with_shifts(score, shifts)
+            score = across_checkpoints(scores, confidences, shifts)
+            confidence = np.mean(np.stack(confidences), axis=0)
+        elif shifts is not None:
+            score = with_shifts(score, shifts)
         table = rows(context, dataset.ids, found, score, confidence,
                      (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top, shifts)
         summary = {**memorized(context), "checkpoints": len(paths), "shifted": shifts is not None}

@@ -96,6 +96,34 @@ def test_scorecard_memorization_summary(flipped):
                                                 labels=False)["diagnostics"]
 
 
+def test_suspicion_across_checkpoints_with_the_last_ones_shifted_doubt_hand_case():
+    """Mean suspicion 0.4, mean doubt 0.3 and the last checkpoint's shifted doubt 0.8: (0.4 + 0.3 + 0.8) / 3 = 0.5."""
+    from genaudit.diagnostics.memorization import across_checkpoints
+
+    suspicions = [np.array([0.2, 0.0]), np.array([0.6, 0.0])]
+    confidences = [np.array([0.9, 1.0]), np.array([0.5, 1.0])]
+    np.testing.assert_allclose(across_checkpoints(suspicions, confidences, np.array([0.8, 0.0])), [0.5, 0.0])
+
+
+def test_a_run_with_weak_judges_reads_the_last_checkpoints_shifted_doubt(noisy):
+    """With weak judges a run's suspicion is (mean neighbour suspicion + mean doubt + the last checkpoint's shifted
+    doubt) / 3, each from the single-model documents (their neighbour suspicion from the disagreement counts)."""
+    first, last = SAMPLE_MODELS / "mlp_random.onnx", SAMPLE_MODELS / "mlp_clean.onnx"
+    data = str(noisy / "noisy.npz")
+    alone = {path: {r["index"]: r for r in suspects(path, data, samples=200)["rows"]} for path in (first, last)}
+    run = suspects([first, last], data, samples=200, order="given")
+    assert run["summary"]["shifted"]
+    neighbours = lambda r: sum(r[k] for k in ("d_input", "d_patches", "d_early", "d_features")) / 40  # noqa: E731
+    for row in run["rows"]:
+        a, b = alone[first][row["index"]], alone[last][row["index"]]
+        assert row["shifted_doubt"] == b["shifted_doubt"]
+        expected = ((neighbours(a) + neighbours(b)) / 2 + (a["doubt"] + b["doubt"]) / 2 + b["shifted_doubt"]) / 3
+        assert row["suspicion"] == pytest.approx(expected)
+    assert "with the last one's doubt of each label on the image moved 2 pixels each way" in runner.invoke(
+        app, ["suspects", str(first), str(last), "--order", "given", "--data", data, "--samples", "200",
+              "-f", "markdown"]).output
+
+
 def test_suspicion_across_checkpoints_hand_case():
     """Two checkpoints: suspicions 0.2 and 0.6 (mean 0.4), probabilities of the given label 0.9 and 0.5 (mean doubt
     0.3): (0.4 + 0.3) / 2 = 0.35. A second sample no checkpoint doubts and no neighbour outvotes scores 0. The
@@ -274,13 +302,13 @@ def test_one_model_reads_its_doubt_on_shifted_images_where_the_judges_are_weak(n
     assert "(neighbour disagreement > 0.5)" in shown  # the outvoted share reads the neighbours, not the shifts
 
 
-def test_good_judges_flat_samples_and_runs_leave_the_suspicion_to_the_neighbours(noisy):
-    """No shifts where the neighbours are good judges (the shipped sample), where the samples are not images
-    (nothing to shift), or for a run's checkpoints (their doubt is the run's)."""
+def test_good_judges_and_flat_samples_leave_the_suspicion_to_the_neighbours(noisy):
+    """No shifts where the neighbours are good judges (the shipped sample, one model or a run) or where the
+    samples are not images (nothing to shift)."""
     for result in (suspects(SAMPLE_MODELS / "cnn_clean.onnx", "sample", samples=200),
-                   suspects(SAMPLE_MODELS / "mlp_clean.onnx", str(noisy / "flat.npz"), samples=200, layout="flat"),
-                   suspects([SAMPLE_MODELS / "mlp_random.onnx", SAMPLE_MODELS / "mlp_clean.onnx"],
-                            str(noisy / "noisy.npz"), samples=200, order="given")):
+                   suspects([SAMPLE_MODELS / "mlp_random.onnx", SAMPLE_MODELS / "mlp_clean.onnx"], "sample",
+                            samples=200, order="given"),
+                   suspects(SAMPLE_MODELS / "mlp_clean.onnx", str(noisy / "flat.npz"), samples=200, layout="flat")):
         assert not result["summary"]["shifted"] and all("shifted_doubt" not in r for r in result["rows"])
     assert suspects(SAMPLE_MODELS / "mlp_clean.onnx", str(noisy / "flat.npz"), samples=200,
                     layout="flat")["summary"]["judges"]["vote_consistency"] < 0.5  # weak, but nothing to shift

@@ -230,14 +230,15 @@ def run_row(run: dict) -> dict:
     found = [np.load(CACHE / f"{Path(m).parent.name}_{Path(m).stem}.npz") for m in run["models"]]
     last = found[-1]
     r = across_checkpoints([f["s"] for f in found], [f["conf"] for f in found])
-    rs = (np.mean([f["s"] for f in found], axis=0) + np.mean([1 - f["conf"] for f in found], axis=0) + last["sd"]) / 3
+    rs = across_checkpoints([f["s"] for f in found], [f["conf"] for f in found], last["sd"])  # the product's, 0.5.3
     weak = float(last["judges"]) < WEAK
     path, given, true = run["truth"].rsplit(":", 2)
     source = np.load(path)
     wrong = source[given][last["ids"]] != source[true][last["ids"]]
     return {k: run[k] for k in ("group", "corruption", "run")} | {
         "checkpoints": len(found), "judges": float(last["judges"]), "R": auroc(r, wrong), "RS": auroc(rs, wrong),
-        "RG": auroc(rs if weak else r, wrong)}
+        "RG": auroc(rs if weak else r, wrong), "last C0": auroc(last["s"], wrong),
+        "last G": auroc((last["s"] + last["sd"]) / 2 if weak else last["s"], wrong)}
 
 
 def stage3(jobs: int) -> list[str]:
@@ -259,12 +260,15 @@ def stage3(jobs: int) -> list[str]:
                               and verdict["noise_RG"] >= verdict["noise_R"] - 0.005)
     (OUT / "views_runs.json").write_text(json.dumps({"stage3": verdict, "rows": rows}, indent=1))
     lines = ["", "## Stage 3: a run's checkpoints (R: the run's suspicion; RS: with the last checkpoint's shifted "
-             "doubt; RG: RS where the neighbours are weak judges, else R)", ""]
+             "doubt; RG: RS where the neighbours are weak judges, else R; beside them the last checkpoint alone: "
+             "C0, and G as shipped in stage 2)", ""]
     if verdict is not None:
         lines += [f"Second fresh CIFAR-10 runs {verdict['fresh2_R']:.4f} -> {verdict['fresh2_RG']:.4f} (needs "
                   f"+0.005); label-noise zoo runs {verdict['noise_R']:.4f} -> {verdict['noise_RG']:.4f} (needs "
                   f"within 0.005). **{'Adopted' if verdict['adopted'] else 'Not adopted'}.**", ""]
-    lines += ["| runs | wrong labels | runs | judges < 0.5 | R | RS | RG |", "|---|---:|---:|---:|---:|---:|---:|"]
+    columns = ("last C0", "last G", "R", "RS", "RG")  # the last checkpoint alone (C0, G), then the run
+    lines += ["| runs | wrong labels | runs | judges < 0.5 | " + " | ".join(columns) + " |",
+              "|---|---:|---:|---:|" + "---:|" * len(columns)]
     for group in ("mnist", "fashion-mnist", "cifar10", "cifar10 fresh", "cifar10 fresh2"):
         levels = sorted({r["corruption"] for r in rows if r["group"] == group})
         for c in (*levels, None):
@@ -272,7 +276,7 @@ def stage3(jobs: int) -> list[str]:
             if sel:
                 lines.append(f"| {group} | {'mean' if c is None else f'{c}%'} | {len(sel)} | "
                              f"{sum(r['judges'] < WEAK for r in sel)} | "
-                             + " | ".join(f"{np.mean([r[k] for r in sel]):.3f}" for k in ("R", "RS", "RG")) + " |")
+                             + " | ".join(f"{np.mean([r[k] for r in sel]):.3f}" for k in columns) + " |")
     return lines
 
 

@@ -14,8 +14,8 @@ study's rule: AUROC 0.969 → 0.977 on MNIST, 0.938 → 0.953 on Fashion-MNIST, 
 0.71 on CIFAR-10 at 20 / 40 / 60% wrong labels). `suggested` is the neighbours' vote in input space (the label
 the neighbourhood suggests). The study behind the choice of spaces and its AUROC against cleanlab's
 self-confidence is docs/suspects.md. Where the neighbours are weak judges (`judges`, `weak`: natural images,
-heavy label noise), one model's suspicion also reads its doubt of each label on shifted images (`with_shifts`);
-a run's checkpoints read the run's doubt instead (`across_checkpoints`).
+heavy label noise), the suspicion also reads the model's doubt of each label on shifted images (`with_shifts`;
+for a run's checkpoints, the last one's, beside the run's doubt: `across_checkpoints`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def suspicion(counts: dict[str, np.ndarray]) -> np.ndarray:
     return np.sum(np.stack(list(counts.values())), axis=0) / (K * len(counts))
 
 
-def across_checkpoints(suspicions: list[np.ndarray], confidences: list[np.ndarray]) -> np.ndarray:
+def across_checkpoints(suspicions: list[np.ndarray], confidences: list[np.ndarray],
+                       shifted_doubt: np.ndarray | None = None) -> np.ndarray:
     """A sample's suspicion from several checkpoints of one training run, all audited on the same samples:
 
         suspicion_run(n) = (mean_c suspicion_c(n) + mean_c (1 - conf_c(n))) / 2      (in [0, 1]; higher = more
@@ -70,12 +71,16 @@ def across_checkpoints(suspicions: list[np.ndarray], confidences: list[np.ndarra
     wrong ones late, so a wrong label is doubted over most of the run even when the last checkpoint fits it (after
     Pleiss et al. 2020, "Identifying mislabeled data using the area under the margin ranking"). Chosen by the
     suspects study's rule on MNIST runs of 6 checkpoints (docs/suspects.md); the order of the checkpoints does
-    not matter. A single model's suspicion has no doubt of the image itself: at the end of training a memorized
-    label is not doubted there (it may be on shifted images: `with_shifts`)."""
+    not matter. Given the last checkpoint's `shifted_doubt` (see `with_shifts`; read where the neighbours are weak
+    judges), it joins as a third term: (mean_c suspicion_c + mean_c (1 - conf_c) + shifted_doubt) / 3 (chosen by
+    the study's stage 3, zoo/study_suspects_views.py). A single model's suspicion has no doubt of the image
+    itself: at the end of training a memorized label is not doubted there (it may be on shifted images)."""
     if not suspicions or len(suspicions) != len(confidences):
         raise ValueError("one suspicion and one confidence per checkpoint, at least one checkpoint")
-    doubt = 1.0 - np.mean(np.stack(confidences), axis=0)
-    return (np.mean(np.stack(suspicions), axis=0) + doubt) / 2
+    terms = [np.mean(np.stack(suspicions), axis=0), 1.0 - np.mean(np.stack(confidences), axis=0)]
+    if shifted_doubt is not None:
+        terms.append(np.asarray(shifted_doubt))
+    return np.sum(terms, axis=0) / len(terms)
 
 
 def given_label_confidence(c: Context, chosen: np.ndarray) -> np.ndarray:

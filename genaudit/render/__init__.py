@@ -67,12 +67,12 @@ def suspects_summary(result: dict) -> str:
                  f"{judges['vote_consistency']:.0%} of samples in the {space} space: heavy label noise, or images whose "
                  "neighbours say little of their class, as natural images), so the share they outvote overstates the "
                  "wrong labels: read the ranking")
+    shifts = f"doubt of each label on the image moved {SHIFT} pixels each way"
     if checkpoints > 1:
         line += (f". Suspicion: the neighbours' disagreement and the run's doubt of each label over {checkpoints} "
-                 "checkpoints")
+                 "checkpoints" + (f", with the last one's {shifts}" if s.get("shifted") else ""))
     elif s.get("shifted"):
-        line += (f". Suspicion: the neighbours' disagreement and the model's doubt of each label on the image moved "
-                 f"{SHIFT} pixels each way")
+        line += f". Suspicion: the neighbours' disagreement and the model's {shifts}"
     return line
 
 
