@@ -598,6 +598,7 @@ def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", he
                                                             "'diagnostics.'); omit to list.")] = None) -> None:
     """What a metric means, its formula, its paper, how to read it."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from genaudit.errors import did_you_mean
@@ -610,7 +611,7 @@ def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", he
             table.add_column(col, no_wrap=True)
         table.add_column("meaning")  # the one column that wraps: the names keep their width
         for m in METRICS:
-            table.add_row(m.name, m.group, m.arrow, m.short)
+            table.add_row(*(escape(text) for text in (m.name, m.group, m.arrow, m.short)))
         out.print(table)
         return
     m = BY_NAME.get(metric.removeprefix("diagnostics.")) or BY_LABEL.get(metric)
@@ -619,9 +620,10 @@ def explain(metric: Annotated[Optional[str], typer.Argument(metavar="METRIC", he
                             f"{', '.join(m.name for m in METRICS)}.")
     better = "descriptive (no better side)" if m.better is Better.DESCRIPTIVE else f"{m.better} is better"
     where = m.path if m.name in TOP_LEVEL else f"diagnostics.{m.path}"
-    out.print(f"[bold]{m.label}[/] ({m.name}; scorecard: {where})\n"
-              f"  group:    {m.group}; {better}\n  meaning:  {m.meaning}\n  formula:  {m.formula}\n"
-              f"  source:   {m.source}\n  reading:  {m.reading}", highlight=False)
+    out.print(f"[bold]{escape(m.label)}[/] ({escape(m.name)}; scorecard: {escape(where)})\n"
+              f"  group:    {escape(m.group)}; {better}\n  meaning:  {escape(m.meaning)}\n"
+              f"  formula:  {escape(m.formula)}\n  source:   {escape(m.source)}\n  reading:  {escape(m.reading)}",
+              highlight=False)  # the texts hold brackets (mean_n [...]): shown as written, never read as markup
 
 
 def configurable(group: Any) -> list[str]:

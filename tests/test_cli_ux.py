@@ -249,6 +249,21 @@ def test_explain_takes_the_scorecard_paths_it_prints(path):
     assert "ablation AUC (ablation; scorecard: diagnostics.ablation.auc)" in result.stdout
 
 
+def test_explain_prints_every_text_as_written():
+    """Formulas hold brackets (mean_n [p_wrong_n > 0.5 ...], Σ_n [ln P(c | s_n) ...]) that rich would read as markup
+    tags and drop: every metric's texts come out verbatim (lines rewrapped), in the card and in the list."""
+    from genaudit.metrics import METRICS
+
+    flat = lambda text: " ".join(text.split())  # noqa: E731
+    listed = flat(run("explain").stdout)
+    for m in METRICS:
+        shown = flat(run("explain", m.name).stdout)
+        for text in (m.label, m.meaning, m.formula, m.source, m.reading):
+            assert flat(text) in shown, (m.name, text)
+        assert m.name in listed
+    assert "[p_wrong_n > 0.5 and ŷ_n = y_n]" in flat(run("explain", "memorized").stdout)
+
+
 def test_explain_suggests_the_metric_meant():
     assert_user_error(run("explain", "ablaton"), "Unknown metric 'ablaton'. Did you mean 'ablation'?")
 
