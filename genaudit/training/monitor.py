@@ -135,7 +135,8 @@ class AuditMonitor:
     def suspects(self, top: int = 20) -> dict:
         """The audited training samples ranked by suspicion across every audited epoch: `genaudit.suspects` of
         the run's exports, on the same samples and options (the neighbours' disagreement and the run's doubt of
-        each label: docs/suspects.md). Needs `keep_all=True` and at least one audit."""
+        each label, and where the neighbours are weak judges the last epoch's doubt on shifted images:
+        docs/suspects.md). Needs `keep_all=True` and at least one audit."""
         from genaudit.suspects import suspects
 
         if not self.keep_all:
