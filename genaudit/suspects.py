@@ -24,10 +24,11 @@ def judged(c: Context) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     return found, suspicion(found), given_label_confidence(c, voters(c, every=True))
 
 
-def shifted_doubt(done, dataset, batch: int) -> np.ndarray | None:
+def shifted_doubt(done, dataset, batch: int, progress=None) -> np.ndarray | None:
     """1 - the model's probability of each audited sample's given label, averaged over the image moved by two
     pixels in each of four directions (`SHIFTS`): four more passes of the whole model over the samples, in
-    batches. None when the samples are not images (N x C x H x W once preprocessed)."""
+    batches (`progress(samples done, samples)` after each). None when the samples are not images (N x C x H x W
+    once preprocessed)."""
     labels, kind, total = done.fs.labels, done.cut.output_kind, np.zeros(len(dataset))
     for start in range(0, len(dataset), batch):
         x = dataset.preprocess(dataset.x[start : start + batch])
@@ -36,6 +37,8 @@ def shifted_doubt(done, dataset, batch: int) -> np.ndarray | None:
         for dy, dx in SHIFTS:
             outputs = done.cut.predict(arrange(np.ascontiguousarray(shifted(x, dy, dx)), done.layout))
             total[start : start + len(x)] += 1.0 - given_probability(outputs, labels[start : start + len(x)], kind)
+        if progress is not None:
+            progress(start + len(x), len(dataset))
     return total / len(SHIFTS)
 
 
@@ -112,7 +115,8 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
             files.append({"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format})
             scores.append(score)
             confidences.append(confidence)
-        shifts = shifted_doubt(done, dataset, opts.batch_size) if weak(judges(context)) else None  # the last's
+        shifts = shifted_doubt(done, dataset, opts.batch_size, _then(progress, len(paths), len(SHIFTS))) \
+            if weak(judges(context)) else None  # the last checkpoint's
         if len(paths) > 1:
             score = across_checkpoints(scores, confidences, shifts)
             confidence = np.mean(np.stack(confidences), axis=0)
@@ -132,6 +136,14 @@ def _part(progress, k: int, parts: int):
     if progress is None:
         return None
     return lambda done, total: progress(k * total + done, parts * total)
+
+
+def _then(progress, parts: int, more: int):
+    """The progress of `more` further passes after `parts` passes: the whole grows by them, as they are found
+    to be needed."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(parts * total + more * done, (parts + more) * total)
 
 
 __all__ = ["judged", "png_thumbnail", "rows", "suspects"]

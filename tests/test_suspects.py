@@ -302,6 +302,16 @@ def test_one_model_reads_its_doubt_on_shifted_images_where_the_judges_are_weak(n
     assert "(neighbour disagreement > 0.5)" in shown  # the outvoted share reads the neighbours, not the shifts
 
 
+def test_progress_counts_the_shifted_passes(noisy):
+    """The progress reaches its end once per phase: the trunk pass (200 of 200), then the four shifted passes make
+    the whole 5 x 200, never going back in samples done."""
+    seen = []
+    suspects(SAMPLE_MODELS / "cnn_clean.onnx", str(noisy / "noisy.npz"), samples=200, batch_size=64,
+             progress=lambda done, total: seen.append((done, total)))
+    assert (200, 200) in seen and seen[-1] == (1000, 1000)
+    assert all(b[0] >= a[0] for a, b in zip(seen, seen[1:]))
+
+
 def test_good_judges_and_flat_samples_leave_the_suspicion_to_the_neighbours(noisy):
     """No shifts where the neighbours are good judges (the shipped sample, one model or a run) or where the
     samples are not images (nothing to shift)."""
