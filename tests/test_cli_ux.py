@@ -15,7 +15,6 @@ import typer.main
 from conftest import SAMPLE_MODELS, assert_user_error
 from typer.testing import CliRunner
 
-import genaudit
 from genaudit.cli import app
 from genaudit.models import SUFFIXES, formats_read
 from genaudit.render import FORMATS, renderer, renderer_class

@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     names = {j["run"] for j in grid}
     kept = [e for e in old if e["run"] not in names]  # other invocations' runs stay in the manifest
     order = {j["run"]: k for k, j in enumerate(everything)}
-    t0, cpu0 = time.perf_counter(), time.process_time()
+    t0 = time.perf_counter()
     torch.set_num_threads(args.threads)
 
     for d in DATASETS:  # the data files (the parent only writes them; workers load their own copy)

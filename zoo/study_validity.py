@@ -685,7 +685,7 @@ def analyze(log) -> None:
     log(f"{len(records)} models: " + ", ".join(f"{z} {sum(r['zoo'] == z for r in records)}" for z in ZOOS))
     results: dict = {"models": {z: sum(r["zoo"] == z for r in records) for z in ZOOS}}
     md = [f"# Validity study: results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
-          f"Models: " + ", ".join(f"{z} zoo {n}" for z, n in results["models"].items()) + ".", ""]
+          "Models: " + ", ".join(f"{z} zoo {n}" for z, n in results["models"].items()) + ".", ""]
 
     # ---- each candidate alone
     subs = subsets(records)
