@@ -105,7 +105,7 @@ def relative(paths: list[str]) -> tuple[str, list[str]]:
 
 def report(card: dict, console: Console, failures: list[str] | None = None) -> None:
     model, layer, data = card["model"], card["layer"], card["data"]
-    label_mode = ("true labels" if card["label_mode"] == "labels"
+    label_mode = ("the given labels" if card["label_mode"] == "labels"
                   else "model's own predictions (no labels: accuracy = agreement with the clean model)")
     summary = Table.grid(padding=(0, 2))
     summary.add_row("[bold]model[/]", f"{shown(model['path'])}  [dim]{model['format']}, sha256 "
