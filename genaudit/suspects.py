@@ -88,10 +88,9 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
     run (files, globs or folders, sorted by the numbers in their names unless `order="given"`; the last is the
     model the table's predictions and summary are of), whose suspicion is `across_checkpoints`. Where the
     neighbours are weak judges, the suspicion also reads the (last) model's doubt on shifted images
-    (`with_shifts`). The keyword
-    options are those of `genaudit.audit`; labels are required (suspicion judges the given labels). `thumbnails`:
-    embed PNG thumbnails of the `top` rows (for the HTML report). Returns the suspects document (every row, plus a
-    summary)."""
+    (`with_shifts`, `shifted_doubt`). The keyword options are those of `genaudit.audit`; labels are required
+    (suspicion judges the given labels). `thumbnails`: embed PNG thumbnails of the `top` rows (for the HTML
+    report). Returns the suspects document (every row, plus a summary)."""
     from genaudit.comparison import expand
     from genaudit.errors import GenauditError
     from genaudit.options import AuditOptions, DataOptions, build
@@ -146,4 +145,4 @@ def _then(progress, parts: int, more: int):
     return lambda done, total: progress(parts * total + more * done, (parts + more) * total)
 
 
-__all__ = ["judged", "png_thumbnail", "rows", "suspects"]
+__all__ = ["judged", "png_thumbnail", "rows", "shifted_doubt", "suspects"]
