@@ -191,6 +191,7 @@ def test_the_summary_says_when_the_neighbours_are_weak_judges():
     summary = {"fraction": 0.2, "suspect_fraction": 0.9, "threshold": 0.5}
     weak = suspects_summary({"summary": {**summary, "judges": {"space": "patches", "vote_consistency": 0.27}}})
     assert "weak judges" in weak and "27% of samples in the patch space" in weak and "the share they outvote" in weak
+    assert "the memorized share is validated on MNIST-like images only" in weak
     assert "weak" not in suspects_summary({"summary": {**summary, "judges": {"space": "input",
                                                                                "vote_consistency": 0.8}}})
 

@@ -66,7 +66,8 @@ def suspects_summary(result: dict) -> str:
         line += (f". The neighbours are weak judges of labels here (two disjoint votes of the given labels agree on "
                  f"{judges['vote_consistency']:.0%} of samples in the {space} space: heavy label noise, or images whose "
                  "neighbours say little of their class, as natural images), so the share they outvote overstates the "
-                 "wrong labels: read the ranking")
+                 "wrong labels: read the ranking" + ("" if s["fraction"] is None else
+                                                     "; the memorized share is validated on MNIST-like images only"))
     shifts = f"doubt of each label on the image moved {SHIFT} pixels each way"
     if checkpoints > 1:
         line += (f". Suspicion: the neighbours' disagreement and the run's doubt of each label over {checkpoints} "
