@@ -20,7 +20,7 @@ def _paths(term: str) -> list[str]:
 
 def test_patch_forms_read_the_patch_space():
     forms = study_estimate.PATCH_FORMS
-    assert sorted(f.split(":")[0] for f in forms) == ["XZ2", "Z1", "Z2", "Z3"]
+    assert sorted(f.split(":")[0] for f in forms) == ["M1", "M2", "XZ2", "Z1", "Z2", "Z3"]
     for form in forms:
         terms = study_estimate.FORMS[form]
         assert all(t in study_estimate.PATHS and t in study_estimate.DESCRIPTIONS for t in terms)
@@ -28,6 +28,19 @@ def test_patch_forms_read_the_patch_space():
         assert any(study_estimate.PATCHES in p for p in paths)
         if form.startswith("Z"):  # the pixel vote is not read at all
             assert not any("neighbours.input" in p for p in paths)
+
+
+def test_margin_forms_are_z1_plus_the_margin_quartiles():
+    """v5.1's candidates: M1 and M2 read Z1's terms and the feature layer's log normalized margins, which the
+    scorecard holds at diagnostics.margins (MARGIN_FORMS, evaluated without them by zoo/study_margins.py)."""
+    z1 = study_estimate.FORMS["Z1: X1 in the patch space"]
+    forms = {f.split(":")[0]: study_estimate.FORMS[f] for f in study_estimate.MARGIN_FORMS}
+    assert forms == {"M1": [*z1, "margin_log_q2"], "M2": [*z1, "margin_log_q1", "margin_log_q2", "margin_log_q3"]}
+    from genaudit.diagnostics.margins import DIAGNOSTIC
+
+    assert DIAGNOSTIC.key == "margins"
+    for term in ("margin_log_q1", "margin_log_q2", "margin_log_q3"):
+        assert _paths(term) == [f"diagnostics.margins.{term[len('margin_'):]}"]
 
 
 def test_the_rule_can_choose_among_a_subset_of_forms():

@@ -93,6 +93,12 @@ PATHS["noise_patches"] = [f"{PATCHES}.vote_consistency", f"-{PATCHES}.reference_
 for name, paths in {"above_patches_at_size": PATHS["above_patches_at_size"],
                     "above_feat": PATHS["above_feat"], "above_early": PATHS["above_early"]}.items():
     PATHS[f"{name}_x_patch_reliability"] = (paths, [f"{PATCHES}.vote_consistency"])
+# The normalized margins at the feature layer (genaudit/diagnostics/margins.py; the study's caches hold them,
+# computed by the same function with the labels each model trained on: with_margins)
+MARGINS = "diagnostics.margins"
+MARGIN_QUARTILES = ("log_q1", "log_q2", "log_q3")
+for _q in MARGIN_QUARTILES:
+    PATHS[f"margin_{_q}"] = [f"{MARGINS}.{_q}"]
 DESCRIPTIONS = {
     "above_patches_at_size": "patch space: training accuracy minus the model's agreement with the neighbour vote "
                              "carried to the training set's size (the vote's learning curve)",
@@ -107,6 +113,8 @@ DESCRIPTIONS = {
                            "carried to the training set's size (the vote's learning curve)",
     "above_input_at_size_x_reliability": "above_input_at_size times the pixel vote's consistency",
     "train_acc": "training accuracy on the audited samples (given labels)",
+    **{f"margin_{q}": f"the {name} of the log normalized margins at the feature layer (Jiang et al. 2019)"
+       for q, name in zip(MARGIN_QUARTILES, ("first quartile", "median", "third quartile"))},
     **{f"shortfall_{s}": f"{sp} space: labels' agreement with the neighbour vote minus the model's (memorization)"
        for s, sp in SPACES.items()},
     **{f"excess_{s}": f"{sp} space: training accuracy minus the labels' agreement with the vote (what no "
@@ -176,8 +184,17 @@ FORMS = {
         "train_acc", "above_input_at_size", "above_feat", "consistency_input", "noise_input",
         "above_input_at_size_x_reliability", "above_feat_x_reliability", "above_patches_at_size",
         "consistency_patches"],
+    # v5.1: Z1 plus the log normalized margins (Jiang et al. 2019); fixed before their first evaluation in
+    # zoo/study_margins.py, which also evaluates the rule without them (MARGIN_FORMS)
+    "M1: Z1 + the median log normalized margin": [
+        "above_patches_at_size", "above_feat", "above_patches_at_size_x_patch_reliability",
+        "above_feat_x_patch_reliability", "margin_log_q2"],
+    "M2: Z1 + the three quartiles of the log normalized margins": [
+        "above_patches_at_size", "above_feat", "above_patches_at_size_x_patch_reliability",
+        "above_feat_x_patch_reliability", "margin_log_q1", "margin_log_q2", "margin_log_q3"],
 }
-PATCH_FORMS = [form for form in FORMS if form.startswith(("Z", "XZ"))]
+MARGIN_FORMS = [form for form in FORMS if form.startswith("M")]
+PATCH_FORMS = [form for form in FORMS if form.startswith(("Z", "XZ", "M"))]  # the forms that read the patch space
 # GENAUDIT_STUDY_INTERCEPT=both (explored for v5, not adopted: docs/validity.md): every form also without intercept
 NO_INTERCEPT = " [no intercept]"
 if os.environ.get("GENAUDIT_STUDY_INTERCEPT") == "both":
@@ -267,6 +284,20 @@ def with_patches(records: list[dict]) -> list[dict]:
     for r in records:
         r["card"].update(done.get(r["name"], {}))
     return records
+
+
+def with_margins(records: list[dict]) -> list[dict]:
+    """Each record's margin quartiles (the study's cache, reference = the labels it trained on) as scorecard
+    values at the scorecard's own paths (diagnostics.margins.log_q1, ...)."""
+    for r in records:
+        r["card"].update({f"{MARGINS}.{q}": r["new"]["margins"][q] for q in MARGIN_QUARTILES})
+    return records
+
+
+def study_records(extend=lambda records: records) -> list[dict]:
+    """Every model of the three zoos with every value a form reads (the records each split is fitted and
+    evaluated on); `extend` adds the values of forms under exploration."""
+    return usable(extend(with_margins(with_patches(with_curves(load_records(("noise", "sweep", "realuse")))))))
 
 
 def usable(records: list[dict]) -> list[dict]:
@@ -571,6 +602,37 @@ def fmt(v, digits=3) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
 
+def before_after(baseline: dict, results: dict) -> tuple[list[dict], dict]:
+    """Two evaluations of every split (the rule with fewer candidates, then with more) side by side: one row per
+    split and held-out group (the form each chose; MAE, 90% coverage, Kendall τ and picks within 0.5 points, before
+    and after), and each split's MAE on its held-out models as a whole."""
+    rows = []
+    for name, res in results.items():
+        for group, row in res["groups"].items():
+            if group == "all" and len(res["groups"]) > 2:
+                continue
+            e, b = row["estimate"], baseline[name]["groups"][group]["estimate"]
+            rows.append({"split": name, "group": group, "models": e["models"],
+                         "form": f"{baseline[name]['form'].split(':')[0]} -> {res['form'].split(':')[0]} "
+                                 f"({'LAD' if res['loss'] == ABSOLUTE else 'LS'})",
+                         "mae": [b["mae"], e["mae"]], "coverage": [b["coverage_90"], e["coverage_90"]],
+                         "tau": [b["tau"], e["tau"]], "pick": [b["pick_half_pt"], e["pick_half_pt"]]})
+    whole = {name: [baseline[name]["groups"]["all"]["estimate"]["mae"], res["groups"]["all"]["estimate"]["mae"]]
+             for name, res in results.items()}
+    return rows, whole
+
+
+def before_after_lines(rows: list[dict]) -> list[str]:
+    """`before_after`'s rows as a markdown table."""
+    lines = ["| split | group | models | form | MAE | 90% coverage | τ | pick ≤ 0.5 pt |",
+             "|---|---|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['split']} | {r['group']} | {r['models']} | {r['form']} | "
+                     f"{r['mae'][0]:.3f} → **{r['mae'][1]:.3f}** | {r['coverage'][0]:.2f} → {r['coverage'][1]:.2f} | "
+                     f"{r['tau'][0]:.3f} → {r['tau'][1]:.3f} | {r['pick'][0]:.2f} → {r['pick'][1]:.2f} |")
+    return lines
+
+
 def explore(name: str, title: str, extend, forms: dict, imposed: str, groups: tuple[str, ...], rule_column: str,
             tau: bool = False) -> int:
     """An exploration of new gap forms, fixed before their first run: every split chooses by the shipped rule with
@@ -580,7 +642,7 @@ def explore(name: str, title: str, extend, forms: dict, imposed: str, groups: tu
     and per group (training accuracy's MAE in brackets) held-out MAE / 90% coverage (/ Kendall τ with `tau`) of
     the shipped evaluation, the rule's (`rule_column`) and the imposed form."""
     FORMS.update(forms)
-    records = usable(extend(with_patches(with_curves(load_records(("noise", "sweep", "realuse"))))))
+    records = study_records(extend)
     shipped = json.loads((OUT / "estimate_v4.json").read_text())
     ruled, forced = evaluate(records), evaluate(records, [imposed])
     short = imposed.split(":")[0]
@@ -706,7 +768,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.write_estimator and CALIBRATION != "group-out":
         p.error(f"--write-estimator writes the shipped calibration (group-out), not {CALIBRATION}")
-    records = usable(with_patches(with_curves(load_records(("noise", "sweep", "realuse")))))
+    records = study_records()
     results = evaluate(records)
     name = "estimate_v4" if CALIBRATION == "group-out" else f"estimate_v4_{CALIBRATION}"  # explorations apart
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=1))

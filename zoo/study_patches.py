@@ -50,24 +50,13 @@ def signal_table(records: list[dict]) -> dict:
 
 
 def main() -> int:
-    records = S.usable(S.with_patches(S.with_curves(S.load_records(("noise", "sweep", "realuse")))))
-    # the rule without the patch forms (estimator v4.2's candidates) and with them (v5's), on the same records
+    records = S.study_records()
+    # the rule without the patch forms (estimator v4.2's candidates) and with them (v5's: the margin forms of v5.1,
+    # which read the patch space too, are study_margins.py's), on the same records
     baseline = S.evaluate(records, [form for form in S.FORMS if form not in S.PATCH_FORMS])
     signals = signal_table(records)
-    results = S.evaluate(records)
-    rows = []
-    for name, res in results.items():
-        for group, row in res["groups"].items():
-            if group == "all" and len(res["groups"]) > 2:
-                continue
-            e, b = row["estimate"], baseline[name]["groups"][group]["estimate"]
-            rows.append({"split": name, "group": group, "models": e["models"],
-                         "form": f"{baseline[name]['form'].split(':')[0]} -> {res['form'].split(':')[0]} "
-                                 f"({'LAD' if res['loss'] == S.ABSOLUTE else 'LS'})",
-                         "mae": [b["mae"], e["mae"]], "coverage": [b["coverage_90"], e["coverage_90"]],
-                         "tau": [b["tau"], e["tau"]], "pick": [b["pick_half_pt"], e["pick_half_pt"]]})
-    whole = {name: [baseline[name]["groups"]["all"]["estimate"]["mae"], res["groups"]["all"]["estimate"]["mae"]]
-             for name, res in results.items()}
+    results = S.evaluate(records, [form for form in S.FORMS if form not in S.MARGIN_FORMS])
+    rows, whole = S.before_after(baseline, results)
     OUT.mkdir(exist_ok=True)
     (OUT / "patches.json").write_text(json.dumps({"rows": rows, "whole": whole, "signals": signals}, indent=1))
     lines = ["# The estimator with the patch-space vote (estimator v5)", "",
@@ -81,12 +70,7 @@ def main() -> int:
               "| zoo, data set | models | " + " | ".join(SIGNALS) + " |", "|---|---:|" + "---:|" * len(SIGNALS)]
     lines += [f"| {g} | {v['models']} | " + " | ".join(f"{v[k][0]:.3f} / {v[k][1]:.3f}" for k in SIGNALS) + " |"
               for g, v in signals.items()]
-    lines += ["", "| split | group | models | form | MAE | 90% coverage | τ | pick ≤ 0.5 pt |",
-              "|---|---|---:|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['split']} | {r['group']} | {r['models']} | {r['form']} | "
-                     f"{r['mae'][0]:.3f} → **{r['mae'][1]:.3f}** | {r['coverage'][0]:.2f} → {r['coverage'][1]:.2f} | "
-                     f"{r['tau'][0]:.3f} → {r['tau'][1]:.3f} | {r['pick'][0]:.2f} → {r['pick'][1]:.2f} |")
+    lines += ["", *S.before_after_lines(rows)]
     (OUT / "patches.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

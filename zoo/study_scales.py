@@ -106,7 +106,7 @@ def report(results: dict) -> str:
 
 def main() -> int:
     forms = json.loads((OUT / "estimate_v4.json").read_text())
-    records = S.usable(S.with_patches(S.with_curves(S.load_records(("noise", "sweep", "realuse")))))
+    records = S.study_records()
     results = {split: split_rows(train, test, forms[split]["form"], forms[split]["loss"])
                for split, (train, test) in S.splits(records).items()}
     (OUT / "scales.json").write_text(json.dumps(results, indent=1))
