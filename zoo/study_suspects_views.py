@@ -132,16 +132,17 @@ def one(job: tuple[str, str, str]) -> dict:
               "Cns": (s + (2 * noise + 4 * shifts) / 6) / 2}
     judged_by = judges(context)["vote_consistency"]
     scores["G"] = scores["Cs"] if judged_by < WEAK else scores["C0"]
-    wrong = truth_of(truth, dataset)
+    wrong = truth_of(truth, dataset.ids)
     return {"file": Path(model).name, **{name: auroc(score, wrong) for name, score in scores.items()},
             "judges": judged_by, "clean_accuracy_given": float(np.mean(done.fs.predictions == labels))}
 
 
-def truth_of(spec: str, dataset) -> np.ndarray:
-    """Which audited samples' given labels are wrong: `spec` is "path.npz:given_key:true_key"."""
+def truth_of(spec: str, ids) -> np.ndarray:
+    """Which audited samples (`ids`, their rows in the source) have a wrong given label: `spec` is
+    "path.npz:given_key:true_key"."""
     path, given, true = spec.rsplit(":", 2)
     source = np.load(path)
-    index = np.asarray(dataset.ids, dtype=np.int64)
+    index = np.asarray(ids, dtype=np.int64)
     return source[given][index] != source[true][index]
 
 
@@ -232,9 +233,7 @@ def run_row(run: dict) -> dict:
     r = across_checkpoints([f["s"] for f in found], [f["conf"] for f in found])
     rs = across_checkpoints([f["s"] for f in found], [f["conf"] for f in found], last["sd"])  # the product's, 0.5.3
     weak = float(last["judges"]) < WEAK
-    path, given, true = run["truth"].rsplit(":", 2)
-    source = np.load(path)
-    wrong = source[given][last["ids"]] != source[true][last["ids"]]
+    wrong = truth_of(run["truth"], last["ids"])
     return {k: run[k] for k in ("group", "corruption", "run")} | {
         "checkpoints": len(found), "judges": float(last["judges"]), "R": auroc(r, wrong), "RS": auroc(rs, wrong),
         "RG": auroc(rs if weak else r, wrong), "last C0": auroc(last["s"], wrong),
