@@ -100,21 +100,30 @@ def views(x: np.ndarray, scale: float, first: int) -> dict[str, np.ndarray]:
     return out
 
 
-def one(job: tuple[str, str, str]) -> dict:
-    """AUROC of every candidate for one model (`job`: model file, training .npz, truth .npz key source)."""
-    from genaudit.data import arrange, load_data
+def audited(model: str, npz: str):
+    """One model audited as `genaudit suspects` audits it (2,000 seeded samples, seed 0, one thread): the data,
+    the trunk pass, its context, and each sample's suspicion and probability of its given label."""
+    from genaudit.data import load_data
     from genaudit.options import AuditOptions
     from genaudit.pipeline import trunk_pass
     from genaudit.registry import Context
-    from genaudit.diagnostics.memorization import judges
     from genaudit.suspects import judged
 
-    model, npz, truth = job
     dataset = load_data(npz, samples=2000, seed=0)
     opts = AuditOptions(threads=1)
     done = trunk_pass(model, dataset, opts, every=True)
     context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
     _, s, conf = judged(context)
+    return dataset, done, context, s, conf
+
+
+def one(job: tuple[str, str, str]) -> dict:
+    """AUROC of every candidate for one model (`job`: model file, training .npz, truth .npz key source)."""
+    from genaudit.data import arrange
+    from genaudit.diagnostics.memorization import judges
+
+    model, npz, truth = job
+    dataset, done, context, s, conf = audited(model, npz)
     labels = done.fs.labels
     x = np.concatenate(list(dataset.batches(512)))
     scale = float(x.std())
@@ -171,23 +180,15 @@ def jobs() -> list[tuple[dict, tuple[str, str, str]]]:
 def checkpoint(job: tuple[str, str, bool]) -> str:
     """Stage 3: one checkpoint judged as `genaudit suspects` judges it (its suspicion, its probability of each
     given label, the judges; with `last`, its shifted doubt), cached in CACHE."""
-    from genaudit.data import load_data
     from genaudit.diagnostics.memorization import judges
-    from genaudit.options import AuditOptions
-    from genaudit.pipeline import trunk_pass
-    from genaudit.registry import Context
-    from genaudit.suspects import judged, shifted_doubt
+    from genaudit.suspects import shifted_doubt
 
     model, npz, last = job
     out = CACHE / f"{Path(model).parent.name}_{Path(model).stem}.npz"
     if out.exists():
         return str(out)
-    dataset = load_data(npz, samples=2000, seed=0)
-    opts = AuditOptions(threads=1)
-    done = trunk_pass(model, dataset, opts, every=True)
-    context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
-    _, s, conf = judged(context)
-    shifts = shifted_doubt(done, dataset, opts.batch_size) if last else None
+    dataset, done, context, s, conf = audited(model, npz)
+    shifts = shifted_doubt(done, dataset, context.opts.batch_size) if last else None
     CACHE.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.stem + f".tmp{os.getpid()}.npz")
     np.savez(tmp, ids=np.asarray(dataset.ids, np.int64), s=s, conf=conf,
