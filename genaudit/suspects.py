@@ -12,7 +12,7 @@ import numpy as np
 
 from genaudit.data import arrange
 from genaudit.diagnostics.memorization import (SHIFTS, across_checkpoints, given_label_confidence, given_probability,
-                                                judges, memorized, shifted, signals, suspicion, weak, with_shifts)
+                                                memorized, shifted, signals, suspicion, weak, with_shifts)
 from genaudit.diagnostics.neighbours import K, neighbours_in, vote_of, voters
 from genaudit.registry import Context
 
@@ -108,14 +108,17 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
     files, scores, confidences = [], [], []
     with budget(opts.threads):
         for k, path in enumerate(paths):  # one trunk pass per checkpoint; every sample gets a row
-            done = trunk_pass(path, dataset, opts, _part(progress, k, len(paths)), every=True)
+            done = trunk_pass(path, dataset, opts, _share(progress, k, 1, len(paths)), every=True)
             context = Context(done.fs, opts, done.cut, dataset, done.layout, done.spaces)
             found, score, confidence = judged(context)
             files.append({"path": str(done.file.path), "sha256": done.file.sha256, "format": done.file.format})
             scores.append(score)
             confidences.append(confidence)
-        shifts = shifted_doubt(done, dataset, opts.batch_size, _then(progress, len(paths), len(SHIFTS))) \
-            if weak(judges(context)) else None  # the last checkpoint's
+        summary = {**memorized(context), "checkpoints": len(paths)}  # the last checkpoint's, its judges included
+        shifts = shifted_doubt(done, dataset, opts.batch_size,
+                               _share(progress, len(paths), len(SHIFTS), len(paths) + len(SHIFTS))) \
+            if weak(summary["judges"]) else None  # the last checkpoint's; the whole grows by the four passes
+        summary["shifted"] = shifts is not None
         if len(paths) > 1:
             score = across_checkpoints(scores, confidences, shifts)
             confidence = np.mean(np.stack(confidences), axis=0)
@@ -123,26 +126,18 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
             score = with_shifts(score, shifts)
         table = rows(context, dataset.ids, found, score, confidence,
                      (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top, shifts)
-        summary = {**memorized(context), "checkpoints": len(paths), "shifted": shifts is not None}
     return {
         "schema_version": SCHEMA_VERSION, "genaudit_version": __version__, "model": files[-1], "checkpoints": files,
         "data": dataset.spec, "samples": len(table), "top": top, "summary": summary, "rows": table,
     }
 
 
-def _part(progress, k: int, parts: int):
-    """The progress of the k-th of `parts` equal passes as a share of the whole."""
+def _share(progress, before: int, passes: int, whole: int):
+    """The progress of `passes` passes over the samples that start after `before` others, as a share of `whole`
+    passes."""
     if progress is None:
         return None
-    return lambda done, total: progress(k * total + done, parts * total)
-
-
-def _then(progress, parts: int, more: int):
-    """The progress of `more` further passes after `parts` passes: the whole grows by them, as they are found
-    to be needed."""
-    if progress is None:
-        return None
-    return lambda done, total: progress(parts * total + more * done, (parts + more) * total)
+    return lambda done, total: progress(before * total + passes * done, whole * total)
 
 
 __all__ = ["judged", "png_thumbnail", "rows", "shifted_doubt", "suspects"]
