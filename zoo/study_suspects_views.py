@@ -156,25 +156,9 @@ def truth_of(spec: str, ids) -> np.ndarray:
 
 
 def jobs() -> list[tuple[dict, tuple[str, str, str]]]:
-    out = []
-    for e in json.loads((NOISE_ZOO / "manifest.json").read_text()):
-        if e["corruption"] in (20, 40, 60) and e["epoch"] == 30:
-            npz = LABELS / f"{e['dataset']}_train_c{e['corruption']}.npz"
-            truth = f"{NOISE_ZOO / (e['dataset'] + '_train.npz')}:y_c{e['corruption']}:y"
-            out.append(({"group": e["dataset"], "corruption": e["corruption"]},
-                        (str(NOISE_ZOO / e["file"]), str(npz), truth)))
-    for group, zoo in (("cifar10", REALUSE), ("cifar10 fresh", FRESH)):
-        if not (zoo / "manifest.json").exists():
-            continue
-        last = {}
-        for e in json.loads((zoo / "manifest.json").read_text()):
-            if e["dataset"] == "cifar10" and e.get("corruption") and e["epoch"] >= last.get(e["run"], {}).get("epoch", 0):
-                last[e["run"]] = e
-        for e in last.values():
-            npz = zoo / e["train_npz"]
-            out.append(({"group": group, "corruption": e["corruption"]},
-                        (str(zoo / e["file"]), str(npz), f"{npz}:y:y_true")))
-    return out
+    """Stages 1-2's models: the last checkpoint of every run of `run_jobs` but the second fresh set's."""
+    return [({"group": r["group"], "corruption": r["corruption"]}, (r["models"][-1], r["npz"], r["truth"]))
+            for r in run_jobs() if r["group"] != "cifar10 fresh2"]
 
 
 def checkpoint(job: tuple[str, str, bool]) -> str:
