@@ -44,11 +44,11 @@ def prune(files: Iterable[Path], keep: int | None = None, max_bytes: int | None 
 
 
 def prune_model_cache(folder: Path) -> None:
-    """Keep the model cache under `folder` (TorchScript conversions in onnx/, graphs and cuts in graphs/) within
-    MODEL_CACHE_BYTES, the least recently used entries dropped first."""
+    """Keep the model cache under `folder` (TorchScript conversions in onnx/; graphs, cuts and onnxruntime's
+    optimized cuts in graphs/) within MODEL_CACHE_BYTES, the least recently used entries dropped first."""
     try:
         prune([*(folder / "onnx").glob("*.onnx"), *(folder / "graphs").glob("*.npz"),
-               *(folder / "graphs").glob("*.json")], max_bytes=MODEL_CACHE_BYTES)
+               *(folder / "graphs").glob("*.json"), *(folder / "graphs").glob("*.onnx")], max_bytes=MODEL_CACHE_BYTES)
     except OSError:
         return
 
@@ -75,6 +75,13 @@ def _temporary(folder: Path) -> tuple[int, str]:
     return tempfile.mkstemp(dir=folder, prefix=TEMPORARY, suffix=".tmp")
 
 
+def plain_mode(path: str | Path) -> None:
+    """Give a file made by mkstemp (mode 0600) the mode a plain open() would give it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], None]) -> None:
     """Write text, bytes, or what `content(file)` writes, so that readers see the old file or the whole new one,
     never a half-written one (nor a temporary file left behind). The new file gets the mode a plain open() would
@@ -92,9 +99,7 @@ def write_atomic(path: str | Path, content: str | bytes | Callable[[IO[bytes]], 
                 content(fh)
             else:
                 fh.write(content.encode("utf-8") if isinstance(content, str) else content)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600
+        plain_mode(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         raise GenauditError(f"Cannot write {path}: {exc.strerror or exc}.") from None

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 
 import onnx
 import pytest
 
 import genaudit
 import genaudit.models as models
+import genaudit.models.runtime as runtime
 from conftest import SAMPLE_MODELS
 from genaudit.scorecard import to_json
 
@@ -56,13 +58,15 @@ def entries(cache) -> list:
 def test_second_audit_uses_the_cache_and_reports_the_same(cache, monkeypatch):
     model = SAMPLE_MODELS / "cnn_clean.onnx"
     first = genaudit.audit(model, "sample", **OPTIONS)
-    assert sorted(p.suffix for p in entries(cache)) == [".json", ".npz"]  # the graph and its cut
+    # the graph, its cut, and the cut's trunk and head as onnxruntime optimized them, each with its key and CRC
+    assert sorted(p.suffix for p in entries(cache)) == [".json"] * 3 + [".npz"] + [".onnx"] * 2
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the cached audit loaded or analysed the ONNX graph")
+        raise AssertionError("the cached audit loaded, analysed or optimized the ONNX graph")
 
     monkeypatch.setattr(models, "_load_onnx", refuse)
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse)
+    monkeypatch.setattr(runtime, "_stored_model", refuse)  # the sessions open the optimized parts
     second = genaudit.audit(model, "sample", **OPTIONS)
     assert document(second) == document(first)
 
@@ -102,8 +106,8 @@ def test_a_damaged_entry_is_ignored_and_rebuilt(cache, loads, damage):
             data = bytearray(b"not a cache entry")
         elif damage == "truncated":
             data = data[: len(data) // 2]
-        elif damage == "flipped byte" and path.suffix == ".npz":
-            data[len(data) // 2] ^= 0xFF  # inside the trunk model: the zip member's CRC no longer matches
+        elif damage == "flipped byte" and path.suffix in (".npz", ".onnx"):
+            data[len(data) // 2] ^= 0xFF  # inside a model: the zip member's CRC, or the recorded one, no longer matches
         elif damage == "flipped byte":
             continue  # a flipped byte in the JSON makes it garbage or another key: covered by the other cases
         elif path.suffix == ".json":  # valid, but another file's entry under this name
@@ -120,6 +124,27 @@ def test_a_damaged_entry_is_ignored_and_rebuilt(cache, loads, damage):
     loads["load"] = 0
     assert document(genaudit.audit(model, "sample", samples=200)) == document(first)
     assert loads["load"] == 0  # the rebuilt entries are used
+
+
+def test_optimized_parts_are_checked_and_made_per_cpu(cache, loads, monkeypatch):
+    """A damaged optimized part is made again from the cut (not from the model file); another CPU or onnxruntime
+    gets optimized parts of its own; the scorecard is the same every time."""
+    model = SAMPLE_MODELS / "cnn_clean.onnx"
+    first = document(genaudit.audit(model, "sample", samples=200))
+    optimized = [p for p in entries(cache) if p.suffix == ".onnx"]
+    for path in optimized:
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    loads["load"] = 0
+    assert document(genaudit.audit(model, "sample", samples=200)) == first
+    assert loads["load"] == 0  # the cut's entry was whole
+    for path in optimized:  # made again: whole, as its stamp (the .json of the same name) records
+        stamp = json.loads(path.with_suffix(".json").read_text())
+        assert zlib.crc32(path.read_bytes()) == stamp["crc32"]
+    monkeypatch.setattr(runtime, "_cpu", lambda: "another cpu")
+    assert document(genaudit.audit(model, "sample", samples=200)) == first
+    assert len([p for p in entries(cache) if p.suffix == ".onnx"]) == 4
 
 
 def test_cache_that_cannot_be_written_costs_only_speed(tmp_path, monkeypatch):
@@ -196,11 +221,15 @@ def test_the_model_cache_keeps_the_most_recently_used_within_its_bound(cache, mo
     first, second = SAMPLE_MODELS / "mlp_clean.onnx", SAMPLE_MODELS / "mlp_random.onnx"
     before = document(genaudit.audit(first, "sample", samples=200))
     size = sum(p.stat().st_size for p in entries(cache))
+    (prefix,) = {p.name.split("-")[0] for p in entries(cache)}
+
+    def first_cut_kept() -> bool:
+        return any(p.suffix == ".npz" and p.name.startswith(prefix) for p in entries(cache))
+
     monkeypatch.setattr(files, "MODEL_CACHE_BYTES", int(size * 1.5))
     genaudit.audit(second, "sample", samples=200)
     assert sum(p.stat().st_size for p in entries(cache)) <= size * 1.5
-    prefixes = {p.name.split("-")[0] for p in entries(cache)}
-    assert len(prefixes) == 1  # the second model's entries only
+    assert not first_cut_kept()  # the least recently used went first
     loads["load"] = 0
     assert document(genaudit.audit(first, "sample", samples=200)) == before
     assert loads["load"] == 1  # rebuilt
@@ -209,7 +238,7 @@ def test_the_model_cache_keeps_the_most_recently_used_within_its_bound(cache, mo
     genaudit.audit(first, "sample", samples=200)  # a hit: the first becomes the most recently used
     monkeypatch.setattr(files, "MODEL_CACHE_BYTES", int(size * 1.5))
     files.prune_model_cache(cache)
-    assert {p.name.split("-")[0] for p in entries(cache)} != prefixes  # the first's entries stayed
+    assert first_cut_kept() and sum(p.suffix == ".npz" for p in entries(cache)) == 1  # the second's cut went
 
 
 def test_torchscript_conversions_count_in_the_bound(cache, monkeypatch):
