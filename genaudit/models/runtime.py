@@ -76,6 +76,9 @@ class Runner:
         options.log_severity_level = 3
         if threads is not None:
             options.intra_op_num_threads = threads
+        # Between runs the audit's own threads work (the batches' vectors, the diagnostics' lanes); onnxruntime's
+        # threads spinning while they wait for the next run would take their cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if isinstance(model, Path):
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             model = str(model)
