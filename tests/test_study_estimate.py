@@ -98,3 +98,21 @@ def test_the_rule_chooses_the_loss_by_cross_validation(monkeypatch):
     assert (form, loss) == (CONSTANT_GAP, study_estimate.ABSOLUTE)
     assert cv[(CONSTANT_GAP, study_estimate.ABSOLUTE)] == pytest.approx(0.8 * 4 / 24)
     assert (study_estimate.BASELINE, study_estimate.ABSOLUTE) not in cv  # training accuracy alone fits nothing
+
+
+@pytest.mark.parametrize("accuracy, reference, consistency, expected", [
+    (1.0, 0.7, 0.9, 0.2),    # memorized 30% beyond the ceiling; the vote calls 20% of the labels noise: capped at 0.2
+    (0.8, 0.7, 0.9, 0.1),    # fits 10% beyond the ceiling, under the noise share
+    (0.99, 0.96, 0.95, 0.0),  # clean data: the halves agree less than the labels do, so no label noise to fit
+    (0.6, 0.7, 0.9, 0.0),    # below the ceiling
+])
+def test_the_ceiling_term_hand_cases(accuracy, reference, consistency, expected):
+    """memorized_patches (estimator v5.2's ceiling forms): what the model fits beyond the labels' agreement with the
+    patch vote, up to the vote's label noise (consistency - the labels' agreement)."""
+    base = study_estimate.PATCHES
+    card = {"clean_accuracy": accuracy, f"{base}.reference_agreement": reference, f"{base}.vote_consistency": consistency}
+    assert study_estimate.memorized(card) == pytest.approx(expected)
+    assert study_estimate.memorized({"clean_accuracy": accuracy}) is None
+    (record,) = study_estimate.with_memorized([{"card": dict(card)}])
+    assert study_estimate.read(record, "memorized_patches") == pytest.approx(expected)
+    assert study_estimate.read(record, "memorized_patches_x_patch_reliability") == pytest.approx(expected * consistency)

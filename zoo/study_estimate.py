@@ -99,6 +99,11 @@ MARGINS = "diagnostics.margins"
 MARGIN_QUARTILES = ("log_q1", "log_q2", "log_q3")
 for _q in MARGIN_QUARTILES:
     PATHS[f"margin_{_q}"] = [f"{MARGINS}.{_q}"]
+# What a model fits beyond the patch vote's ceiling (the labels' own agreement with it), up to the share of labels
+# the vote calls noise (since estimator v5.2; zoo/study_ceiling.py's docstring says why): with_memorized
+MEMORIZED = f"{PATCHES}.memorized"
+PATHS["memorized_patches"] = [MEMORIZED]
+PATHS["memorized_patches_x_patch_reliability"] = ([MEMORIZED], [f"{PATCHES}.vote_consistency"])
 DESCRIPTIONS = {
     "above_patches_at_size": "patch space: training accuracy minus the model's agreement with the neighbour vote "
                              "carried to the training set's size (the vote's learning curve)",
@@ -115,6 +120,10 @@ DESCRIPTIONS = {
     "train_acc": "training accuracy on the audited samples (given labels)",
     **{f"margin_{q}": f"the {name} of the log normalized margins at the feature layer (Jiang et al. 2019)"
        for q, name in zip(MARGIN_QUARTILES, ("first quartile", "median", "third quartile"))},
+    "memorized_patches": "patch space: training accuracy above the labels' agreement with the vote (the ceiling), "
+                         "up to the vote's label noise (vote consistency minus the labels' agreement): the wrong "
+                         "labels the model fits",
+    "memorized_patches_x_patch_reliability": "memorized_patches times the patch vote's consistency",
     **{f"shortfall_{s}": f"{sp} space: labels' agreement with the neighbour vote minus the model's (memorization)"
        for s, sp in SPACES.items()},
     **{f"excess_{s}": f"{sp} space: training accuracy minus the labels' agreement with the vote (what no "
@@ -192,9 +201,18 @@ FORMS = {
     "M2: Z1 + the three quartiles of the log normalized margins": [
         "above_patches_at_size", "above_feat", "above_patches_at_size_x_patch_reliability",
         "above_feat_x_patch_reliability", "margin_log_q1", "margin_log_q2", "margin_log_q3"],
+    # v5.2: Z1 plus what the model fits beyond the patch vote's ceiling, up to its label noise; fixed before their
+    # first evaluation in zoo/study_ceiling.py (commit 0d2ae83), which also evaluates the rule without them
+    "K1: Z1 + what the model fits beyond the patch vote's ceiling, up to its label noise": [
+        "above_patches_at_size", "above_feat", "above_patches_at_size_x_patch_reliability",
+        "above_feat_x_patch_reliability", "memorized_patches"],
+    "K2: K1 + that term weighted by the patch vote's reliability": [
+        "above_patches_at_size", "above_feat", "above_patches_at_size_x_patch_reliability",
+        "above_feat_x_patch_reliability", "memorized_patches", "memorized_patches_x_patch_reliability"],
 }
 MARGIN_FORMS = [form for form in FORMS if form.startswith("M")]
-PATCH_FORMS = [form for form in FORMS if form.startswith(("Z", "XZ", "M"))]  # the forms that read the patch space
+CEILING_FORMS = [form for form in FORMS if form.startswith("K")]
+PATCH_FORMS = [form for form in FORMS if form.startswith(("Z", "XZ", "M", "K"))]  # the forms that read the patch space
 # GENAUDIT_STUDY_INTERCEPT=both (explored for v5, not adopted: docs/validity.md): every form also without intercept
 NO_INTERCEPT = " [no intercept]"
 if os.environ.get("GENAUDIT_STUDY_INTERCEPT") == "both":
@@ -294,10 +312,31 @@ def with_margins(records: list[dict]) -> list[dict]:
     return records
 
 
+def memorized(card: dict) -> float | None:
+    """min(max(clean_accuracy - reference_agreement, 0), max(vote_consistency - reference_agreement, 0)) in the patch
+    space, from a record's values (None when one is missing)."""
+    values = [card.get(path) for path in ("clean_accuracy", f"{PATCHES}.reference_agreement",
+                                          f"{PATCHES}.vote_consistency")]
+    if any(v is None for v in values):
+        return None
+    accuracy, reference, consistency = values
+    return min(max(accuracy - reference, 0.0), max(consistency - reference, 0.0))
+
+
+def with_memorized(records: list[dict]) -> list[dict]:
+    """Each record's `memorized` term as a scorecard value at MEMORIZED (from its patch-space values)."""
+    for r in records:
+        value = memorized(r["card"])
+        if value is not None:
+            r["card"][MEMORIZED] = value
+    return records
+
+
 def study_records(extend=lambda records: records) -> list[dict]:
     """Every model of the three zoos with every value a form reads (the records each split is fitted and
     evaluated on); `extend` adds the values of forms under exploration."""
-    return usable(extend(with_margins(with_patches(with_curves(load_records(("noise", "sweep", "realuse")))))))
+    return usable(extend(with_memorized(with_margins(with_patches(with_curves(
+        load_records(("noise", "sweep", "realuse"))))))))
 
 
 def usable(records: list[dict]) -> list[dict]:

@@ -55,7 +55,7 @@ def main() -> int:
     # which read the patch space too, are study_margins.py's), on the same records
     baseline = S.evaluate(records, [form for form in S.FORMS if form not in S.PATCH_FORMS])
     signals = signal_table(records)
-    results = S.evaluate(records, [form for form in S.FORMS if form not in S.MARGIN_FORMS])
+    results = S.evaluate(records, [form for form in S.FORMS if form not in S.MARGIN_FORMS + S.CEILING_FORMS])
     rows, whole = S.before_after(baseline, results)
     OUT.mkdir(exist_ok=True)
     (OUT / "patches.json").write_text(json.dumps({"rows": rows, "whole": whole, "signals": signals}, indent=1))
