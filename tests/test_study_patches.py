@@ -20,7 +20,7 @@ def _paths(term: str) -> list[str]:
 
 def test_patch_forms_read_the_patch_space():
     forms = study_estimate.PATCH_FORMS
-    assert sorted(f.split(":")[0] for f in forms) == ["M1", "M2", "XZ2", "Z1", "Z2", "Z3"]
+    assert sorted(f.split(":")[0] for f in forms) == ["K1", "K2", "M1", "M2", "XZ2", "Z1", "Z2", "Z3"]
     for form in forms:
         terms = study_estimate.FORMS[form]
         assert all(t in study_estimate.PATHS and t in study_estimate.DESCRIPTIONS for t in terms)
@@ -28,6 +28,17 @@ def test_patch_forms_read_the_patch_space():
         assert any(study_estimate.PATCHES in p for p in paths)
         if form.startswith("Z"):  # the pixel vote is not read at all
             assert not any("neighbours.input" in p for p in paths)
+
+
+def test_ceiling_forms_are_z1_plus_the_memorized_term():
+    """v5.2's candidates: K1 and K2 read Z1's terms and what the model fits beyond the patch vote's ceiling, up to
+    its label noise (CEILING_FORMS, evaluated without them by zoo/study_ceiling.py); the term is computed from the
+    patch vote's values the scorecard holds."""
+    z1 = study_estimate.FORMS["Z1: X1 in the patch space"]
+    forms = {f.split(":")[0]: study_estimate.FORMS[f] for f in study_estimate.CEILING_FORMS}
+    assert forms == {"K1": [*z1, "memorized_patches"],
+                     "K2": [*z1, "memorized_patches", "memorized_patches_x_patch_reliability"]}
+    assert _paths("memorized_patches") == [study_estimate.MEMORIZED]
 
 
 def test_margin_forms_are_z1_plus_the_margin_quartiles():
