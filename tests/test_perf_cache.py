@@ -14,7 +14,7 @@ import pytest
 
 import genaudit
 import genaudit.models as models
-import genaudit.models.runtime as runtime
+import genaudit.models.cache as model_cache
 from conftest import SAMPLE_MODELS
 from genaudit.scorecard import to_json
 
@@ -66,7 +66,7 @@ def test_second_audit_uses_the_cache_and_reports_the_same(cache, monkeypatch):
 
     monkeypatch.setattr(models, "_load_onnx", refuse)
     monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse)
-    monkeypatch.setattr(runtime, "_stored_model", refuse)  # the sessions open the optimized parts
+    monkeypatch.setattr(model_cache, "_stored_model", refuse)  # the sessions open the optimized parts
     second = genaudit.audit(model, "sample", **OPTIONS)
     assert document(second) == document(first)
 
@@ -142,7 +142,7 @@ def test_optimized_parts_are_checked_and_made_per_cpu(cache, loads, monkeypatch)
     for path in optimized:  # made again: whole, as its stamp (the .json of the same name) records
         stamp = json.loads(path.with_suffix(".json").read_text())
         assert zlib.crc32(path.read_bytes()) == stamp["crc32"]
-    monkeypatch.setattr(runtime, "_cpu", lambda: "another cpu")
+    monkeypatch.setattr(model_cache, "_cpu", lambda: "another cpu")
     assert document(genaudit.audit(model, "sample", samples=200)) == first
     assert len([p for p in entries(cache) if p.suffix == ".onnx"]) == 4
 

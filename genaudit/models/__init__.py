@@ -8,7 +8,8 @@ The submodules: `safety` checks a file before any library reads it (no pickle or
 zip bomb, no unbounded declared size); `torch_formats` converts TorchScript and torch.export files to ONNX;
 `graph` analyses the ONNX graph (OnnxGraph: outputs, shapes, layers, the default feature layer, valid cuts);
 `affine` reads the head of a cut in closed form; `runtime` builds the trunk and head of a cut and runs them in
-onnxruntime (cut_at, CutModel); `ops` is the op vocabulary `graph` and `affine` share.
+onnxruntime (CutModel); `cache` keeps analysed graphs, cuts and onnxruntime's optimized cuts, and cuts a model
+through it (cut_at); `ops` is the op vocabulary `graph` and `affine` share.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from genaudit.errors import GenauditError, first_line
 from genaudit.models.graph import Layer, OnnxGraph
-from genaudit.models.runtime import CutModel, cut_at, same_layout
+from genaudit.models.cache import cut_at
+from genaudit.models.runtime import CutModel, same_layout
 
 # The model formats: a file's suffix -> its kind (what `identify` tells from the content), and a kind -> its name in
 # reports. The suffixes are what compare and watch look for in a folder; the format itself is told by content.
@@ -158,7 +160,7 @@ def _open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layo
         if cache_dir is None:
             return OnnxGraph(_load_onnx(file.path), output, classes)
         return _open_onnx_cached(file, Path(cache_dir), output, classes)
-    from genaudit.models import runtime, torch_formats
+    from genaudit.models import cache, torch_formats
 
     if data_shape is not None:
         arranged = {"nchw": tuple(data_shape), "flat": (math.prod(data_shape),)}
@@ -188,22 +190,22 @@ def _open_model(file: ModelFile, data_shape: tuple | None, cache_dir: Path, layo
     if cache_dir is None:
         return load()
     # the graph's cache entry (see _open_onnx_cached) also names the conversion: its input shapes and version
-    key = {**runtime.graph_key(file.sha256, output, classes), "conversion": torch_formats.CONVERSION,
+    key = {**cache.graph_key(file.sha256, output, classes), "conversion": torch_formats.CONVERSION,
            "shapes": [[int(d) for d in shape] for shape in candidates]}
-    cached = runtime.open_cached(Path(cache_dir), key, load)
+    cached = cache.open_cached(Path(cache_dir), key, load)
     if cached is not None:
         return cached
     graph = load()
-    runtime.remember_graph(Path(cache_dir), key, graph)
+    cache.remember_graph(Path(cache_dir), key, graph)
     return graph
 
 
 def _open_onnx_cached(file: ModelFile, cache_dir: Path, output: str | None, classes: int | None):
-    """An ONNX model's graph from the model cache (runtime.CachedGraph: no `import onnx`, no shape inference), else
+    """An ONNX model's graph from the model cache (cache.CachedGraph: no `import onnx`, no shape inference), else
     opened, analysed and stored there, unless its weights lie in external files (which its hash does not cover)."""
-    from genaudit.models import runtime
+    from genaudit.models import cache
 
-    key = runtime.graph_key(file.sha256, output, classes)
+    key = cache.graph_key(file.sha256, output, classes)
 
     def load() -> OnnxGraph:
         try:
@@ -213,13 +215,13 @@ def _open_onnx_cached(file: ModelFile, cache_dir: Path, output: str | None, clas
         except Exception as exc:
             raise unreadable(file.path, exc) from None
 
-    cached = runtime.open_cached(cache_dir, key, load)
+    cached = cache.open_cached(cache_dir, key, load)
     if cached is not None:
         return cached
     external: list[str] = []
     graph = OnnxGraph(_load_onnx(file.path, external), output, classes)
     if not external:
-        runtime.remember_graph(cache_dir, key, graph)
+        cache.remember_graph(cache_dir, key, graph)
     return graph
 
 

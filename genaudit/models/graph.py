@@ -39,7 +39,7 @@ _OPS = ("ACTIVATIONS", "AFTER_CLASSIFIER", "CONSTANT_OPERAND", "FLOAT_TYPES", "M
 
 def _bind_onnx() -> None:
     """Import onnx (about 0.1-0.4 s) and the op vocabulary into this module on first use, not on import: an audit
-    whose graph analysis and cut come from the cache (runtime.CachedGraph) never imports onnx."""
+    whose graph analysis and cut come from the cache (cache.CachedGraph) never imports onnx."""
     if "onnx" in globals():
         return
     import onnx as onnx_module
@@ -79,7 +79,7 @@ def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
 
 class OnnxGraph:
     """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, where it can be cut,
-    (affine.py reads a cut's head in closed form). runtime.py builds and runs the two parts of a cut."""
+    (affine.py reads a cut's head in closed form). runtime.py builds and runs the two parts of a cut; cache.py cuts through the model cache."""
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None, classes: int | None = None) -> None:
         """Analyse `model` (made batch-free in place), its class scores taken from `output` (a name or an
