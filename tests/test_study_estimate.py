@@ -110,7 +110,8 @@ def test_the_ceiling_term_hand_cases(accuracy, reference, consistency, expected)
     """memorized_patches (estimator v5.2's ceiling forms): what the model fits beyond the labels' agreement with the
     patch vote, up to the vote's label noise (consistency - the labels' agreement)."""
     base = study_estimate.PATCHES
-    card = {"clean_accuracy": accuracy, f"{base}.reference_agreement": reference, f"{base}.vote_consistency": consistency}
+    card = {"clean_accuracy": accuracy, f"{base}.reference_agreement": reference,
+            f"{base}.vote_consistency": consistency}
     assert study_estimate.memorized(card) == pytest.approx(expected)
     assert study_estimate.memorized({"clean_accuracy": accuracy}) is None
     (record,) = study_estimate.with_memorized([{"card": dict(card)}])

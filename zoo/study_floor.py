@@ -114,7 +114,8 @@ def main() -> int:
              f"checkpoints ({fresh_rows['unreliable']} of {len(fresh)} unreliable; q_u {q_u:.2f}): "
              f"{fresh_rows['floor']['coverage']:.2f} / {fresh_rows['floor']['width']:.3f} → "
              f"{fresh_rows['normalized']['coverage']:.2f} / {fresh_rows['normalized']['width']:.3f}.", "",
-             "| split | q / q_u / floor | group | unreliable models | floor | normalized |", "|---|---|---|---:|---:|---:|"]
+             "| split | q / q_u / floor | group | unreliable models | floor | normalized |",
+             "|---|---|---|---:|---:|---:|"]
     for split, res in results.items():
         for group, row in res["groups"].items():
             f, n = row["floor"], row["normalized"]

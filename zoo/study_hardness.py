@@ -105,8 +105,11 @@ def main() -> int:
         cells = []
         for g in groups:
             row = res["groups"].get(g)
-            cells.append("–" if row is None else f"{row['estimate']['mae']:.3f} / {row['estimate']['coverage_90']:.2f} "
-                                                 f"({row['train_acc']['mae']:.3f})")
+            if row is None:
+                cells.append("–")
+                continue
+            e = row["estimate"]
+            cells.append(f"{e['mae']:.3f} / {e['coverage_90']:.2f} ({row['train_acc']['mae']:.3f})")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", *S.before_after_lines(rows)]
     (OUT / "hardness.md").write_text("\n".join(lines) + "\n")
