@@ -59,8 +59,7 @@ def main() -> int:
              "forms (v5.1's candidates) -> with them (v5.2's); every split chooses its form and loss by the same rule. "
              "K1 imposed in every split is post hoc, not a candidate for shipping.", "",
              "MAE over each split's held-out models as a whole:", "",
-             "| split | v5.1 | with ceiling forms | K1 imposed |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {a:.3f} | **{b:.3f}** | {alone[name]:.3f} |" for name, (a, b) in whole.items()]
+             *S.whole_lines(whole, "v5.1", "with ceiling forms", {"K1 imposed": alone})]
     lines += ["", *S.before_after_lines(rows)]
     (OUT / "ceiling.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -672,6 +672,16 @@ def before_after_lines(rows: list[dict]) -> list[str]:
     return lines
 
 
+def whole_lines(whole: dict, before: str, after: str, extra: dict[str, dict] | None = None) -> list[str]:
+    """`before_after`'s MAE of each split's held-out models as a whole as a markdown table (columns `before`,
+    `after` and each of `extra`: a column name and its MAE by split)."""
+    extra = extra or {}
+    lines = ["| split | " + " | ".join([before, after, *extra]) + " |", "|---|" + "---:|" * (2 + len(extra))]
+    for name, (a, b) in whole.items():
+        lines.append(f"| {name} | {a:.3f} | **{b:.3f}** |" + "".join(f" {col[name]:.3f} |" for col in extra.values()))
+    return lines
+
+
 def explore(name: str, title: str, extend, forms: dict, imposed: str, groups: tuple[str, ...], rule_column: str,
             tau: bool = False) -> int:
     """An exploration of new gap forms, fixed before their first run: every split chooses by the shipped rule with

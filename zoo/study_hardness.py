@@ -97,8 +97,7 @@ def main() -> int:
              "Held out, the rule with v5.2's candidates -> with the hardness forms too; H2 imposed in every split is "
              "post hoc.", "", f"On all 1,675 models the rule chooses **{form.split(':')[0]}** ({loss}).", "",
              "MAE over each split's held-out models as a whole:", "",
-             "| split | v5.2 | with hardness forms | H2 imposed |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {a:.3f} | **{b:.3f}** | {alone[name]:.3f} |" for name, (a, b) in whole.items()]
+             *S.whole_lines(whole, "v5.2", "with hardness forms", {"H2 imposed": alone})]
     lines += ["", "H2 imposed, by group (MAE / 90% coverage; training accuracy's MAE in brackets):", "",
               "| split | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
     for name, res in imposed.items():
