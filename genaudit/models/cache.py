@@ -282,53 +282,68 @@ def _runner(parts: dict, part: str, threads: int | None, providers: Sequence[str
     whole, else from the model. The optimized version is stored when the cut itself came from the cache: a file
     audited a second time is likely audited again (a CI gate, a re-score), while a first audit (each checkpoint of
     a `compare`) would pay the save and 45 MB per ResNet-18 for nothing."""
-    what = part
     if "cache" not in parts or list(providers) != [CPU]:
-        return Runner(_model(parts, part), what, threads, providers)
-    import zlib
-
+        return Runner(_model(parts, part), part, threads, providers)
     import onnxruntime as ort
 
-    from genaudit.files import TEMPORARY, plain_mode, used
+    from genaudit.files import used
 
     folder, cut_key = parts["cache"]
     key = {"cut": cut_key, "part": part, "onnxruntime": ort.__version__, "threads": threads, "cpu": _cpu()}
     path, stamp = _entry(folder, key, ".onnx"), _entry(folder, key, ".json")
-    try:
-        recorded = json.loads(stamp.read_text(encoding="utf-8"))
-        content = path.read_bytes()
-        whole = (recorded["key"] == key and len(content) == recorded["bytes"]
-                 and zlib.crc32(content) == recorded["crc32"])
-    except Exception:  # missing, unreadable, corrupt: rebuilt
-        whole = False
-    if whole:
+    if _whole(path, stamp, key):
         try:
-            runner = Runner(path, what, threads, providers)
-        except GenauditError:
+            runner = Runner(path, part, threads, providers)
+        except GenauditError:  # onnxruntime cannot open it after all: made again below
             pass
         else:
             used(path), used(stamp)
             return runner
     model = _model(parts, part)
     if not parts["reused"]:
-        return Runner(model, what, threads, providers)
+        return Runner(model, part, threads, providers)
+    return _optimized(model, part, threads, providers, path, (stamp, key))
+
+
+def _whole(path: Path, stamp: Path, key: dict) -> bool:
+    """Whether the optimized model at `path` is there, of `key`, and of the size and CRC-32 its stamp records."""
+    import zlib
+
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        content = path.read_bytes()
+    except Exception:  # missing, unreadable, corrupt: made again
+        return False
+    return (isinstance(recorded, dict) and recorded.get("key") == key and len(content) == recorded.get("bytes")
+            and zlib.crc32(content) == recorded.get("crc32"))
+
+
+def _optimized(model: bytes, part: str, threads: int | None, providers: Sequence[str], path: Path,
+               stamp: tuple[Path, dict]) -> Runner:
+    """`model` opened in onnxruntime, which writes it as optimized to a temporary file then moved to `path`, its
+    stamp (file, key) written beside it; opened without saving when the cache cannot be written or onnxruntime
+    cannot save the graph (e.g. one too large for a single file)."""
+    import zlib
+
+    from genaudit.files import TEMPORARY, plain_mode
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY, suffix=".onnx")
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=TEMPORARY, suffix=".onnx")
         os.close(fd)
     except OSError:
-        return Runner(model, what, threads, providers)
-    temporary = Path(temporary)
+        return Runner(model, part, threads, providers)
+    temporary = Path(name)
     try:
         try:
-            runner = Runner(model, what, threads, providers, save=temporary)
-        except GenauditError:  # e.g. a graph too large to save in one file: opened without saving it
-            return Runner(model, what, threads, providers)
+            runner = Runner(model, part, threads, providers, save=temporary)
+        except GenauditError:
+            return Runner(model, part, threads, providers)
         content = temporary.read_bytes()
         if content:
             plain_mode(temporary)
             os.replace(temporary, path)
-            _write(stamp, json.dumps({"key": key, "bytes": len(content), "crc32": zlib.crc32(content)}))
+            _write(stamp[0], json.dumps({"key": stamp[1], "bytes": len(content), "crc32": zlib.crc32(content)}))
     except OSError:
         pass
     finally:
