@@ -113,11 +113,16 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     """Lloyd's k-means on the rows of x from k distinct rows drawn by `rng`: the k centres after `rounds` rounds (a
     centre left without members is redrawn from the rows)."""
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()  # too few rows: some drawn twice
+    members = np.zeros((k, len(x)), x.dtype)  # one-hot membership, kept: each round resets only the last one's ones
+    rows, near = np.arange(len(x)), None
     for _ in range(rounds):
-        near = np.argmin((centres**2).sum(1) - 2 * x @ centres.T, axis=1)
+        d = x @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c in IEEE
+        d += (centres**2).sum(1)
+        if near is not None:
+            members[near, rows] = 0
+        near = np.argmin(d, axis=1)
         counts = np.bincount(near, minlength=k)
-        members = np.zeros((k, len(x)), x.dtype)
-        members[near, np.arange(len(x))] = 1
+        members[near, rows] = 1
         filled = counts > 0
         centres[filled] = (members @ x)[filled] / counts[filled, None]
         for i in np.flatnonzero(~filled):

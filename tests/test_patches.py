@@ -50,6 +50,30 @@ def test_kmeans_finds_separated_clusters():
     assert found[order] == pytest.approx(expected[np.lexsort(expected.T[::-1])], abs=1e-4)
 
 
+def _lloyd(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = P.ROUNDS) -> np.ndarray:
+    """k-means as written before 0.5.4 (a new one-hot matrix every round, |c|^2 - 2 x.c): the centres `P.kmeans` must
+    give bit for bit, since the patch space and every vote read from it depend on them."""
+    centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()
+    for _ in range(rounds):
+        near = np.argmin((centres**2).sum(1) - 2 * x @ centres.T, axis=1)
+        counts = np.bincount(near, minlength=k)
+        members = np.zeros((k, len(x)), x.dtype)
+        members[near, np.arange(len(x))] = 1
+        filled = counts > 0
+        centres[filled] = (members @ x)[filled] / counts[filled, None]
+        for i in np.flatnonzero(~filled):
+            centres[i] = x[rng.integers(len(x))]
+    return centres
+
+
+@pytest.mark.parametrize("rows, dims, k", [(3000, 36, 128), (2000, 108, 128), (300, 108, 128), (60, 8, 128)])
+def test_kmeans_is_the_written_lloyd_bit_for_bit(rows, dims, k):
+    """Random whitened-like rows, with many empty clusters (redrawn) when there are few rows, and fewer rows than
+    centres (drawn twice) in the last case."""
+    x = np.random.default_rng(rows).standard_normal((rows, dims)).astype(np.float32)
+    assert P.kmeans(x, k, np.random.default_rng(7)).tobytes() == _lloyd(x, k, np.random.default_rng(7)).tobytes()
+
+
 def test_prepared_scales_and_pools():
     x = np.arange(2 * 1 * 64 * 64, dtype=np.float32).reshape(2, 1, 64, 64) * 3 + 7
     out = P.prepared(x)
