@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TextIO
 
-from genaudit.diagnostics.memorization import SHIFT, weak
+from genaudit.diagnostics.memorization import RELIABLE, SHIFT, weak
 from genaudit.metrics import BY_NAME, GROUPS, LAYER_METRICS, METRICS, PRIMARY, Metric
 from genaudit.scorecard import lookup
 
@@ -81,6 +81,16 @@ def earlier_checkpoints(result: dict) -> str:
     """The title's suffix ' (and N earlier checkpoints)' when the suspects document judged a run's checkpoints."""
     earlier = len(result.get("checkpoints", ())) - 1
     return "" if earlier < 1 else f" (and {earlier} earlier checkpoint{'s' if earlier > 1 else ''})"
+
+
+def caveat(card: dict, metric: Metric) -> str | None:
+    """A short warning every format shows beside `metric`'s value in this scorecard, or None: the memorized share
+    where the neighbours are weak judges of the labels (natural images, heavy label noise), where it can overstate
+    (0.35 on CIFAR-10 models trained on clean labels: docs/suspects.md)."""
+    consistency = lookup(card, "memorization.judges.vote_consistency")
+    if metric.name != "memorized" or consistency is None or consistency >= RELIABLE:
+        return None
+    return f"may overstate: weak judges ({consistency:.2f})"
 
 
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:

@@ -13,6 +13,7 @@ from genaudit.features import CLEAN_ACCURACY
 from genaudit.metrics import HEADLINE
 from genaudit.render import (
     SUSPECT_COLUMNS,
+    caveat,
     fmt,
     head_samples_note,
     trained_note,
@@ -40,7 +41,7 @@ th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr
 .suspects{display:grid;grid-template-columns:repeat(auto-fill,minmax(180px,1fr));gap:16px 12px;margin:1em 0}
 .suspects figure{margin:0}.suspects img{display:block;border:1px solid #ccc}.suspects img.px{image-rendering:pixelated}
 .suspects figcaption{font-size:13px;margin-top:4px;overflow-wrap:anywhere}
-.meta{color:#555}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}.flag{white-space:nowrap}code{background:#f6f6f6;padding:1px 4px}
+.meta{color:#555}.warn{background:#fff4d6;border-left:4px solid #e0a800;padding:6px 10px}.flag{white-space:nowrap}.caveat{color:#8a5a00}code{background:#f6f6f6;padding:1px 4px}
 """
 
 
@@ -174,7 +175,9 @@ def score_page(card: dict) -> str:
         _histogram(card),
     ]
     table = _table(["group", "metric", "value", "better", "meaning"],
-                   [[g, Markup(f"{esc(m.label)} <code>{esc(m.name)}</code>"), fmt(v), m.arrow, m.meaning]
+                   [[g, Markup(f"{esc(m.label)} <code>{esc(m.name)}</code>"), fmt(v), m.arrow,
+                     m.meaning if caveat(card, m) is None else Markup(f"{esc(m.meaning)} <b class=caveat>"
+                                                                      f"{esc(caveat(card, m))}</b>")]
                     for g, m, v in rows(card)], numeric={2})
     body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
             f"({esc(card['model']['format'])}) · layer <code>{esc(card['layer']['name'])}</code> "

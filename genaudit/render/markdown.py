@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from genaudit.render import (
     SUSPECT_COLUMNS,
+    caveat,
     fmt,
     head_samples_note,
     trained_note,
@@ -58,7 +59,8 @@ def report(card: dict, failures: list[str] | None = None) -> str:
         "| group | metric | value | better | meaning |",
         "|---|---|---:|:---:|---|",
     ]
-    lines += [f"| {group} | {m.label} | {fmt(value)} | {m.arrow} | {m.meaning} |" for group, m, value in rows(card)]
+    lines += [f"| {group} | {m.label} | {fmt(value)} | {m.arrow} | {m.meaning}"
+              + ("" if caveat(card, m) is None else f" **{caveat(card, m)}**") + " |" for group, m, value in rows(card)]
     curve = card["diagnostics"]["ablation"]["curve"]["accuracy"]
     lines += ["", f"Ablation curve: `{sparkline(curve)}`"]
     if "layers" in card:

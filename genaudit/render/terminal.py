@@ -16,6 +16,7 @@ from rich.table import Table
 from genaudit.metrics import BY_NAME, HEADLINE, Better
 from genaudit.render import (
     SUSPECT_COLUMNS,
+    caveat,
     fmt,
     head_samples_note,
     trained_note,
@@ -139,7 +140,9 @@ def report(card: dict, console: Console, failures: list[str] | None = None) -> N
         if group != last:
             table.add_row(f"[bold]{group}[/]", "", "", "")
             last = group
-        table.add_row(f" {metric.label}", fmt(value), metric.arrow, metric.short)
+        warned = caveat(card, metric)
+        table.add_row(f" {metric.label}", fmt(value), metric.arrow,
+                      metric.short if warned is None else f"[yellow]{shown(warned)}[/]")
     console.print(table)
 
     diag = card["diagnostics"]
