@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TextIO
 
-from genaudit.diagnostics.memorization import RELIABLE, SHIFT, weak
+from genaudit.diagnostics.memorization import SHIFT, weak
 from genaudit.metrics import BY_NAME, GROUPS, LAYER_METRICS, METRICS, PRIMARY, Metric
 from genaudit.scorecard import lookup
 
@@ -87,10 +87,10 @@ def caveat(card: dict, metric: Metric) -> str | None:
     """A short warning every format shows beside `metric`'s value in this scorecard, or None: the memorized share
     where the neighbours are weak judges of the labels (natural images, heavy label noise), where it can overstate
     (0.35 on CIFAR-10 models trained on clean labels: docs/suspects.md)."""
-    consistency = lookup(card, "memorization.judges.vote_consistency")
-    if metric.name != "memorized" or consistency is None or consistency >= RELIABLE:
+    judges = (card.get("diagnostics", {}).get("memorization") or {}).get("judges")
+    if metric.name != "memorized" or not weak(judges):
         return None
-    return f"may overstate: weak judges ({consistency:.2f})"
+    return f"may overstate: weak judges ({judges['vote_consistency']:.2f})"
 
 
 def rows(card: dict) -> list[tuple[str, Metric, float | None]]:

@@ -10,7 +10,7 @@ import struct
 from typing import TYPE_CHECKING
 
 from genaudit.features import CLEAN_ACCURACY
-from genaudit.metrics import HEADLINE
+from genaudit.metrics import HEADLINE, Metric
 from genaudit.render import (
     SUSPECT_COLUMNS,
     caveat,
@@ -47,6 +47,13 @@ th{background:#f3f3f3}td.n{text-align:right;font-variant-numeric:tabular-nums}tr
 
 PNG_URI = "data:image/png;base64,"
 THUMBNAIL = 96  # px: the box a suspect's thumbnail is shown in (see _img)
+
+
+
+def _meaning(card: dict, metric: Metric) -> str | Markup:
+    """The metric's meaning, with its caveat for this scorecard (`caveat`) in bold when it has one."""
+    warned = caveat(card, metric)
+    return metric.meaning if warned is None else Markup(f"{esc(metric.meaning)} <b class=caveat>{esc(warned)}</b>")
 
 
 def _png_size(uri: str) -> tuple[int, int] | None:
@@ -175,9 +182,7 @@ def score_page(card: dict) -> str:
         _histogram(card),
     ]
     table = _table(["group", "metric", "value", "better", "meaning"],
-                   [[g, Markup(f"{esc(m.label)} <code>{esc(m.name)}</code>"), fmt(v), m.arrow,
-                     m.meaning if caveat(card, m) is None else Markup(f"{esc(m.meaning)} <b class=caveat>"
-                                                                      f"{esc(caveat(card, m))}</b>")]
+                   [[g, Markup(f"{esc(m.label)} <code>{esc(m.name)}</code>"), fmt(v), m.arrow, _meaning(card, m)]
                     for g, m, v in rows(card)], numeric={2})
     body = (f"<h1>genaudit report</h1><p class=meta>model <code>{esc(card['model']['path'])}</code> "
             f"({esc(card['model']['format'])}) · layer <code>{esc(card['layer']['name'])}</code> "

@@ -59,8 +59,10 @@ def report(card: dict, failures: list[str] | None = None) -> str:
         "| group | metric | value | better | meaning |",
         "|---|---|---:|:---:|---|",
     ]
-    lines += [f"| {group} | {m.label} | {fmt(value)} | {m.arrow} | {m.meaning}"
-              + ("" if caveat(card, m) is None else f" **{caveat(card, m)}**") + " |" for group, m, value in rows(card)]
+    for group, m, value in rows(card):
+        warned = caveat(card, m)
+        lines.append(f"| {group} | {m.label} | {fmt(value)} | {m.arrow} | {m.meaning}"
+                     + ("" if warned is None else f" **{warned}**") + " |")
     curve = card["diagnostics"]["ablation"]["curve"]["accuracy"]
     lines += ["", f"Ablation curve: `{sparkline(curve)}`"]
     if "layers" in card:
