@@ -15,7 +15,9 @@ Prints a table, then the same numbers as JSON. For each format and sample count:
   an ONNX graph's analysis and its cut are cached per file hash, layer and version; what depends on the samples
   alone, the input space's neighbours, is cached by their digest: that first run is reported separately as
   audit_first_s, at the smallest sample count), its own timers and its peak RSS;
-- ratio = audit process / plain process (the target is <= 1.2x).
+- ratio = audit process / plain process (the target is <= 1.2x);
+- CPU time of each process (user + system, all threads; the fastest run's) and their ratio: what the audit costs
+  a machine whose cores are busy, and a floor for the wall time on an idle one (CPU time / cores).
 With --repeats R, each process is run R times and the fastest run is reported (other work on the machine only
 ever slows a run down).
 
@@ -154,12 +156,19 @@ with torch.no_grad():
 }
 
 
-def plain_process(fmt: str, model: Path, data: Path, device: str = "cpu") -> tuple[float, int]:
-    """Wall time of a whole plain-inference process (interpreter, imports, load, one pass) and its peak RSS (MB)."""
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data), device], check=True,
-                         capture_output=True, text=True).stdout
-    return time.perf_counter() - start, int(out.split()[-1])
+def child(command: list[str], **options) -> tuple[float, float, subprocess.CompletedProcess]:
+    """Run a whole process: its wall time, the CPU time (user + system, every thread) it used, and its result."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True, **options)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done
+
+
+def plain_process(fmt: str, model: Path, data: Path, device: str = "cpu") -> tuple[float, int, float]:
+    """Wall time of a whole plain-inference process (interpreter, imports, load, one pass), its peak RSS (MB) and
+    its CPU time."""
+    wall, cpu, done = child([sys.executable, "-c", PLAIN_PROCESS[fmt], str(model), str(data), device])
+    return wall, int(done.stdout.split()[-1]), cpu
 
 
 def naive_torch(model, x: np.ndarray, passes: int) -> float:
@@ -178,19 +187,16 @@ def naive_torch(model, x: np.ndarray, passes: int) -> float:
 
 
 def audit_process(model: Path, data: Path, cache: Path, device: str = "cpu", samples: int = 2000,
-                  extra: tuple[str, ...] = (), labels: bool = False) -> tuple[float, dict, int]:
+                  extra: tuple[str, ...] = (), labels: bool = False) -> tuple[float, dict, int, float]:
     """Wall time of a whole `genaudit score --no-labels --samples N --device DEVICE` process (`labels`: with
-    --labels), its JSON timers, and its peak RSS in MB."""
+    --labels), its JSON timers, its peak RSS in MB and its CPU time."""
     env = {**os.environ, "GENAUDIT_CACHE": str(cache)}
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", RUNNER, str(model), str(data), device, str(samples),
-                           "--labels" if labels else "--no-labels", *extra],
-                          env=env, check=True, capture_output=True, text=True)
-    wall = time.perf_counter() - start
+    wall, cpu, done = child([sys.executable, "-c", RUNNER, str(model), str(data), device, str(samples),
+                             "--labels" if labels else "--no-labels", *extra], env=env)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if not result["timings"]:  # the CLI reported an error (and exited) instead of auditing
         raise RuntimeError(f"the audit of {model.name} {' '.join(extra)} failed: {done.stderr.strip()[-2000:]}")
-    return wall, result["timings"], result["peak_mb"]
+    return wall, result["timings"], result["peak_mb"], cpu
 
 
 RUNNER = PEAK + """
@@ -221,13 +227,14 @@ def fastest(runs: list[tuple]) -> tuple:
 
 
 def table(rows: list[dict], labelled: list[dict], convs: list[dict]) -> str:
-    head = (f"{'format':<22}{'samples':>8}{'plain s':>9}{'audit s':>9}{'ratio':>7}{'audit RSS MB':>14}"
-            f"{'plain RSS MB':>14}   audit timers (s)")
+    head = (f"{'format':<22}{'samples':>8}{'plain s':>9}{'audit s':>9}{'ratio':>7}{'plain CPU s':>12}"
+            f"{'audit CPU s':>12}{'ratio':>7}{'audit RSS MB':>14}{'plain RSS MB':>14}   audit timers (s)")
     lines = [head, "-" * len(head)]
     for r in rows:
         timers = " ".join(f"{k} {v}" for k, v in r["audit_timers"].items())
         lines.append(f"{r['format']:<22}{r['samples']:>8}{r['plain_process_s']:>9.2f}{r['audit_cached_s']:>9.2f}"
-                     f"{r['ratio_process_to_plain_process_cached']:>6.2f}x{r['peak_rss_mb']:>14}"
+                     f"{r['ratio_process_to_plain_process_cached']:>6.2f}x{r['plain_cpu_s']:>12.2f}"
+                     f"{r['audit_cpu_s']:>12.2f}{r['ratio_cpu']:>6.2f}x{r['peak_rss_mb']:>14}"
                      f"{r['plain_peak_rss_mb']:>14}   {timers}")
     for run in labelled:
         timers = " ".join(f"{k} {v}" for k, v in run["audit_timers"].items())
@@ -278,6 +285,8 @@ def main() -> None:
                     "audit_timers": {k: round(v, 2) for k, v in cached[1].items()},
                     "peak_rss_mb": cached[2],
                     "ratio_process_to_plain_process_cached": round(cached[0] / plain[0], 2),
+                    "plain_cpu_s": round(plain[2], 2), "audit_cpu_s": round(cached[3], 2),
+                    "ratio_cpu": round(cached[3] / plain[2], 2),
                 })
         small = counts[0]
         labelled = []  # the default audit of labelled data: the patch space built (cold) or read from the cache (warm)
@@ -289,7 +298,7 @@ def main() -> None:
                     for kind in ("patches", "neighbours"):
                         shutil.rmtree(cache / kind, ignore_errors=True)
                 runs.append(audit_process(folder / "resnet18.onnx", data, cache, args.device, small, labels=True))
-            wall, timers, peak = fastest(runs)
+            wall, timers, peak, _ = fastest(runs)
             plain = next(r for r in rows if r["samples"] == small and r["format"] == FORMATS["onnx"][0])
             labelled.append({"format": FORMATS["onnx"][0], "samples": small, "patch_space": state,
                              "audit_s": round(wall, 2), "audit_timers": {k: round(v, 2) for k, v in timers.items()},
@@ -304,7 +313,7 @@ def main() -> None:
             except (subprocess.CalledProcessError, RuntimeError) as exc:  # e.g. the exporter named it otherwise
                 print(f"conv-layer line skipped: {exc}", file=sys.stderr)
                 break
-            wall, timers, peak = fastest(runs)
+            wall, timers, peak, _ = fastest(runs)
             plain = next(r for r in rows if r["samples"] == small and r["format"] == FORMATS["onnx"][0])
             convs.append({"format": FORMATS["onnx"][0], "layer": args.conv_layer, "samples": small,
                           "labels": "labels" if labels else "no labels",
