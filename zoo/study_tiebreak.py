@@ -86,10 +86,9 @@ def series(zoo: str) -> list[dict]:
 
 def small_series(zoo: str) -> list[dict]:
     """The same for the validity study's small-data zoos (5-6 checkpoints per run, far apart in training), from its
-    cached scorecards: the published estimate and its standard error, tied as compare ties them."""
-    import math
-
+    cached scorecards: the published estimate and its standard error, tied by compare's own rule."""
     import study_estimate
+    from genaudit.comparison import selection
     from genaudit.estimate import estimate
 
     runs: dict[str, list[dict]] = {}
@@ -101,13 +100,14 @@ def small_series(zoo: str) -> list[dict]:
         if len(records) < 2:
             continue
         records.sort(key=lambda r: r["epoch"])
-        values = [estimate(nested(r["card"])) for r in records]
-        top = max(range(len(values)), key=lambda i: (values[i]["accuracy"], -i))
-        tied = [i == top or values[top]["accuracy"] - v["accuracy"]
-                <= 2 * math.hypot(values[top]["standard_error"], v["standard_error"]) for i, v in enumerate(values)]
-        out.append({"run": run, "significant": sum(tied) == 1,
-                    "checkpoints": [{"epoch": r["epoch"], "estimate": v["accuracy"], "tied": t, "holdout": r["holdout"]}
-                                    for r, v, t in zip(records, values, tied)]})
+        found = [estimate(nested(r["card"])) for r in records]
+        values = [f["accuracy"] for f in found]
+        ranking = sorted(range(len(values)), key=lambda i: -values[i])  # as compare ranks (stable)
+        chosen = selection(ranking, values, [f["standard_error"] for f in found], lambda i: i)
+        tied = {ranking[0], *chosen["tied_with"]}
+        out.append({"run": run, "significant": chosen["significant"],
+                    "checkpoints": [{"epoch": r["epoch"], "estimate": v, "tied": i in tied, "holdout": r["holdout"]}
+                                    for i, (r, v) in enumerate(zip(records, values))]})
     return out
 
 
