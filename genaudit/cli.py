@@ -21,15 +21,19 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Annotated, Any, Callable, List, Optional
 
-import typer
-from rich.console import Console
-from typer.core import TyperGroup
+from genaudit.threads import one_blas_thread_at_start
 
-from genaudit.errors import GenauditError
-from genaudit.models import formats_read  # no heavy library: onnx, onnxruntime and torch load where they are used
-from genaudit.options import Range
-from genaudit.render import FORMATS, SUSPECT_COLUMNS
-from genaudit.render.escape import csv_cell, terminal_text
+one_blas_thread_at_start()  # before numpy loads (genaudit.models imports it)
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
+
+from genaudit.errors import GenauditError  # noqa: E402
+from genaudit.models import formats_read  # noqa: E402 (no heavy library: onnx, onnxruntime, torch load where used)
+from genaudit.options import Range  # noqa: E402
+from genaudit.render import FORMATS, SUSPECT_COLUMNS  # noqa: E402
+from genaudit.render.escape import csv_cell, terminal_text  # noqa: E402
 
 if TYPE_CHECKING:
     from genaudit.thresholds import Threshold

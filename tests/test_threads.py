@@ -3,6 +3,8 @@ count), and the caller's limits come back afterwards."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
@@ -115,3 +117,47 @@ def test_each_hands_a_ctrl_c_to_the_caller_at_once_and_starts_nothing_more():
     with pytest.raises(KeyboardInterrupt):
         each(task, range(10), 2, "genaudit-test")
     assert len(started) <= 3 and time.perf_counter() - start < 1.5
+
+
+
+_PROBE = """
+import json, os
+import {module}
+import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
+
+def blas():
+    np.ones(1) @ np.ones(1)
+    return sorted({{p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}})
+
+start = blas()
+with threadpool_limits(limits=2):  # what budget(2) does for --threads 2
+    raised = blas()
+print(json.dumps([os.environ.get("OPENBLAS_NUM_THREADS"), start, raised]))
+"""
+
+
+def _probe(module: str, **env: str) -> list:
+    """In a fresh process that imports `module` first: OPENBLAS_NUM_THREADS, numpy's BLAS threads, and those threads
+    within a limit of 2."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run([sys.executable, "-c", _PROBE.format(module=module)], env={**clean, **env},
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_the_command_starts_numpys_blas_with_one_thread_and_an_audit_can_still_raise_it():
+    variable, start, raised = _probe("genaudit.cli")
+    assert variable == "1" and start == [1]  # no pool of spinning threads while numpy loads
+    two = min(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    assert raised == [two]  # --threads 2 still gets two BLAS threads (where there are two cores)
+
+
+def test_the_users_own_blas_setting_wins_and_the_library_leaves_the_process_alone():
+    assert _probe("genaudit.cli", OPENBLAS_NUM_THREADS="2")[0] == "2"
+    assert _probe("genaudit")[0] is None  # import genaudit sets nothing
