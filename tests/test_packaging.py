@@ -40,6 +40,17 @@ def test_an_onnx_audit_never_imports_torch():
     assert out.strip().splitlines()[-1] == "[]"
 
 
+def test_the_command_line_parses_its_options_without_pydantic():
+    """typer 0.29 coerces every option through pydantic (importing it and building an adapter per option: 0.26 s of
+    a 1.5 s `genaudit score`, docs/performance.md); pyproject.toml caps typer below it. A command run in process
+    must not load pydantic."""
+    code = ("import sys; from genaudit.cli import app\n"
+            "try:\n    app(['explain', 'estimate'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
+            "print('pydantic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "False"
+
+
 # torch is an optional extra: a CI job that audits ONNX files installs `pip install genaudit` (about 0.5 GB)
 # instead of torch's CUDA wheels (6 GB). A missing torch is simulated by blocking its import in a subprocess.
 WITHOUT_TORCH = ("import sys; sys.modules.update(dict.fromkeys(('torch', 'torchvision'), None)); "
