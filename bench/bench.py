@@ -201,7 +201,7 @@ def audit_process(model: Path, data: Path, cache: Path, device: str = "cpu", sam
 
 RUNNER = PEAK + """
 import json, sys
-from genaudit.cli import app
+from genaudit.cli import main
 from genaudit.pipeline import audit
 import genaudit.pipeline as p
 timings = {}
@@ -211,9 +211,10 @@ def spy(*a, **k):
     timings.update(card.timings)
     return card
 p.audit = spy
+sys.argv = ["genaudit", "score", sys.argv[1], "--data", sys.argv[2], "--format", "json", "--device", sys.argv[3],
+            "--samples", sys.argv[4], *sys.argv[5:]]
 try:
-    app(["score", sys.argv[1], "--data", sys.argv[2], "--format", "json", "--device", sys.argv[3],
-         "--samples", sys.argv[4], *sys.argv[5:]], standalone_mode=False)
+    main()  # the command as its console script runs it
 except SystemExit:
     pass
 print()
