@@ -680,8 +680,8 @@ def main() -> None:
     try:
         app(default_map=defaults)
     finally:
-        # The process ends here: its last garbage collection need not walk every object the libraries made (0.03 s
-        # of the exit; outputs are written and closed by then, nothing genaudit keeps waits for a collection).
+        # The process ends here: its last garbage collection need not walk every object the libraries made (about
+        # 0.1 s of a 2,000-sample audit; outputs are written and closed by then, and exit handlers still run).
         import gc
 
         gc.freeze()
