@@ -1,9 +1,12 @@
 """The thread budget: numpy's BLAS pools run with one thread during an audit (or the audit's explicit thread
-count), and the caller's limits come back afterwards."""
+count), and the caller's limits come back afterwards; the command's own process starts them with one thread."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -119,7 +122,6 @@ def test_each_hands_a_ctrl_c_to_the_caller_at_once_and_starts_nothing_more():
     assert len(started) <= 3 and time.perf_counter() - start < 1.5
 
 
-
 _PROBE = """
 import json, os
 import {module}
@@ -140,11 +142,6 @@ print(json.dumps([os.environ.get("OPENBLAS_NUM_THREADS"), start, raised]))
 def _probe(module: str, **env: str) -> list:
     """In a fresh process that imports `module` first: OPENBLAS_NUM_THREADS, numpy's BLAS threads, and those threads
     within a limit of 2."""
-    import json
-    import os
-    import subprocess
-    import sys
-
     clean = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     done = subprocess.run([sys.executable, "-c", _PROBE.format(module=module)], env={**clean, **env},
                           capture_output=True, text=True, check=True)
