@@ -34,9 +34,9 @@ def budget(threads: int | None) -> Iterator[None]:
 def one_blas_thread_at_start() -> None:
     """For the `genaudit` command's own process, before numpy loads: its BLAS pool starts with the one thread the
     budget gives it by default, instead of one per core that spin while numpy loads and between the calls made
-    before an audit's budget applies (about 0.2 of the 2.4 CPU-s of a 2,000-sample audit on two cores). `budget(threads)` still
-    raises it to `threads` within an audit, and the user's own OPENBLAS_NUM_THREADS wins. Not for the library: an
-    `import genaudit` leaves its caller's process as it is."""
+    before an audit's budget applies (about 0.2 of the 2.4 CPU-s of a 2,000-sample audit on two cores).
+    `budget(threads)` still raises it to `threads` within an audit, and the user's own OPENBLAS_NUM_THREADS wins.
+    Not for the library: an `import genaudit` leaves its caller's process as it is."""
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

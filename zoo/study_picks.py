@@ -64,7 +64,8 @@ def main(argv=None) -> int:
     rows = []
     for run, entries in sorted(runs.items()):
         entries.sort(key=lambda e: e["epoch"])
-        data = dict(data=entries[0]["dataset"], data_dir=args.named) if args.named else dict(data=str(entries[0]["npz"]))
+        data = (dict(data=entries[0]["dataset"], data_dir=args.named) if args.named
+                else dict(data=str(entries[0]["npz"])))
         result = genaudit.compare([e["path"] for e in entries], **data, order="given", samples=samples, seed=0,
                                   train_size=entries[0]["train_size"])
         picked = next(e for e in entries if Path(result["selected"]).name == e["file"])

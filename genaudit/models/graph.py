@@ -79,7 +79,8 @@ def _batch_free(model: onnx.ModelProto) -> onnx.ModelProto:
 
 class OnnxGraph:
     """Knows an ONNX classifier's graph: its candidate layers, its default feature layer, where it can be cut,
-    (affine.py reads a cut's head in closed form). runtime.py builds and runs the two parts of a cut; cache.py cuts through the model cache."""
+    (affine.py reads a cut's head in closed form). runtime.py builds and runs the two parts of a cut; cache.py cuts
+    through the model cache."""
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None, classes: int | None = None) -> None:
         """Analyse `model` (made batch-free in place), its class scores taken from `output` (a name or an

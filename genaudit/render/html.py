@@ -49,7 +49,6 @@ PNG_URI = "data:image/png;base64,"
 THUMBNAIL = 96  # px: the box a suspect's thumbnail is shown in (see _img)
 
 
-
 def _meaning(card: dict, metric: Metric) -> str | Markup:
     """The metric's meaning, with its caveat for this scorecard (`caveat`) in bold when it has one."""
     warned = caveat(card, metric)
