@@ -187,7 +187,7 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
         clean_accuracy_standard_error=share_error(fs.clean_accuracy, len(fs.predictions)),
         diagnostics=diagnostics,
     )
-    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts)
+    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts, diagnostics)
     card["estimate"] = estimate(card)
     start = time.perf_counter()
     card["score"] = generalization_score(
@@ -266,10 +266,11 @@ PRESET_TRIAL_SAMPLES = 256
 
 
 def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
-                          opts: AuditOptions) -> list[str]:
+                          opts: AuditOptions, diagnostics: dict) -> list[str]:
     """Warnings about the clean predictions: one class for every input; few samples; labelled accuracy near
-    chance (naming --output when the model has other outputs, and the preprocessing presets that would fix it,
-    tried on a few batches)."""
+    chance (naming --output when the model has other outputs) or far below the model-free neighbour votes'
+    agreement with the labels (`diagnostics`' input and patch spaces), with the preprocessing presets that would
+    fix it, tried on a few batches."""
     found = [sanity.constant_output(fs.predictions),
              sanity.small_sample_warning(len(fs.predictions), len(np.unique(fs.reference))),
              sanity.output_advice(graph, fs.clean_accuracy, fs.labels)]
@@ -287,5 +288,8 @@ def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs:
             predictions = predicted_classes(cut, trial.batches(opts.batch_size, layout, idx))
             return float(np.mean(predictions == dataset.y[idx]))
 
-        found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, try_preset, list(PRESETS), len(idx)))
+        votes = [lookup(diagnostics, f"neighbours.{space}.reference_agreement") for space in ("input", "patches")]
+        vote = max((v for v in votes if v is not None), default=None)
+        found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, try_preset, list(PRESETS), len(idx),
+                                                 vote))
     return [w for w in found if w]

@@ -99,6 +99,17 @@ def test_clean_accuracy_is_the_accuracy_of_a_plain_torch_run(name, mnist):
     assert card["clean_accuracy"] == pytest.approx(plain, abs=1e-12)
     assert card["clean_accuracy"] > 0.8  # trained models (about 92% and 87% on MNIST test images)
     assert card["layer"]["units"] == REAL_MODELS[name][0] and card["model"]["format"] == "torchscript"
+    assert card["warnings"] == []
+
+
+def test_a_real_model_fed_without_its_normalization_is_warned_about_and_the_preset_named():
+    # As a new user runs it: no --preprocess, so [0, 1] pixels. Its accuracy falls to about half, well above
+    # chance, but far below how often the labels agree with their pixel and patch neighbours' vote.
+    card = audit(REAL / "final_mnist_cnn.ts", "sample", samples=None)
+    assert 0.3 < card["clean_accuracy"] < 0.7
+    (advice,) = card["warnings"]
+    assert "far below how often the labels agree with their neighbours' vote" in advice
+    assert "--preprocess mnist gives 0.9" in advice
 
 
 # ---- the layouts public ONNX files come in, rebuilt from a real model's weights ---------------------------------

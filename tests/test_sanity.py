@@ -1,4 +1,5 @@
-"""Warnings on the clean predictions: constant output, and near-chance accuracy with preset suggestions."""
+"""Warnings on the clean predictions: constant output, and accuracy near chance or far below the neighbours' vote
+with preset suggestions."""
 
 from __future__ import annotations
 
@@ -34,10 +35,29 @@ def test_advice_lists_the_presets_that_do_clearly_better_best_first():
     assert "No preprocessing preset does clearly better" in nothing
 
 
-@pytest.fixture(scope="module")
-def raw_pixel_model(tmp_path_factory):
-    """A classifier of tiny_data's lit quadrant that expects pixel values 0..255: logit c = mean of quadrant c
-    (+100 for class 0). Fed [0, 1] pixels, class 0's bias wins every time."""
+def test_far_below_the_vote_only_presets_that_reach_it_are_named():
+    labels = np.repeat(np.arange(10), 10)  # chance 0.1: "far below" the vote 0.91 is below 0.91 - 0.09 = 0.82
+    assert sanity.below_vote(0.81, 0.91, labels) and not sanity.below_vote(0.83, 0.91, labels)
+    assert not sanity.below_vote(0.2, None, labels)
+    accuracy = {"mnist": 0.95, "raw": 0.60, "center": 0.80}
+    advice = sanity.preprocessing_advice(0.45, labels, accuracy.get, list(accuracy), 256, vote=0.91)
+    assert "Clean accuracy 0.45 is far below how often the labels agree with their neighbours' vote (0.91)" in advice
+    assert advice.endswith("Tried on 256 samples: --preprocess mnist gives 0.95.")  # 0.60 and 0.80 stay below it
+
+    def untried(name):
+        raise AssertionError("no preset is tried above the vote's level")
+
+    assert sanity.preprocessing_advice(0.85, labels, untried, list(accuracy), 256, vote=0.91) is None
+    # below the vote with no preset reaching it: a barely trained model, nothing to say
+    assert sanity.preprocessing_advice(0.50, labels, {"mnist": 0.68}.get, ["mnist"], 256, vote=0.92) is None
+    # near chance, a preset that lifts accuracy but not to the vote is not named either
+    nothing = sanity.preprocessing_advice(0.12, labels, {"raw": 0.39}.get, ["raw"], 256, vote=0.92)
+    assert "near chance" in nothing and "No preprocessing preset does clearly better" in nothing
+
+
+def _raw_scale_model(path, biases):
+    """A classifier of tiny_data's lit quadrant that expects pixel values 0..255: logit c = mean of quadrant c +
+    biases[c], exported to ONNX at `path`."""
     import torch
 
     weight = torch.zeros(4, 1, 8, 8)
@@ -50,13 +70,33 @@ def raw_pixel_model(tmp_path_factory):
         model[1].weight[:4] = weight.reshape(4, 64)
         model[1].bias.zero_()
         model[3].weight.copy_(torch.eye(4, 8))
-        model[3].bias.copy_(torch.tensor([100.0, 0, 0, 0]))
-    path = tmp_path_factory.mktemp("raw") / "raw.onnx"
+        model[3].bias.copy_(torch.tensor(biases))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (torch.zeros(2, 1, 8, 8),), str(path), dynamo=False, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "b"}, "logits": {0: "b"}})
     return path
+
+
+@pytest.fixture(scope="module")
+def raw_pixel_model(tmp_path_factory):
+    """Fed [0, 1] pixels, class 0's bias (+100) wins every time: accuracy at chance."""
+    return _raw_scale_model(tmp_path_factory.mktemp("raw") / "raw.onnx", [100.0, 0, 0, 0])
+
+
+def test_wrong_preprocessing_above_chance_is_caught_against_the_vote(tmp_path, tiny_data):
+    # Fed [0, 1] pixels (lit quadrant about 0.7, the others about 0.1), classes 2 and 3 lose to their bias of -1:
+    # accuracy 0.5, above chance (0.25 + 0.075) but far below the pixel neighbours' vote, which sees every class.
+    model = _raw_scale_model(tmp_path / "half.onnx", [0.0, 0.0, -1.0, -1.0])
+    card = audit(model, str(tiny_data), samples=None)
+    assert card["clean_accuracy"] == 0.5 and not sanity.near_chance(0.5, np.repeat(np.arange(4), 50))
+    votes = card["diagnostics"]["neighbours"]
+    vote = max(votes[space]["reference_agreement"] for space in ("input", "patches"))
+    assert vote > 0.9
+    (advice,) = card["warnings"]
+    assert f"far below how often the labels agree with their neighbours' vote ({vote:.2f})" in advice
+    assert "Tried on 200 samples: --preprocess raw gives 1.00" in advice
+    assert audit(model, str(tiny_data), samples=None, preprocess=Preprocess.from_preset("raw"))["warnings"] == []
 
 
 def test_wrong_preprocessing_is_caught_and_the_right_preset_suggested(raw_pixel_model, tiny_data):
