@@ -10,7 +10,7 @@ from typing import Any
 from genaudit.errors import GenauditError
 from genaudit.files import write_atomic
 
-SCHEMA_VERSION = "2.6"  # docs/schema.md: what each version changed
+SCHEMA_VERSION = "2.7"  # docs/schema.md: what each version changed
 DIGITS = 6  # values are rounded so that the same inputs give byte-identical scorecards
 
 

@@ -26,7 +26,7 @@ def test_score_prints_the_report_and_writes_the_scorecard(trained_mlp, tiny_data
     for text in ("verdict", "ablation AUC", "noise AUC", "class selectivity", "what it means"):
         assert text in result.output
     card = json.loads(out.read_text())
-    assert card["schema_version"] == "2.6"
+    assert card["schema_version"] == "2.7"
     for key in ("auc", "curve"):
         assert key in card["diagnostics"]["ablation"] and key in card["diagnostics"]["noise"]
     assert 0 <= card["diagnostics"]["selectivity"]["mean"] <= 1

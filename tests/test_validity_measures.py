@@ -350,7 +350,7 @@ def test_scorecard_carries_the_vote_at_the_training_sets_size():
 
 
 @pytest.mark.parametrize("fmt", ["table", "markdown", "html"])
-def test_every_report_says_how_many_images_the_model_trained_on_when_told(fmt):
+def test_every_report_says_how_many_images_the_model_trained_on_and_when_that_is_assumed(fmt):
     import genaudit
     from genaudit.render import renderer_class
 
@@ -359,5 +359,13 @@ def test_every_report_says_how_many_images_the_model_trained_on_when_told(fmt):
 
     model = Path(__file__).resolve().parents[1] / "sample_models" / "mlp_clean.onnx"
     told = genaudit.audit(model, "sample", samples=300, seed=0, train_size=10_000)
-    assert "300 samples of 10000 trained on" in text(told)
-    assert "trained on" not in text(genaudit.audit(model, "sample", samples=300, seed=0))
+    assert "300 samples of 10000 trained on" in text(told) and told["data"]["train_size_given"]
+    # not told: the data's 1,000 images are taken as the training set, and a labelled report says so
+    assumed = genaudit.audit(model, "sample", samples=300, seed=0)
+    assert not assumed["data"]["train_size_given"] and assumed["data"]["train_size"] == 1000
+    assert "300 samples of 1000, all it trained on unless --train-size says more" in text(assumed)
+    every = genaudit.audit(model, "sample", samples=None, seed=0)
+    assert "1000 samples, all it trained on unless --train-size says more" in text(every)
+    # told exactly the data's size, or no estimate to carry (no labels): nothing to add
+    assert "trained on" not in text(genaudit.audit(model, "sample", samples=300, seed=0, train_size=1000))
+    assert "trained on" not in text(genaudit.audit(model, "sample", samples=300, seed=0, labels=False))

@@ -180,6 +180,7 @@ def load_data(
     idx = stratified_indices(len(x), y, samples, seed)
     description = {"spec": str(spec) if isinstance(spec, (str, Path)) else "arrays", "split": split,
                    "source_size": int(len(x)), "train_size": int(train_size or len(x)),
+                   "train_size_given": train_size is not None,
                    "samples": int(len(idx)),
                    "labels": y is not None, "preprocess": preprocess.describe(x.dtype)}
     ids = [x.files[i] for i in idx] if hasattr(x, "files") else [int(i) for i in idx]

@@ -101,11 +101,20 @@ def rows(card: dict) -> list[tuple[str, Metric, float | None]]:
 
 
 def trained_note(card: dict) -> str:
-    """' of N trained on': said after the audited samples when `--train-size` says the model trained on more
-    images than the data holds, else nothing."""
+    """How many images the model trained on, said after the audited samples: ' of N trained on' when
+    `--train-size` says more than the data holds; for a labelled audit without it (the estimate carries its votes
+    to that size), ' of N, all it trained on unless --train-size says more' (without ' of N' when every image is
+    audited)."""
     data = card.get("data", {})
     trained, held = data.get("train_size"), data.get("source_size")
-    return f" of {trained} trained on" if trained and held and trained > held else ""
+    if not trained or not held:
+        return ""
+    if trained > held:
+        return f" of {trained} trained on"
+    if data.get("train_size_given", True) or card.get("label_mode") != "labels":
+        return ""
+    of = "" if trained == card.get("samples") else f" of {trained}"
+    return f"{of}, all it trained on unless --train-size says more"
 
 
 def head_samples_note(card: dict) -> str:
