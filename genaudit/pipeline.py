@@ -12,6 +12,7 @@ import numpy as np
 from genaudit import sanity
 from genaudit.data import PRESETS, Dataset, Preprocess, arrange, stratified_indices
 from genaudit.diagnostics import of_kind, per_sample_magnitude
+from genaudit.diagnostics.memorization import given_probability
 from genaudit.errors import GenauditError
 from genaudit.estimate import estimate
 from genaudit.features import FeatureSet, Rows, compute_features, share_error, unit_values
@@ -268,9 +269,9 @@ PRESET_TRIAL_SAMPLES = 256
 def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
                           opts: AuditOptions, diagnostics: dict) -> list[str]:
     """Warnings about the clean predictions: one class for every input; few samples; labelled accuracy near
-    chance (naming --output when the model has other outputs) or far below the model-free neighbour votes'
-    agreement with the labels (`diagnostics`' input and patch spaces), with the preprocessing presets that would
-    fix it, tried on a few batches."""
+    chance (naming --output when the model has other outputs), far below the model-free neighbour votes'
+    agreement with the labels (`diagnostics`' input and patch spaces) or far below the model's mean confidence,
+    with the preprocessing presets that would fix it, tried on a few batches."""
     found = [sanity.constant_output(fs.predictions),
              sanity.small_sample_warning(len(fs.predictions), len(np.unique(fs.reference))),
              sanity.output_advice(graph, fs.clean_accuracy, fs.labels)]
@@ -290,6 +291,7 @@ def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs:
 
         votes = [lookup(diagnostics, f"neighbours.{space}.reference_agreement") for space in ("input", "patches")]
         vote = max((v for v in votes if v is not None), default=None)
+        confidence = float(np.mean(given_probability(fs.logits, fs.predictions, cut.output_kind)))
         found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, try_preset, list(PRESETS), len(idx),
-                                                 vote))
+                                                 vote=vote, confidence=confidence))
     return [w for w in found if w]

@@ -55,6 +55,43 @@ def test_far_below_the_vote_only_presets_that_reach_it_are_named():
     assert "near chance" in nothing and "No preprocessing preset does clearly better" in nothing
 
 
+def test_far_below_its_own_confidence_the_presets_are_tried():
+    assert sanity.overconfident(0.25, 0.87) and not sanity.overconfident(0.72, 0.65)
+    assert not sanity.overconfident(0.5, 0.69) and sanity.overconfident(0.5, 0.71)
+    assert not sanity.overconfident(0.1, None)
+    labels = np.repeat(np.arange(10), 10)
+    # a CIFAR-10 CNN trained on x/255 and fed mean/std-normalized inputs: above the weak vote (0.39 - 0.09), but
+    # far more confident than right
+    advice = sanity.preprocessing_advice(0.34, labels, {"unit": 0.99, "raw": 0.30}.get, ["unit", "raw"], 256,
+                                         vote=0.39, confidence=0.93)
+    assert "Clean accuracy 0.34 is far below the model's confidence in its own predictions (0.93 on average)" in advice
+    assert advice.endswith("Tried on 256 samples: --preprocess unit gives 0.99.")
+    # noisy labels open the same gap; no preset helps, so nothing is said
+    assert sanity.preprocessing_advice(0.6, labels, {"raw": 0.3}.get, ["raw"], 256, vote=0.55, confidence=0.95) is None
+
+
+def test_the_audit_passes_the_models_mean_confidence(tmp_path, tiny_data, monkeypatch):
+    import onnxruntime as ort
+
+    from genaudit.data import load_data
+
+    model = _raw_scale_model(tmp_path / "half.onnx", [0.0, 0.0, -1.0, -1.0])
+    seen = {}
+    advice = sanity.preprocessing_advice
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs, args=args)
+        return advice(*args, **kwargs)
+
+    monkeypatch.setattr(sanity, "preprocessing_advice", recording)
+    audit(model, str(tiny_data), samples=None)
+    data = load_data(str(tiny_data), samples=None)
+    logits = ort.InferenceSession(str(model)).run(None, {"input": np.concatenate(list(data.batches(200)))})[0]
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    assert seen["confidence"] == pytest.approx(probabilities.max(1).mean(), abs=1e-6)
+
+
 def _raw_scale_model(path, biases):
     """A classifier of tiny_data's lit quadrant that expects pixel values 0..255: logit c = mean of quadrant c +
     biases[c], exported to ONNX at `path`."""
