@@ -188,7 +188,9 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
         clean_accuracy_standard_error=share_error(fs.clean_accuracy, len(fs.predictions)),
         diagnostics=diagnostics,
     )
-    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts, diagnostics)
+    votes = [lookup(diagnostics, f"neighbours.{space}.reference_agreement") for space in VOTE_SPACES]
+    vote = max((v for v in votes if v is not None), default=None)
+    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts, vote)
     card["estimate"] = estimate(card)
     start = time.perf_counter()
     card["score"] = generalization_score(
@@ -266,12 +268,15 @@ def _layer_row(name: str, op: str, units: int, block: dict) -> dict:
 PRESET_TRIAL_SAMPLES = 256
 
 
+VOTE_SPACES = ("input", "patches")  # the model-free spaces whose vote the labels are held against (sanity.below_vote)
+
+
 def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
-                          opts: AuditOptions, diagnostics: dict) -> list[str]:
+                          opts: AuditOptions, vote: float | None) -> list[str]:
     """Warnings about the clean predictions: one class for every input; few samples; labelled accuracy near
-    chance (naming --output when the model has other outputs), far below the model-free neighbour votes'
-    agreement with the labels (`diagnostics`' input and patch spaces) or far below the model's mean confidence,
-    with the preprocessing presets that would fix it, tried on a few batches."""
+    chance (naming --output when the model has other outputs), far below `vote` (how often the labels agree with
+    their neighbours' vote, the best of VOTE_SPACES) or far below the model's mean confidence, with the
+    preprocessing presets that would fix it, tried on a few batches."""
     found = [sanity.constant_output(fs.predictions),
              sanity.small_sample_warning(len(fs.predictions), len(np.unique(fs.reference))),
              sanity.output_advice(graph, fs.clean_accuracy, fs.labels)]
@@ -289,8 +294,6 @@ def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs:
             predictions = predicted_classes(cut, trial.batches(opts.batch_size, layout, idx))
             return float(np.mean(predictions == dataset.y[idx]))
 
-        votes = [lookup(diagnostics, f"neighbours.{space}.reference_agreement") for space in ("input", "patches")]
-        vote = max((v for v in votes if v is not None), default=None)
         confidence = float(np.mean(given_probability(fs.logits, fs.predictions, cut.output_kind)))
         found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, try_preset, list(PRESETS), len(idx),
                                                  vote=vote, confidence=confidence))

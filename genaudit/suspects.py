@@ -13,7 +13,7 @@ import numpy as np
 from genaudit.data import arrange
 from genaudit.diagnostics.memorization import (SHIFTS, across_checkpoints, given_label_confidence, given_probability,
                                                 memorized, shifted, signals, suspicion, weak, with_shifts)
-from genaudit.diagnostics.neighbours import K, neighbours_in, vote_of, voters
+from genaudit.diagnostics.neighbours import K, label_agreement, neighbours_in, vote_of, voters
 from genaudit.registry import Context
 
 
@@ -90,11 +90,12 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
     neighbours are weak judges, the suspicion also reads the (last) model's doubt on shifted images
     (`with_shifts`, `shifted_doubt`). The keyword options are those of `genaudit.audit`; labels are required
     (suspicion judges the given labels). `thumbnails`: embed PNG thumbnails of the `top` rows (for the HTML
-    report). Returns the suspects document (every row, plus a summary)."""
+    report). Returns the suspects document (every row, plus a summary and the (last) model's warnings about its
+    clean predictions, as `genaudit score` gives them)."""
     from genaudit.comparison import expand
     from genaudit.errors import GenauditError
     from genaudit.options import AuditOptions, DataOptions, build
-    from genaudit.pipeline import trunk_pass
+    from genaudit.pipeline import VOTE_SPACES, clean_output_warnings, trunk_pass
     from genaudit.scorecard import SCHEMA_VERSION
     from genaudit.threads import budget
     from genaudit.version import __version__
@@ -126,9 +127,13 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
             score = with_shifts(score, shifts)
         table = rows(context, dataset.ids, found, score, confidence,
                      (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top, shifts)
+        votes = [label_agreement(context, space, every=True) for space in VOTE_SPACES]  # searched by `judged`
+        warnings = clean_output_warnings(done.graph, done.cut, dataset, done.fs, done.layout, opts,
+                                         max((v for v in votes if v is not None), default=None))
     return {
         "schema_version": SCHEMA_VERSION, "genaudit_version": __version__, "model": files[-1], "checkpoints": files,
-        "data": dataset.spec, "samples": len(table), "top": top, "summary": summary, "rows": table,
+        "data": dataset.spec, "samples": len(table), "top": top, "warnings": warnings, "summary": summary,
+        "rows": table,
     }
 
 

@@ -195,3 +195,17 @@ def test_the_verdict_defers_to_the_warnings(raw_pixel_model, tiny_data):
     assert verdict(audit(raw_pixel_model, str(tiny_data), samples=None)).startswith("the clean predictions look wrong")
     fixed = audit(raw_pixel_model, str(tiny_data), samples=None, preprocess=Preprocess.from_preset("raw"))
     assert "generalization score" in verdict(fixed)
+
+
+def test_suspects_carry_the_models_warnings_and_show_them_first(raw_pixel_model, trained_mlp, tiny_data):
+    from genaudit.render import renderer_class
+    from genaudit.suspects import suspects
+
+    result = suspects(raw_pixel_model, str(tiny_data), samples=None)
+    constant, advice = result["warnings"]
+    assert "same class (0)" in constant and "--preprocess raw gives 1.00" in advice
+    for fmt in ("table", "markdown", "html"):
+        shown = " ".join(renderer_class(fmt).text("suspects", result).split())
+        assert shown.lower().index("warning") < shown.index("suspicion")
+        assert "raw</code> gives 1.00" in shown if fmt == "html" else "--preprocess raw gives 1.00" in shown
+    assert suspects(trained_mlp["onnx"], str(tiny_data), samples=None)["warnings"] == []

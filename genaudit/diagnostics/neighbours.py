@@ -365,6 +365,17 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
                     lambda: of_data(c, space, chosen, ("neighbours",), find, single=True))
 
 
+def label_agreement(c: Context, space: str, every: bool = False) -> float | None:
+    """How often the voters' reference labels agree with their neighbours' vote in `space` (the vote's
+    `reference_agreement`), from the searches `neighbours_in` made (or makes); None when the space is absent."""
+    found = neighbours_in(c, space, every)
+    if found is None:
+        return None
+    chosen = voters(c, every)
+    return neighbour_agreement(None, c.fs.reference[chosen], c.fs.predictions[chosen], K, space=space,
+                               neighbours=found)["reference_agreement"]
+
+
 DATA_ONLY = ("input", "patches")  # spaces whose vectors come from the samples alone: the same for every model
 KEPT = "n2"  # in the on-disk entries' digests: bumped whenever a kept search changes
 KEEP = 64  # entries kept on disk (under 1 MB each for 2,000 voters), the least recently used dropped first

@@ -290,7 +290,8 @@ def suspects_page(result: dict) -> str:
     body = (f"<h1>genaudit suspects</h1><p class=meta>model <code>{esc(result['model']['path'])}</code>"
             f"{esc(earlier_checkpoints(result))} · data "
             f"{esc(result['data']['spec'])}, {esc(result['samples'])} samples</p>"
-            f"<p>{esc(suspects_summary(result))}.</p><div class=suspects>{''.join(cards)}</div>"
+            + "".join(f"<p class=warn><b>Warning:</b> {_warning(w)}</p>" for w in result.get("warnings", []))
+            + f"<p>{esc(suspects_summary(result))}.</p><div class=suspects>{''.join(cards)}</div>"
             + _table(["#", *SUSPECT_COLUMNS], suspect_rows(result), numeric={0, 2, 3, 4, 5}))
     return _page("genaudit suspects", body)
 

@@ -40,6 +40,7 @@ class MarkdownRenderer(Renderer):
 
     def suspects(self, result: dict) -> None:
         lines = [f"### genaudit suspects: {code(result['model']['path'])}{earlier_checkpoints(result)}", "",
+                 *[f"> **warning:** {text(w)}\n" for w in result.get("warnings", [])],
                  suspects_summary(result) + ".", "",
                  "| # | " + " | ".join(SUSPECT_COLUMNS) + " |", "|---:|" + "---:|" * len(SUSPECT_COLUMNS)]
         lines += ["| " + " | ".join(text(c) for c in cells) + " |" for cells in suspect_rows(result)]

@@ -59,6 +59,8 @@ class TerminalRenderer(Renderer):
         validation(study, self.console)
 
     def suspects(self, result: dict) -> None:
+        for warning in result.get("warnings", []):
+            self.console.print(f"[bold yellow]warning:[/] {shown(warning)}", highlight=False)
         table = Table(title=f"Most suspicious training samples of {shown(result['model']['path'])}"
                             f"{earlier_checkpoints(result)} "
                             f"(top {result['top']})",
