@@ -121,6 +121,10 @@ def test_the_ci_recipe_uses_the_small_install_and_posts_a_comment():
     comment = next(s for s in steps if "sticky-pull-request-comment" in s.get("uses", ""))
     assert comment["with"]["path"] == "audit.md"
     assert "steps.audit.outputs.code" in steps[-1]["run"]
+    # the derived data and conversions are kept between runs, in genaudit's default cache folder, before the audit
+    cache = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/cache"))
+    assert steps[cache]["with"]["path"] == "~/.cache/genaudit" and cache < steps.index(next(
+        s for s in steps if s.get("id") == "audit"))
 
 
 @pytest.mark.parametrize("model, code", [("sample_models/mlp_clean.onnx", 0), ("sample_models/mlp_random.onnx", 1),
