@@ -189,8 +189,7 @@ def _audit_dataset(model: str | Path, dataset: Dataset, opts: AuditOptions, prog
         diagnostics=diagnostics,
     )
     votes = [lookup(diagnostics, f"neighbours.{space}.reference_agreement") for space in VOTE_SPACES]
-    vote = max((v for v in votes if v is not None), default=None)
-    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts, vote)
+    card["warnings"] = clean_output_warnings(graph, cut, dataset, fs, layout, opts, votes)
     card["estimate"] = estimate(card)
     start = time.perf_counter()
     card["score"] = generalization_score(
@@ -272,11 +271,11 @@ VOTE_SPACES = ("input", "patches")  # the model-free spaces whose vote the label
 
 
 def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs: FeatureSet, layout: str,
-                          opts: AuditOptions, vote: float | None) -> list[str]:
+                          opts: AuditOptions, votes: list[float | None]) -> list[str]:
     """Warnings about the clean predictions: one class for every input; few samples; labelled accuracy near
-    chance (naming --output when the model has other outputs), far below `vote` (how often the labels agree with
-    their neighbours' vote, the best of VOTE_SPACES) or far below the model's mean confidence, with the
-    preprocessing presets that would fix it, tried on a few batches."""
+    chance (naming --output when the model has other outputs), far below the best of `votes` (how often the
+    labels agree with their neighbours' vote in each of VOTE_SPACES, None where absent) or far below the model's
+    mean confidence, with the preprocessing presets that would fix it, tried on a few batches."""
     found = [sanity.constant_output(fs.predictions),
              sanity.small_sample_warning(len(fs.predictions), len(np.unique(fs.reference))),
              sanity.output_advice(graph, fs.clean_accuracy, fs.labels)]
@@ -296,5 +295,6 @@ def clean_output_warnings(graph: OnnxGraph, cut: CutModel, dataset: Dataset, fs:
 
         confidence = float(np.mean(given_probability(fs.logits, fs.predictions, cut.output_kind)))
         found.append(sanity.preprocessing_advice(fs.clean_accuracy, fs.labels, try_preset, list(PRESETS), len(idx),
-                                                 vote=vote, confidence=confidence))
+                                                 vote=max((v for v in votes if v is not None), default=None),
+                                                 confidence=confidence))
     return [w for w in found if w]

@@ -128,8 +128,7 @@ def suspects(model: str | Path | Sequence[str | Path], data: Any = "sample", *, 
         table = rows(context, dataset.ids, found, score, confidence,
                      (lambda n: png_thumbnail(np.asarray(dataset.x[n]))) if thumbnails else None, top, shifts)
         votes = [label_agreement(context, space, every=True) for space in VOTE_SPACES]  # searched by `judged`
-        warnings = clean_output_warnings(done.graph, done.cut, dataset, done.fs, done.layout, opts,
-                                         max((v for v in votes if v is not None), default=None))
+        warnings = clean_output_warnings(done.graph, done.cut, dataset, done.fs, done.layout, opts, votes)
     return {
         "schema_version": SCHEMA_VERSION, "genaudit_version": __version__, "model": files[-1], "checkpoints": files,
         "data": dataset.spec, "samples": len(table), "top": top, "warnings": warnings, "summary": summary,
