@@ -57,7 +57,7 @@ def _build_cut(graph: OnnxGraph, name: str, extra: tuple) -> dict:
             "head": head_model(graph, name), "affine": affine_head(graph, name)}
 
 
-CACHE_FORMAT = "g1"  # bumped when what an entry holds changes
+CACHE_FORMAT = "g2"  # bumped when what an entry holds changes (g2: heads with convolutions as matrix products)
 
 
 def graph_key(sha256: str, output: str | None, classes: int | None) -> dict:

@@ -165,17 +165,25 @@ def trunk_model(graph: OnnxGraph, layer: str, extra: Sequence[str] = ()) -> byte
 
 
 def head_model(graph: OnnxGraph, layer: str) -> bytes:
-    """The part of the graph from the layer's tensor to the output, serialized."""
+    """The part of the graph from the layer's tensor to the output, serialized, its convolutions on maps of a few
+    positions run as matrix products (`genaudit.models.small_maps`: the head runs on every variant of the
+    features)."""
     from onnx import TensorProto, helper
 
-    nodes = graph.head_nodes(layer)
-    used = {i for n in nodes for i in n.input}
+    from genaudit.models.small_maps import as_products
+
+    nodes, products = as_products(graph, graph.head_nodes(layer))
+    needed, kept = {graph.output_name}, []
+    for node in reversed(nodes):  # without the nodes only the replaced convolutions read (their weights' copies)
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
     output_type = graph.model.graph.output[graph.output_index].type.tensor_type.elem_type
     head = helper.make_graph(
-        nodes, "genaudit_head",
+        kept[::-1], "genaudit_head",
         [helper.make_tensor_value_info(layer, TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info(graph.output_name, output_type, None)],
-        [t for t in graph.model.graph.initializer if t.name in used],
+        [t for t in graph.model.graph.initializer if t.name in needed] + products,
     )
     model = helper.make_model(head, opset_imports=graph.model.opset_import, ir_version=graph.model.ir_version)
     return model.SerializeToString()
