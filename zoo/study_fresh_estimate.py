@@ -9,6 +9,8 @@
 - Full-data MNIST / Fashion-MNIST (`--folders fresh_full`): the real-use zoo's 16 full-data recipes (MLPs and CNNs,
   0 / 20 / 40% wrong labels, a checkpoint per epoch) built again with another base seed (`zoo/build_realuse.py
   --seed 1 --out zoo/fresh_full --blocks full-mlp,full-cnn`: other training seeds, audited subsets and wrong labels).
+- Full-data recipes with label smoothing 0.1 or mixup (`--folders recipes`, `zoo/build_realuse.py --recipes`:
+  8 runs, 64 checkpoints, clean labels), grouped also by data set and regularizer.
 
 Each checkpoint is audited as a user would (`genaudit.audit(model, its training .npz, samples=2000, seed=0,
 train_size=the images it trained on)`, with labels: the ones it trained on), and two estimators are read against its
@@ -28,6 +30,7 @@ picked within each run (within 2 / 0.5 points of the run's best). Nothing here i
 
     python zoo/study_fresh_estimate.py                         # -> zoo/validity/fresh_estimate.md and .json
     python zoo/study_fresh_estimate.py --folders fresh_full --split "fit all but realuse full-data -> eval realuse full-data" --name fresh_full_estimate
+    python zoo/study_fresh_estimate.py --folders recipes --split "fit all but realuse full-data -> eval realuse full-data" --name recipes_estimate
 """
 
 from __future__ import annotations
@@ -99,7 +102,14 @@ def records(folders: tuple[str, ...] = ("fresh", "fresh2"), name: str = "fresh_e
                     store.write_text(json.dumps(done))
                     print(f"{k} / {len(todo)} checkpoints, {time.perf_counter() - start:.0f} s", flush=True)
     return [{"zoo": "fresh", "dataset": e["dataset"], "run": e["run"], "name": e["key"], "epoch": e["epoch"],
-             "corruption": e["corruption"], "holdout": e["holdout_accuracy"], **done[e["key"]]} for e in entries]
+             "corruption": e["corruption"], "holdout": e["holdout_accuracy"], "regularizer": regularizer(e),
+             **done[e["key"]]} for e in entries]
+
+
+def regularizer(entry: dict) -> str | None:
+    """The training recipe's label smoothing or mixup (`build_realuse.py --recipes`), as a group's name."""
+    hp = entry.get("hyperparameters", {})
+    return ("label smoothing" if hp.get("label_smoothing") else "mixup" if hp.get("mixup") else None)
 
 
 def held_out(fresh: list[dict], split: str) -> tuple[str, np.ndarray, np.ndarray]:
@@ -132,6 +142,10 @@ def main(argv=None) -> int:
         groups[dataset] = [i for i, r in enumerate(fresh) if r["dataset"] == dataset]
         groups[f"{dataset}, clean labels"] = [i for i, r in enumerate(fresh)
                                               if r["dataset"] == dataset and r["corruption"] == 0]
+    for dataset in datasets:  # the recipes' regularizers, where the runs have them
+        for kind in sorted({r["regularizer"] for r in fresh if r["regularizer"]}):
+            groups[f"{dataset}, {kind}"] = [i for i, r in enumerate(fresh)
+                                           if r["dataset"] == dataset and r["regularizer"] == kind]
     for level in sorted({r["corruption"] for r in fresh}):
         groups[f"{level}% wrong labels"] = [i for i, r in enumerate(fresh) if r["corruption"] == level]
     table = {}
