@@ -164,15 +164,15 @@ def trunk_model(graph: OnnxGraph, layer: str, extra: Sequence[str] = ()) -> byte
         outputs.extend(saved)
 
 
-def head_model(graph: OnnxGraph, layer: str) -> bytes:
+def head_model(graph: OnnxGraph, layer: str, products: bool = True) -> bytes:
     """The part of the graph from the layer's tensor to the output, serialized, its convolutions on maps of a few
     positions run as matrix products (`genaudit.models.small_maps`: the head runs on every variant of the
-    features)."""
+    features); with `products` False, every node as the model holds it."""
     from onnx import TensorProto, helper
 
     from genaudit.models.small_maps import as_products
 
-    nodes, products = as_products(graph, graph.head_nodes(layer))
+    nodes, initializers = as_products(graph, graph.head_nodes(layer)) if products else (graph.head_nodes(layer), [])
     needed, kept = {graph.output_name}, []
     for node in reversed(nodes):  # without the nodes only the replaced convolutions read (their weights' copies)
         if any(o in needed for o in node.output):
@@ -183,7 +183,7 @@ def head_model(graph: OnnxGraph, layer: str) -> bytes:
         kept[::-1], "genaudit_head",
         [helper.make_tensor_value_info(layer, TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info(graph.output_name, output_type, None)],
-        [t for t in graph.model.graph.initializer if t.name in needed] + products,
+        [t for t in graph.model.graph.initializer if t.name in needed] + initializers,
     )
     model = helper.make_model(head, opset_imports=graph.model.opset_import, ir_version=graph.model.ir_version)
     return model.SerializeToString()
