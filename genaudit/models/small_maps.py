@@ -2,10 +2,10 @@
 
 A convolution is a linear map of its input map. Where the map has so few positions that the map's matrix is no
 larger than the kernel (a 3x3 kernel on a 2x2 or 1x1 map: layer4 of a ResNet on 32x32 images), onnxruntime's
-convolution kernels still work image by image, each image's few positions against every weight. The same map as
-`Flatten -> MatMul -> Add -> Reshape` does the useful multiply-adds as one matrix product over the batch: the head
-after ResNet-18's layer3 runs 4x faster (docs/performance.md). The products are the same; their sum runs in
-another order, so the outputs may differ in their last bits.
+convolution is slow: its cost per image does not fall with more images per call (`bench/conv_head.py`). The same
+map as `Flatten -> MatMul -> Add -> Reshape` does the useful multiply-adds as one matrix product over the batch:
+the head after ResNet-18's layer3 runs 4x faster (docs/performance.md). The products are the same; their sum runs
+in another order, so the outputs may differ in their last bits.
 
 Only conv-layer heads are rewritten (`genaudit.models.runtime.head_model`), where the head runs on every variant
 of the features; a convolution whose shapes are not inferred, whose weights are not constant float32, or with
