@@ -602,8 +602,9 @@ def main(argv: list[str] | None = None) -> int:
                    "--out (default zoo/fresh)")
     p.add_argument("--fresh2", action="store_true", help="build the second fresh CIFAR-10 runs (fresh2_grid) "
                    "instead, into --out (default zoo/fresh2)")
-    p.add_argument("--recipes", action="store_true", help="build the full-data runs with label smoothing and mixup "
-                   "(recipes_grid) instead, into --out (default zoo/recipes)")
+    p.add_argument("--recipes", action="store_true", help="build the runs with label smoothing and mixup "
+                   "(recipes_grid: full-data MNIST / Fashion-MNIST, CIFAR-10) instead, into --out (default "
+                   "zoo/recipes)")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary table of DIR/manifest.json")
     p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small,more,extra",

@@ -9,8 +9,9 @@
 - Full-data MNIST / Fashion-MNIST (`--folders fresh_full`): the real-use zoo's 16 full-data recipes (MLPs and CNNs,
   0 / 20 / 40% wrong labels, a checkpoint per epoch) built again with another base seed (`zoo/build_realuse.py
   --seed 1 --out zoo/fresh_full --blocks full-mlp,full-cnn`: other training seeds, audited subsets and wrong labels).
-- Full-data recipes with label smoothing 0.1 or mixup (`--folders recipes`, `zoo/build_realuse.py --recipes`:
-  8 runs, 64 checkpoints, clean labels), grouped also by data set and regularizer.
+- Recipes with label smoothing 0.1 or mixup (`--folders recipes`, `zoo/build_realuse.py --recipes`: full-data
+  MNIST / Fashion-MNIST and CIFAR-10 runs, 12 runs, 84 checkpoints, clean labels), grouped also by data set and
+  regularizer.
 
 Each checkpoint is audited as a user would (`genaudit.audit(model, its training .npz, samples=2000, seed=0,
 train_size=the images it trained on)`, with labels: the ones it trained on), and two estimators are read against its

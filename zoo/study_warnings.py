@@ -66,36 +66,31 @@ def audit_entry(entry: dict) -> dict:
             "warnings": preprocessing_warnings(card)}
 
 
-def real_models() -> list[dict]:
-    """The models trained elsewhere, without and with their preprocessing."""
+def fed(path: str, data, preset: str | None, **options) -> dict:
+    """One model audited on `data` with a `--preprocess` preset (None: the default): its row of the table."""
     import genaudit
     from genaudit.data import Preprocess
 
+    card = genaudit.audit(path, data, samples=SAMPLES, seed=SEED, preprocess=Preprocess.from_preset(preset),
+                          **options)
+    return {"model": Path(path).name, "preprocess": preset or "unit (default)", "accuracy": card["clean_accuracy"],
+            "estimate": card["estimate"]["accuracy"], "warnings": preprocessing_warnings(card)}
+
+
+def real_models() -> list[dict]:
+    """The models trained elsewhere, without and with their preprocessing."""
     os.environ["GENAUDIT_OFFLINE"] = "1"
-    rows = []
-    for path in sorted(glob.glob(str(SHARED / "real-models" / "shafwan" / "*.ts"))):
-        for preset in (None, "mnist"):
-            card = genaudit.audit(path, "mnist", data_dir=SHARED / "data" / "torchvision", samples=SAMPLES,
-                                  seed=SEED, preprocess=Preprocess.from_preset(preset))
-            rows.append({"model": Path(path).name, "preprocess": preset or "unit (default)",
-                         "accuracy": card["clean_accuracy"], "estimate": card["estimate"]["accuracy"],
-                         "warnings": preprocessing_warnings(card)})
-    return rows
+    models = sorted(glob.glob(str(SHARED / "real-models" / "shafwan" / "*.ts")))
+    return [fed(path, "mnist", preset, data_dir=SHARED / "data" / "torchvision")
+            for path in models for preset in (None, "mnist")]
 
 
 def cifar_models() -> list[dict]:
     """The real-use zoo's CIFAR-10 CNNs trained on x/255, fed as trained and with every other preset."""
-    import genaudit
-    from genaudit.data import PRESETS, Preprocess
+    from genaudit.data import PRESETS
 
-    rows = []
-    for path in sorted(glob.glob(str(HERE / "realuse" / "cifar10_*_unit_c*_e030.onnx"))):
-        data = HERE / "realuse" / f"cifar10_train_{Path(path).stem.split('_')[-2]}.npz"
-        for preset in PRESETS:
-            card = genaudit.audit(path, data, samples=SAMPLES, seed=SEED, preprocess=Preprocess.from_preset(preset))
-            rows.append({"model": Path(path).name, "preprocess": preset, "accuracy": card["clean_accuracy"],
-                         "estimate": card["estimate"]["accuracy"], "warnings": preprocessing_warnings(card)})
-    return rows
+    return [fed(path, HERE / "realuse" / f"cifar10_train_{Path(path).stem.split('_')[-2]}.npz", preset)
+            for path in sorted(glob.glob(str(HERE / "realuse" / "cifar10_*_unit_c*_e030.onnx"))) for preset in PRESETS]
 
 
 def main() -> None:
