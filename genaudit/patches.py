@@ -5,8 +5,12 @@ Coates & Ng (2011), "An analysis of single-layer networks in unsupervised featur
 an image (all channels), each normalized to zero mean and unit variance (regularized), whitened (ZCA, ε = 0.1),
 encoded against K = 128 centroids found by k-means on 100,000 of them with the "triangle" activation
 max(0, mean_k d_k − d_k) (d_k: the patch's distance to centroid k), and averaged over the image's four quadrants:
-4 K = 512 values per image. Everything is computed in float32 and seeded, so the same images and seed give the
-same space.
+4 K = 512 values per image. Seeded, so the same images and seed give the same space. The fit (the patches'
+normalization, the whitening and k-means) runs in float64: k-means turns the last bits of its inputs into other
+centroids, and in float32 the BLAS kernels of different CPUs (AVX2, AVX-512), which sum in different orders, gave
+different spaces (0.5.5: the vote moved by a few samples and the estimate by up to 0.005 between two machines).
+In float64 those differences stay near 1e-16, far below any distance k-means compares. The images are encoded
+in float32, whose rounding moves the space's values by about 1e-7 and a neighbour only at a near tie.
 
 Images are first average-pooled to at most MAX_SIDE pixels a side, then each channel is scaled so its values span
 [0, 1]: a preprocessing such as x / 255 or a normalization by a mean and standard deviation per channel (as
@@ -75,8 +79,9 @@ def _patches(images: np.ndarray) -> np.ndarray:
 
 
 def _normalized(p: np.ndarray) -> np.ndarray:
-    """Each patch (last axis) minus its mean, divided by sqrt(its variance + CONTRAST); in place when it can."""
-    share = np.full(p.shape[-1], 1.0 / p.shape[-1], np.float32)  # means as products: far faster than .mean here
+    """Each patch (last axis) minus its mean, divided by sqrt(its variance + CONTRAST), in p's float type; in
+    place when it can."""
+    share = np.full(p.shape[-1], 1.0 / p.shape[-1], p.dtype)  # means as products: far faster than .mean here
     p = p - (p @ share)[..., None]
     variance = np.einsum("...i,...i->...", p, p)[..., None] * share[0]
     p *= 1.0 / np.sqrt(variance + CONTRAST)
@@ -84,8 +89,9 @@ def _normalized(p: np.ndarray) -> np.ndarray:
 
 
 def _fit_sample(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The patches the whitening and the centroids are fitted on, normalized: FIT_PATCHES drawn among every patch
-    (row-major, as `_patches` lists them) of FIT_IMAGES of the images; only the drawn patches are copied."""
+    """The patches the whitening and the centroids are fitted on, normalized in float64: FIT_PATCHES drawn among
+    every patch (row-major, as `_patches` lists them) of FIT_IMAGES of the images; only the drawn patches are
+    copied."""
     n, c, h, w = images.shape
     chosen = images[rng.choice(n, min(n, FIT_IMAGES), replace=False)]
     rows, cols = h - SIZE + 1, w - SIZE + 1
@@ -93,41 +99,48 @@ def _fit_sample(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     image, position = np.divmod(rng.choice(total, min(total, FIT_PATCHES), replace=False), rows * cols)
     row, col = np.divmod(position, cols)
     windows = np.lib.stride_tricks.sliding_window_view(chosen, (SIZE, SIZE), axis=(2, 3))  # m, C, rows, cols, s, s
-    return _normalized(windows[image, :, row, col].reshape(len(image), c * SIZE * SIZE))
+    return _normalized(windows[image, :, row, col].reshape(len(image), c * SIZE * SIZE).astype(np.float64))
 
 
 def _whitening(sample: np.ndarray, block: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
-    """The patches' mean and ZCA matrix (covariance accumulated in float64 a block of rows at a time, float64
-    eigendecomposition; returned as float32)."""
+    """The patches' mean and ZCA matrix (covariance accumulated a block of rows at a time, eigendecomposition;
+    float64)."""
     mean = sample.mean(axis=0, dtype=np.float64)
     second = np.zeros((sample.shape[1], sample.shape[1]))
     for start in range(0, len(sample), block):
-        centred = sample[start : start + block].astype(np.float64) - mean
+        centred = sample[start : start + block] - mean
         second += centred.T @ centred
     eig, vec = np.linalg.eigh(second / max(len(sample) - 1, 1))
     zca = vec @ np.diag(1.0 / np.sqrt(eig + WHITENING)) @ vec.T
-    return mean.astype(np.float32), zca.astype(np.float32)
+    return mean, zca
 
 
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS) -> np.ndarray:
-    """Lloyd's k-means on the rows of x from k distinct rows drawn by `rng`: the k centres after `rounds` rounds (a
-    centre left without members is redrawn from the rows)."""
+    """Lloyd's k-means on the rows of x (float64) from k distinct rows drawn by `rng`: the k centres after `rounds`
+    rounds (a centre left without members is redrawn from the rows). Each centre is the mean of its members
+    summed in row order (`np.add.reduceat`), the same on every CPU."""
+    x = np.asarray(x, np.float64)
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()  # too few rows: some drawn twice
-    members = np.zeros((k, len(x)), x.dtype)  # one-hot membership, kept: each round resets only the last one's ones
-    rows, near = np.arange(len(x)), None
     for _ in range(rounds):
-        d = x @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c in IEEE
-        d += (centres**2).sum(1)
-        if near is not None:
-            members[near, rows] = 0
-        near = np.argmin(d, axis=1)
+        near = np.concatenate([_nearest(x[start : start + ASSIGN], centres) for start in range(0, len(x), ASSIGN)])
+        order = np.argsort(near, kind="stable")
         counts = np.bincount(near, minlength=k)
-        members[near, rows] = 1
         filled = counts > 0
-        centres[filled] = (members @ x)[filled] / counts[filled, None]
+        starts = (np.cumsum(counts) - counts)[filled]
+        centres[filled] = np.add.reduceat(x[order], starts, axis=0) / counts[filled, None]
         for i in np.flatnonzero(~filled):
             centres[i] = x[rng.integers(len(x))]
     return centres
+
+
+ASSIGN = 8_192  # rows assigned at a time (their distances to the centres: 8 MB)
+
+
+def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each row's nearest centre (the lowest index among equals): argmin |c|^2 - 2 x.c."""
+    d = x @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c in IEEE
+    d += (centres**2).sum(1)
+    return np.argmin(d, axis=1)
 
 
 def _quadrants(height: int, width: int) -> np.ndarray:
@@ -151,7 +164,8 @@ def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.nd
     rng = np.random.default_rng(seed)
     sample = _fit_sample(images, rng)
     mean, zca = _whitening(sample)
-    centres = kmeans((sample - mean) @ zca, CENTROIDS, rng)
+    centres = kmeans((sample - mean) @ zca, CENTROIDS, rng).astype(np.float32)
+    mean, zca = mean.astype(np.float32), zca.astype(np.float32)  # the encoding runs in float32
     quadrants = _quadrants(h - SIZE + 1, w - SIZE + 1)
     out = np.empty((n, 4 * CENTROIDS))
     minus_twice, squares = -2 * centres.T, (centres**2).sum(1)
@@ -176,7 +190,7 @@ def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.nd
     return out
 
 
-SPACE = "p1"  # in the on-disk entries' digests: bumped whenever the space's definition or computation changes
+SPACE = "p2"  # in the on-disk entries' digests: bumped whenever the space's definition or computation changes
 KEEP = 16  # spaces kept on disk (8 MB for 2,000 images), the least recently used dropped first
 
 

@@ -50,18 +50,18 @@ def test_kmeans_finds_separated_clusters():
     assert found[order] == pytest.approx(expected[np.lexsort(expected.T[::-1])], abs=1e-4)
 
 
-def _lloyd(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = P.ROUNDS) -> np.ndarray:
-    """k-means as written before 0.5.4 (a new one-hot matrix every round, |c|^2 - 2 x.c): the centres `P.kmeans` must
-    give bit for bit, since the patch space and every vote read from it depend on them."""
+def _lloyd(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = P.ROUNDS, product=np.matmul) -> np.ndarray:
+    """k-means as written (float64; |c|^2 - 2 x.c; each centre the mean of its members in row order): the centres
+    `P.kmeans` must give, since the patch space and every vote read from it depend on them. `product`: how x.c
+    is summed (another order stands for another CPU's BLAS kernel)."""
+    x = x.astype(np.float64)
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()
     for _ in range(rounds):
-        near = np.argmin((centres**2).sum(1) - 2 * x @ centres.T, axis=1)
-        counts = np.bincount(near, minlength=k)
-        members = np.zeros((k, len(x)), x.dtype)
-        members[near, np.arange(len(x))] = 1
-        filled = counts > 0
-        centres[filled] = (members @ x)[filled] / counts[filled, None]
-        for i in np.flatnonzero(~filled):
+        near = np.argmin((centres**2).sum(1) - 2 * product(x, centres.T), axis=1)
+        for i in range(k):
+            if np.any(near == i):
+                centres[i] = x[near == i].sum(axis=0) / np.count_nonzero(near == i)
+        for i in sorted(set(range(k)) - set(near.tolist())):
             centres[i] = x[rng.integers(len(x))]
     return centres
 
@@ -72,6 +72,22 @@ def test_kmeans_is_the_written_lloyd_bit_for_bit(rows, dims, k):
     centres (drawn twice) in the last case."""
     x = np.random.default_rng(rows).standard_normal((rows, dims)).astype(np.float32)
     assert P.kmeans(x, k, np.random.default_rng(7)).tobytes() == _lloyd(x, k, np.random.default_rng(7)).tobytes()
+
+
+def _other_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b summed term by term in index order (no BLAS): the last bits of another kernel's sums."""
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for j in range(a.shape[1]):
+        out += a[:, j : j + 1] * b[j : j + 1, :]
+    return out
+
+
+def test_kmeans_gives_the_same_centres_whichever_order_the_products_sum_in():
+    """In float64, products summed in another order (another CPU's BLAS) move no assignment: the centres agree to
+    rounding. (0.5.5's float32 fit gave other centroids on an AVX2 than on an AVX-512 machine.)"""
+    x = np.random.default_rng(1).standard_normal((2000, 36))
+    found = P.kmeans(x, 64, np.random.default_rng(7))
+    assert np.abs(found - _lloyd(x, 64, np.random.default_rng(7), product=_other_order)).max() < 1e-12
 
 
 def test_prepared_scales_and_pools():
@@ -207,7 +223,8 @@ def test_fit_sample_draws_among_every_patch_without_listing_them():
     drawn = P._fit_sample(x, np.random.default_rng(5))
     rng = np.random.default_rng(5)
     every = P._patches(x[rng.choice(50, 50, replace=False)]).reshape(-1, 108)
-    assert np.array_equal(drawn, P._normalized(every[rng.choice(len(every), len(every), replace=False)]))
+    chosen = every[rng.choice(len(every), len(every), replace=False)].astype(np.float64)
+    assert drawn.dtype == np.float64 and np.array_equal(drawn, P._normalized(chosen))
 
 
 def test_suspicion_counts_the_patch_neighbours_for_images(trained_mlp, tiny_data, tmp_path):
