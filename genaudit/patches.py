@@ -115,14 +115,23 @@ def _whitening(sample: np.ndarray, block: int = 10_000) -> tuple[np.ndarray, np.
     return mean, zca
 
 
-def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS) -> np.ndarray:
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS, workers: int = 1) -> np.ndarray:
     """Lloyd's k-means on the rows of x (float64) from k distinct rows drawn by `rng`: the k centres after `rounds`
     rounds (a centre left without members is redrawn from the rows). Each centre is the mean of its members
-    summed in row order (`np.add.reduceat`), the same on every CPU."""
+    summed in row order (`np.add.reduceat`), the same on every CPU. Rows are assigned ASSIGN at a time, each block
+    by the same product whichever of `workers` threads takes it: the same centres with any number of them."""
     x = np.asarray(x, np.float64)
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()  # too few rows: some drawn twice
+    near = np.empty(len(x), np.intp)
+    blocks = range(0, len(x), ASSIGN)
+
+    def assign(starts: range) -> None:
+        for start in starts:
+            near[start : start + ASSIGN] = _nearest(x[start : start + ASSIGN], centres)
+
+    workers = max(1, min(workers, len(blocks)))
     for _ in range(rounds):
-        near = np.concatenate([_nearest(x[start : start + ASSIGN], centres) for start in range(0, len(x), ASSIGN)])
+        each(assign, [blocks[i::workers] for i in range(workers)], workers, "genaudit-kmeans")
         order = np.argsort(near, kind="stable")
         counts = np.bincount(near, minlength=k)
         filled = counts > 0
@@ -157,14 +166,15 @@ def _quadrants(height: int, width: int) -> np.ndarray:
 
 def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.ndarray:
     """The patch space's vectors (N, 4 * CENTROIDS, float64) of `prepared` images (N, C, H, W): see the module
-    docstring. The whitening and the centroids are fitted on patches of FIT_IMAGES of the images (seeded). The
-    images are then encoded CHUNK at a time, each chunk by the same operations whichever of `workers` threads
-    (numpy releases the GIL) takes it: the same space bit for bit with any number of them."""
+    docstring. The whitening and the centroids are fitted on patches of FIT_IMAGES of the images (seeded; k-means
+    assigns its rows on `workers` threads). The images are then encoded CHUNK at a time, each chunk by the same
+    operations whichever of `workers` threads (numpy releases the GIL) takes it: the same space bit for bit with
+    any number of them."""
     n, c, h, w = images.shape
     rng = np.random.default_rng(seed)
     sample = _fit_sample(images, rng)
     mean, zca = _whitening(sample)
-    centres = kmeans((sample - mean) @ zca, CENTROIDS, rng).astype(np.float32)
+    centres = kmeans((sample - mean) @ zca, CENTROIDS, rng, workers=workers).astype(np.float32)
     mean, zca = mean.astype(np.float32), zca.astype(np.float32)  # the encoding runs in float32
     quadrants = _quadrants(h - SIZE + 1, w - SIZE + 1)
     out = np.empty((n, 4 * CENTROIDS))

@@ -74,6 +74,13 @@ def test_kmeans_is_the_written_lloyd_bit_for_bit(rows, dims, k):
     assert P.kmeans(x, k, np.random.default_rng(7)).tobytes() == _lloyd(x, k, np.random.default_rng(7)).tobytes()
 
 
+def test_kmeans_gives_the_same_centres_on_any_number_of_threads(monkeypatch):
+    monkeypatch.setattr(P, "ASSIGN", 256)  # 12 blocks of rows, shared among the threads
+    x = np.random.default_rng(3).standard_normal((3000, 36))
+    one = P.kmeans(x, 32, np.random.default_rng(7))
+    assert all(P.kmeans(x, 32, np.random.default_rng(7), workers=w).tobytes() == one.tobytes() for w in (2, 3))
+
+
 def _other_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a @ b summed term by term in index order (no BLAS): the last bits of another kernel's sums."""
     out = np.zeros((a.shape[0], b.shape[1]))
