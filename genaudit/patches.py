@@ -7,7 +7,7 @@ encoded against K = 128 centroids found by k-means on 100,000 of them with the "
 max(0, mean_k d_k − d_k) (d_k: the patch's distance to centroid k), and averaged over the image's four quadrants:
 4 K = 512 values per image. Seeded, so the same images and seed give the same space. The fit (the patches'
 normalization, the whitening and k-means) runs in float64: k-means turns the last bits of its inputs into other
-centroids, and in float32 the BLAS kernels of different CPUs (AVX2, AVX-512), which sum in different orders, gave
+centroids, and in float32 the BLAS kernels of different CPUs, which sum in different orders, gave
 different spaces (0.5.5: the vote moved by a few samples and the estimate by up to 0.005 between two machines).
 In float64 those differences stay near 1e-16, far below any distance k-means compares. The images are encoded
 in float32, whose rounding moves the space's values by about 1e-7 and a neighbour only at a near tie.

@@ -91,7 +91,7 @@ def _other_order(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_kmeans_gives_the_same_centres_whichever_order_the_products_sum_in():
     """In float64, products summed in another order (another CPU's BLAS) move no assignment: the centres agree to
-    rounding. (0.5.5's float32 fit gave other centroids on an AVX2 than on an AVX-512 machine.)"""
+    rounding. (0.5.5's float32 fit gave other centroids on two machines.)"""
     x = np.random.default_rng(1).standard_normal((2000, 36))
     found = P.kmeans(x, 64, np.random.default_rng(7))
     assert np.abs(found - _lloyd(x, 64, np.random.default_rng(7), product=_other_order)).max() < 1e-12

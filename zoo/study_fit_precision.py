@@ -4,7 +4,7 @@ by a revision before it, on this machine.
 
 0.5.5 fitted the patch space (normalization, whitening, k-means) in float32. k-means turns the last bits of its
 inputs into other centroids, so the space, the patch vote and the estimate depended on the CPU's BLAS kernel: on
-an AMD EPYC machine with AVX2 the tests' golden scorecards, written on an AVX-512 machine, were off by a few votes
+an AMD EPYC machine with AVX2 the tests' golden scorecards, written on another machine, were off by a few votes
 and up to 0.005 in the estimate. 0.5.6 fits it in float64. This study measures what the change does to the
 estimate on models of the validity study's kind: each checkpoint of `--folders` (default: the fresh CIFAR-10 runs,
 `zoo/build_realuse.py --fresh` and `--fresh2`) is audited as `zoo/study_fresh_estimate.py` audits it (its training
