@@ -35,6 +35,7 @@ WHITENING = 0.1  # ZCA: eigenvalues + 0.1
 CONTRAST = np.float32(10.0 / 255**2)  # a patch's variance + 10 on 0-255 pixels (Coates & Ng)
 MAX_SIDE = 32  # larger images are average-pooled to at most this many pixels a side
 CHUNK = 8  # images encoded at a time (their patches' distances stay in a few MB of cache)
+ASSIGN = 8_192  # k-means: rows assigned to their nearest centre at a time (their distances: 8 MB)
 
 
 def pooling(height: int, width: int) -> int:
@@ -140,9 +141,6 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
         for i in np.flatnonzero(~filled):
             centres[i] = x[rng.integers(len(x))]
     return centres
-
-
-ASSIGN = 8_192  # rows assigned at a time (their distances to the centres: 8 MB)
 
 
 def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
