@@ -25,10 +25,11 @@ class Classes:
         return len(self.labels)
 
     def sums(self, values: np.ndarray) -> np.ndarray:
-        """Per-class column sums of `values` (N x D) as float64 (J x D), in the order of `labels`."""
+        """Per-class column sums of `values` (N x D) as float64 (J x D), in the order of `labels`: each class's
+        rows added in sample order, every value taken to float64 as it is added (no float64 copy of `values`)."""
         order = np.argsort(self.index, kind="stable")
         starts = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
-        return np.add.reduceat(np.asarray(values, np.float64)[order], starts, axis=0)
+        return np.add.reduceat(np.asarray(values)[order], starts, axis=0, dtype=np.float64)
 
     def means(self, values: np.ndarray) -> np.ndarray:
         """Class-conditional means (J x D)."""
