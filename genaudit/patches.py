@@ -9,8 +9,9 @@ max(0, mean_k d_k − d_k) (d_k: the patch's distance to centroid k), and averag
 normalization, the whitening and k-means) runs in float64: k-means turns the last bits of its inputs into other
 centroids, and in float32 the BLAS kernels of different CPUs, which sum in different orders, gave
 different spaces (0.5.5: the vote moved by a few samples and the estimate by up to 0.005 between two machines).
-In float64 those differences stay near 1e-16, far below any distance k-means compares. The images are encoded
-in float32, whose rounding moves the space's values by about 1e-7 and a neighbour only at a near tie.
+In float64 those differences stay near 1e-16, far below any distance k-means compares (its assignments are
+found in float32 where a bound on float32's error proves them exact, `_nearest`). The images are encoded in
+float32, whose rounding moves the space's values by about 1e-7 and a neighbour only at a near tie.
 
 Images are first average-pooled to at most MAX_SIDE pixels a side, then each channel is scaled so its values span
 [0, 1]: a preprocessing such as x / 255 or a normalization by a mean and standard deviation per channel (as
@@ -122,13 +123,15 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     summed in row order (`np.add.reduceat`), the same on every CPU. Rows are assigned ASSIGN at a time, each block
     by the same product whichever of `workers` threads takes it: the same centres with any number of them."""
     x = np.asarray(x, np.float64)
+    x32 = x.astype(np.float32)  # the assignments' first pass (`_nearest`)
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()  # too few rows: some drawn twice
     near = np.empty(len(x), np.intp)
     blocks = range(0, len(x), ASSIGN)
 
     def assign(starts: range) -> None:
         for start in starts:
-            near[start : start + ASSIGN] = _nearest(x[start : start + ASSIGN], centres)
+            rows = slice(start, start + ASSIGN)
+            near[rows] = _nearest(x[rows], x32[rows], centres)
 
     workers = max(1, min(workers, len(blocks)))
     for _ in range(rounds):
@@ -143,11 +146,31 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     return centres
 
 
-def _nearest(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Each row's nearest centre (the lowest index among equals): argmin |c|^2 - 2 x.c."""
-    d = x @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c in IEEE
-    d += (centres**2).sum(1)
-    return np.argmin(d, axis=1)
+def _nearest(x: np.ndarray, x32: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Each row's nearest centre (the lowest index among equals): argmin |c|^2 - 2 x.c, as float64 finds it.
+
+    Found first in float32 (`x32`: x rounded; half the work), and kept for every row whose runner-up is further
+    than twice the bound on float32's error: rounding x and the centres and summing D products in any order
+    moves each distance by at most (γ_D + 3u)(2 |x| |c| + |c|^2), u = 2^-24, γ_D = D u / (1 - D u), so such a row's
+    winner is the exact one, which float64 finds too. The other rows (near ties) are decided in float64."""
+    c32 = centres.astype(np.float32)
+    d = x32 @ (-2 * c32.T)
+    d += (c32**2).sum(1)
+    rows = np.arange(len(d))
+    best = d.argmin(axis=1)
+    first = d[rows, best]
+    d[rows, best] = np.inf
+    gap = d.min(axis=1) - first
+    lengths = np.sqrt((centres**2).sum(1))
+    u = 2.0**-24
+    error = (x.shape[1] * u / (1 - x.shape[1] * u) + 3 * u) * (
+        2 * np.sqrt(np.einsum("ij,ij->i", x, x)) * lengths.max() + lengths.max() ** 2)
+    unsure = np.flatnonzero(~(gap > 2 * error))  # NaN-safe: a row that cannot be certified is decided in float64
+    if len(unsure):
+        exact = x[unsure] @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c
+        exact += (centres**2).sum(1)
+        best[unsure] = exact.argmin(axis=1)
+    return best
 
 
 def _quadrants(height: int, width: int) -> np.ndarray:

@@ -74,6 +74,24 @@ def test_kmeans_is_the_written_lloyd_bit_for_bit(rows, dims, k):
     assert P.kmeans(x, k, np.random.default_rng(7)).tobytes() == _lloyd(x, k, np.random.default_rng(7)).tobytes()
 
 
+def test_nearest_centre_near_a_tie_is_decided_in_float64():
+    """Rows 1e-9 (relative) from equidistant between two centres: float32's rounding cannot tell which is nearer,
+    float64 can. Every row gets the exact nearest centre (extended precision's), far ones from the float32 pass and
+    these from float64."""
+    rng = np.random.default_rng(4)
+    centres = rng.standard_normal((30, 12))
+    midway = (centres[:15] + centres[15:]) / 2
+    towards = np.where(rng.random((15, 1)) < 0.5, centres[:15], centres[15:])
+    near_ties = midway + 1e-9 * (towards - midway)  # a hair nearer one of the two
+    x = np.concatenate([near_ties, rng.standard_normal((200, 12))])
+    found = P._nearest(x, x.astype(np.float32), centres)
+    c, xl = centres.astype(np.longdouble), x.astype(np.longdouble)
+    exact = np.argmin((c**2).sum(1) - 2 * xl @ c.T, axis=1)
+    assert np.array_equal(found, exact)
+    d = np.sort((c**2).sum(1) - 2 * xl @ c.T, axis=1)
+    assert np.count_nonzero(d[:, 1] - d[:, 0] < 1e-6) >= 5  # near ties float32 cannot resolve were among them
+
+
 def test_kmeans_gives_the_same_centres_on_any_number_of_threads(monkeypatch):
     monkeypatch.setattr(P, "ASSIGN", 256)  # 12 blocks of rows, shared among the threads
     x = np.random.default_rng(3).standard_normal((3000, 36))
