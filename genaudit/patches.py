@@ -151,8 +151,9 @@ def _nearest(x: np.ndarray, x32: np.ndarray, centres: np.ndarray) -> np.ndarray:
 
     Found first in float32 (`x32`: x rounded; half the work), and kept for every row whose runner-up is further
     than twice the bound on float32's error: rounding x and the centres and summing D products in any order
-    moves each distance by at most (γ_D + 3u)(2 |x| |c| + |c|^2), u = 2^-24, γ_D = D u / (1 - D u), so such a row's
-    winner is the exact one, which float64 finds too. The other rows (near ties) are decided in float64."""
+    moves each distance by at most (γ_D + 3u)(2 |x| |c| + |c|^2), u = 2^-24, γ_D = D u / (1 - D u), to first order
+    (taken 1% larger, which covers the higher orders and the rounding of the gap itself), so such a row's winner
+    is the exact one, which float64 finds too. The other rows (near ties) are decided in float64."""
     c32 = centres.astype(np.float32)
     d = x32 @ (-2 * c32.T)
     d += (c32**2).sum(1)
@@ -163,7 +164,7 @@ def _nearest(x: np.ndarray, x32: np.ndarray, centres: np.ndarray) -> np.ndarray:
     gap = d.min(axis=1) - first
     lengths = np.sqrt((centres**2).sum(1))
     u = 2.0**-24
-    error = (x.shape[1] * u / (1 - x.shape[1] * u) + 3 * u) * (
+    error = 1.01 * (x.shape[1] * u / (1 - x.shape[1] * u) + 3 * u) * (
         2 * np.sqrt(np.einsum("ij,ij->i", x, x)) * lengths.max() + lengths.max() ** 2)
     unsure = np.flatnonzero(~(gap > 2 * error))  # NaN-safe: a row that cannot be certified is decided in float64
     if len(unsure):
