@@ -123,7 +123,7 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     summed in row order (`np.add.reduceat`), the same on every CPU. Rows are assigned ASSIGN at a time, each block
     by the same product whichever of `workers` threads takes it: the same centres with any number of them."""
     x = np.asarray(x, np.float64)
-    x32 = x.astype(np.float32)  # the assignments' first pass (`_nearest`)
+    x32, lengths = x.astype(np.float32), np.sqrt(np.einsum("ij,ij->i", x, x))  # for `_nearest`
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()  # too few rows: some drawn twice
     near = np.empty(len(x), np.intp)
     blocks = range(0, len(x), ASSIGN)
@@ -131,7 +131,7 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     def assign(starts: range) -> None:
         for start in starts:
             rows = slice(start, start + ASSIGN)
-            near[rows] = _nearest(x[rows], x32[rows], centres)
+            near[rows] = _nearest(x[rows], x32[rows], lengths[rows], centres)
 
     workers = max(1, min(workers, len(blocks)))
     for _ in range(rounds):
@@ -146,14 +146,15 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     return centres
 
 
-def _nearest(x: np.ndarray, x32: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _nearest(x: np.ndarray, x32: np.ndarray, lengths: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Each row's nearest centre (the lowest index among equals): argmin |c|^2 - 2 x.c, as float64 finds it.
 
     Found first in float32 (`x32`: x rounded; half the work), and kept for every row whose runner-up is further
-    than twice the bound on float32's error: rounding x and the centres and summing D products in any order
-    moves each distance by at most (γ_D + 3u)(2 |x| |c| + |c|^2), u = 2^-24, γ_D = D u / (1 - D u), to first order
-    (taken 1% larger, which covers the higher orders and the rounding of the gap itself), so such a row's winner
-    is the exact one, which float64 finds too. The other rows (near ties) are decided in float64."""
+    than twice the bound on float32's error (`lengths`: the rows' norms): rounding x and the centres and summing
+    D products in any order moves each distance by at most (γ_D + 3u)(2 |x| |c| + |c|^2), u = 2^-24,
+    γ_D = D u / (1 - D u), to first order (taken 1% larger, which covers the higher orders and the rounding of the
+    gap itself), so such a row's winner is the exact one, which float64 finds too. The other rows (near ties) are
+    decided in float64."""
     c32 = centres.astype(np.float32)
     d = x32 @ (-2 * c32.T)
     d += (c32**2).sum(1)
@@ -162,10 +163,9 @@ def _nearest(x: np.ndarray, x32: np.ndarray, centres: np.ndarray) -> np.ndarray:
     first = d[rows, best]
     d[rows, best] = np.inf
     gap = d.min(axis=1) - first
-    lengths = np.sqrt((centres**2).sum(1))
+    longest = np.sqrt((centres**2).sum(1).max())
     u = 2.0**-24
-    error = 1.01 * (x.shape[1] * u / (1 - x.shape[1] * u) + 3 * u) * (
-        2 * np.sqrt(np.einsum("ij,ij->i", x, x)) * lengths.max() + lengths.max() ** 2)
+    error = 1.01 * (x.shape[1] * u / (1 - x.shape[1] * u) + 3 * u) * (2 * lengths * longest + longest**2)
     unsure = np.flatnonzero(~(gap > 2 * error))  # NaN-safe: a row that cannot be certified is decided in float64
     if len(unsure):
         exact = x[unsure] @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c

@@ -84,7 +84,7 @@ def test_nearest_centre_near_a_tie_is_decided_in_float64():
     towards = np.where(rng.random((15, 1)) < 0.5, centres[:15], centres[15:])
     near_ties = midway + 1e-9 * (towards - midway)  # a hair nearer one of the two
     x = np.concatenate([near_ties, rng.standard_normal((200, 12))])
-    found = P._nearest(x, x.astype(np.float32), centres)
+    found = P._nearest(x, x.astype(np.float32), np.linalg.norm(x, axis=1), centres)
     c, xl = centres.astype(np.longdouble), x.astype(np.longdouble)
     exact = np.argmin((c**2).sum(1) - 2 * xl @ c.T, axis=1)
     assert np.array_equal(found, exact)
