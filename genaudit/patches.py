@@ -120,10 +120,11 @@ def _whitening(sample: np.ndarray, block: int = 10_000) -> tuple[np.ndarray, np.
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS, workers: int = 1) -> np.ndarray:
     """Lloyd's k-means on the rows of x (float64) from k distinct rows drawn by `rng`: the k centres after `rounds`
     rounds (a centre left without members is redrawn from the rows). Each centre is the mean of its members
-    summed in row order (`np.add.reduceat`), the same on every CPU. Rows are assigned ASSIGN at a time, each block
+    summed in row order (`np.bincount` per column), the same on every CPU. Rows are assigned ASSIGN at a time, each block
     by the same product whichever of `workers` threads takes it: the same centres with any number of them."""
     x = np.asarray(x, np.float64)
     x32, lengths = x.astype(np.float32), np.sqrt(np.einsum("ij,ij->i", x, x))  # for `_nearest`
+    columns = np.ascontiguousarray(x.T)  # each column's values in row order, for the members' sums
     centres = x[rng.choice(len(x), k, replace=len(x) < k)].copy()  # too few rows: some drawn twice
     near = np.empty(len(x), np.intp)
     blocks = range(0, len(x), ASSIGN)
@@ -136,11 +137,10 @@ def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS
     workers = max(1, min(workers, len(blocks)))
     for _ in range(rounds):
         each(assign, [blocks[i::workers] for i in range(workers)], workers, "genaudit-kmeans")
-        order = np.argsort(near, kind="stable")
         counts = np.bincount(near, minlength=k)
         filled = counts > 0
-        starts = (np.cumsum(counts) - counts)[filled]
-        centres[filled] = np.add.reduceat(x[order], starts, axis=0) / counts[filled, None]
+        sums = np.stack([np.bincount(near, weights=column, minlength=k) for column in columns], axis=1)
+        centres[filled] = sums[filled] / counts[filled, None]
         for i in np.flatnonzero(~filled):
             centres[i] = x[rng.integers(len(x))]
     return centres
@@ -196,7 +196,8 @@ def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.nd
     rng = np.random.default_rng(seed)
     sample = _fit_sample(images, rng)
     mean, zca = _whitening(sample)
-    centres = kmeans((sample - mean) @ zca, CENTROIDS, rng, workers=workers).astype(np.float32)
+    sample -= mean  # in place: the sample is not read again
+    centres = kmeans(sample @ zca, CENTROIDS, rng, workers=workers).astype(np.float32)
     mean, zca = mean.astype(np.float32), zca.astype(np.float32)  # the encoding runs in float32
     quadrants = _quadrants(h - SIZE + 1, w - SIZE + 1)
     out = np.empty((n, 4 * CENTROIDS))
