@@ -120,8 +120,9 @@ def _whitening(sample: np.ndarray, block: int = 10_000) -> tuple[np.ndarray, np.
 def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, rounds: int = ROUNDS, workers: int = 1) -> np.ndarray:
     """Lloyd's k-means on the rows of x (float64) from k distinct rows drawn by `rng`: the k centres after `rounds`
     rounds (a centre left without members is redrawn from the rows). Each centre is the mean of its members
-    summed in row order (`np.bincount` per column), the same on every CPU. Rows are assigned ASSIGN at a time, each block
-    by the same product whichever of `workers` threads takes it: the same centres with any number of them."""
+    summed in row order (`np.bincount` per column), the same on every CPU. Rows are assigned ASSIGN at a time,
+    each block by the same product whichever of `workers` threads takes it: the same centres with any number of
+    them."""
     x = np.asarray(x, np.float64)
     x32, lengths = x.astype(np.float32), np.sqrt(np.einsum("ij,ij->i", x, x))  # for `_nearest`
     columns = np.ascontiguousarray(x.T)  # each column's values in row order, for the members' sums
@@ -155,7 +156,7 @@ def _nearest(x: np.ndarray, x32: np.ndarray, lengths: np.ndarray, centres: np.nd
     γ_D = D u / (1 - D u), to first order (taken 1% larger, which covers the higher orders and the rounding of the
     gap itself), so such a row's winner is the exact one, which float64 finds too. The other rows (near ties) are
     decided in float64."""
-    c32 = centres.astype(np.float32)
+    c32, squares = centres.astype(np.float32), (centres**2).sum(1)
     d = x32 @ (-2 * c32.T)
     d += (c32**2).sum(1)
     rows = np.arange(len(d))
@@ -163,13 +164,13 @@ def _nearest(x: np.ndarray, x32: np.ndarray, lengths: np.ndarray, centres: np.nd
     first = d[rows, best]
     d[rows, best] = np.inf
     gap = d.min(axis=1) - first
-    longest = np.sqrt((centres**2).sum(1).max())
+    longest = np.sqrt(squares.max())
     u = 2.0**-24
     error = 1.01 * (x.shape[1] * u / (1 - x.shape[1] * u) + 3 * u) * (2 * lengths * longest + longest**2)
     unsure = np.flatnonzero(~(gap > 2 * error))  # NaN-safe: a row that cannot be certified is decided in float64
     if len(unsure):
         exact = x[unsure] @ (-2 * centres.T)  # exactly -2 (x @ centres.T), and |c|^2 + (-2 x.c) == |c|^2 - 2 x.c
-        exact += (centres**2).sum(1)
+        exact += squares
         best[unsure] = exact.argmin(axis=1)
     return best
 
