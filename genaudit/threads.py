@@ -55,6 +55,13 @@ def workers(threads: int | None) -> int:
     return max(1, cores or 1)
 
 
+def blas_callers(threads: int | None) -> int:
+    """How many of an audit's threads may run one BLAS product each side by side within its budget: `workers`
+    divided among the BLAS threads each call starts (two threads each calling a 2-thread OpenBLAS are slower than
+    one: the calls wait for each other)."""
+    return max(1, workers(threads) // blas_threads(threads))
+
+
 def wait(futures: list, first_error: bool = False) -> None:
     """Wait until every future is done (or, with `first_error`, until one has failed), waking every 0.1 s so that
     a Ctrl-C reaches the waiting thread at once: a plain `Future.result()` wait is not woken by a signal."""

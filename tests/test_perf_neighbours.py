@@ -69,6 +69,21 @@ def test_nearest_neighbours_bit_identical_at_audit_sizes(n, d):
     same(x, 20)
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("n,d,levels,block", [(128, 5, 3, DEFAULT_BLOCK), (257, 31, 0, DEFAULT_BLOCK),
+                                              (700, 6, 3, DEFAULT_BLOCK), (1999, 3072, 0, DEFAULT_BLOCK),
+                                              (2000, 4096, 0, DEFAULT_BLOCK), (500, 9, 2, 500 * 77)])
+def test_nearest_neighbours_on_threads_bit_identical(workers, n, d, levels, block):
+    """On several threads (the product in aligned blocks, or the chunks side by side): the same neighbours and
+    distances bit for bit, ties and duplicates included."""
+    rng = np.random.default_rng(n * d + workers)
+    x = rng.integers(0, levels, (n, d)).astype(np.float32) if levels else rng.standard_normal((n, d)).astype(np.float32)
+    x[n // 2 : n // 2 + 20] = x[:20]  # duplicates
+    got, want = nearest_neighbours(x, 20, max_block=block, workers=workers), reference_neighbours(x, 20, max_block=block)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1].tobytes() == want[1].tobytes()
+
+
 def outcome(f, x, k):
     try:
         with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the distances, as before

@@ -14,7 +14,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 import genaudit
 from conftest import SAMPLE_MODELS
 from genaudit import pipeline
-from genaudit.threads import blas_threads, budget
+from genaudit.threads import blas_callers, blas_threads, budget, workers
 
 
 def _blas() -> set[int]:
@@ -30,6 +30,12 @@ def test_budget_limits_blas_inside_and_restores_the_callers_limits_after():
         with budget(2):
             assert _blas() == {2}
         assert _blas() == {2}
+
+
+def test_blas_callers_keep_the_threads_times_blas_threads_within_the_budget():
+    assert blas_callers(None) == workers(None)  # one BLAS thread each: one caller per core
+    assert blas_callers(1) == 1 and blas_callers(2) == 1 and blas_callers(8) == 1  # each call has the budget
+    assert all(blas_callers(t) * blas_threads(t) <= max(workers(t), 1) for t in (None, 1, 2, 3, 8))
 
 
 def test_the_audit_runs_within_the_budget(monkeypatch):

@@ -36,6 +36,12 @@ Rows are processed in chunks of about `max_block` distance entries (4 million by
 distances, formed in place from the one matrix product, plus temporaries of 512 KB), so memory is O(chunk x N),
 never N x N; N = 10,000 runs in chunks of 400 rows. The neighbours of a row are found among the candidates at
 most its k-th smallest distance (a partition), sorted by (distance, index): the rule above, exactly.
+
+With `workers` > 1 the search runs on that many threads: the chunks side by side (memory O(workers x chunk x N)),
+or, when all N rows fit one chunk (N <= 2,000 by default), the one symmetric product in blocks of rows whose edges
+are multiples of `ALIGN`, each block pair once, and then the rows' selections. BLAS computes each product as it does
+in the whole matrix product (the same kernels on the same tiles), so the neighbours and distances are the same bit
+for bit (tests/test_perf_neighbours.py checks it against the one product).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from genaudit.patches import SPACE as PATCHES_SPACE
 from genaudit.patches import patch_space, pooled, pooling
 from genaudit.registry import Better, Context, Diagnostic, Metric
 from genaudit.spaces import VOTERS, flat_space, voter_positions  # noqa: F401 (VOTERS: re-exported)
-from genaudit.threads import each, workers
+from genaudit.threads import blas_callers, each, workers
 
 DEFAULT_BLOCK = 4_000_000  # float64 distance entries per chunk (32 MB)
 
@@ -58,10 +64,12 @@ def _chunk_rows(n: int, max_block: int) -> int:
     return int(max(1, min(n, max_block // max(n, 1))))
 
 
-def nearest_neighbours(x: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(x: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_BLOCK,
+                       workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """The k leave-one-out nearest neighbours of each of the N samples of `x` (N x ...): (indices N x k, squared
     distances N x k), each row ordered by (distance, index) as defined in the module docstring. k is capped at
-    N - 1. The neighbours depend on `x` only, so they can be computed once and voted with several references."""
+    N - 1. The neighbours depend on `x` only, so they can be computed once and voted with several references.
+    `workers`: threads to search on (the same result on any number)."""
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     n = len(x)
     if n < 2:
@@ -73,15 +81,45 @@ def nearest_neighbours(x: np.ndarray, k: int = 10, *, max_block: int = DEFAULT_B
     indices = np.empty((n, k), np.int64)
     distances = np.empty((n, k), np.float64)
     rows, sub = _chunk_rows(n, max_block), _sub_rows(n)
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        d = x[start:stop] @ x.T  # the one BLAS call; the distances below are computed from it in place
+
+    def select(d: np.ndarray, start: int, stop: int) -> None:  # d: the products of rows start..stop-1
         for s in range(start, stop, sub):  # each sub-block from products to neighbours while it is in cache
             e = min(stop, s + sub)
             block = d[s - start : e - start]
             _distances_in_place(block, sq[s:e], sq, s)
             _select(block, k, indices[s:e], distances[s:e])
+
+    if workers > 1 and rows >= n >= 2 * ALIGN:  # one chunk: its symmetric product in blocks, then the selections
+        d = _gram(x, workers)
+        each(lambda s: select(d[s:], s, min(n, s + sub)), range(0, n, sub), workers, "genaudit-rows")
+    else:  # the one BLAS call of each chunk; the distances are computed from it in place
+        each(lambda start: select(x[start : min(n, start + rows)] @ x.T, start, min(n, start + rows)),
+             range(0, n, rows), workers, "genaudit-rows")
     return indices, distances
+
+
+ALIGN = 64  # the blocks of `_gram` start at multiples of this many rows: every BLAS kernel's tiles fall in place
+
+
+def _gram(x: np.ndarray, workers: int) -> np.ndarray:
+    """x @ x.T (N x N) on `workers` threads, bit for bit: x's rows in 2 x `workers` blocks with edges at multiples
+    of ALIGN, each pair of blocks multiplied once (the diagonal ones symmetric, as the whole product is) and the
+    other triangle filled by transposing, the largest products first."""
+    n = len(x)
+    edges = sorted({0, n, *(min(n, round(n * i / (2 * workers) / ALIGN) * ALIGN) for i in range(1, 2 * workers))})
+    blocks = [slice(a, b) for a, b in zip(edges, edges[1:])]
+    pairs = sorted(((a, b) for i, a in enumerate(blocks) for b in blocks[i:]),
+                   key=lambda p: -(p[0].stop - p[0].start) * (p[1].stop - p[1].start) * (1 + (p[0] != p[1])))
+    d = np.empty((n, n))
+
+    def product(pair: tuple[slice, slice]) -> None:
+        a, b = pair
+        d[a, b] = x[a] @ x[b].T
+        if a != b:
+            d[b, a] = d[a, b].T
+
+    each(product, pairs, workers, "genaudit-gram")
+    return d
 
 
 _SUB_ENTRIES = 1 << 16  # distances per sub-block (512 KB of float64: the steps after the product run in cache)
@@ -245,7 +283,8 @@ def agreement_parts(vote: np.ndarray, reference: np.ndarray, predictions: np.nda
 
 
 def curve_neighbours(x: np.ndarray, k: int = 10, *, seed: int = 0, strata: np.ndarray | None = None,
-                     max_block: int = DEFAULT_BLOCK) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                     max_block: int = DEFAULT_BLOCK,
+                     workers: int = 1) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The searches of the learning curve: (positions, each one's k nearest neighbours among them: indices and
     distances) for seeded subsamples of n/8, n/4 and n/2 of the n samples of `x` (stratified by `strata` when
     given; a subsample of at most 2k samples is skipped), smallest first. Neither a model nor the reference enters
@@ -256,7 +295,7 @@ def curve_neighbours(x: np.ndarray, k: int = 10, *, seed: int = 0, strata: np.nd
         m = n // fraction
         if m > 2 * k:
             pos = stratified_indices(n, strata, m, seed)
-            out.append((pos, *nearest_neighbours(x[pos], k, max_block=max_block)))
+            out.append((pos, *nearest_neighbours(x[pos], k, max_block=max_block, workers=workers)))
     return out
 
 
@@ -359,7 +398,9 @@ def neighbours_in(c: Context, space: str, every: bool = False) -> tuple[np.ndarr
 
     def find() -> tuple[np.ndarray, np.ndarray] | None:
         x = voter_rows(c, space, chosen)
-        return None if x is None or len(chosen) < 2 else nearest_neighbours(x, 2 * K)
+        if x is None or len(chosen) < 2:
+            return None
+        return nearest_neighbours(x, 2 * K, workers=blas_callers(c.opts.threads))
 
     return c.shared(("neighbours", space, len(chosen)),
                     lambda: of_data(c, space, chosen, ("neighbours",), find, single=True))
@@ -485,7 +526,7 @@ def curve_searches(c: Context, space: str) -> list[tuple]:
     chosen = voters(c)
     labels = c.fs.labels[chosen] if c.fs.labels is not None else None
     return of_data(c, space, chosen, ("curve", labels), lambda: curve_neighbours(
-        voter_rows(c, space, chosen), K, seed=c.opts.seed, strata=labels))
+        voter_rows(c, space, chosen), K, seed=c.opts.seed, strata=labels, workers=blas_callers(c.opts.threads)))
 
 
 SPACES = ("input", "patches", "early", "features")  # the spaces the votes run in, in registry order
@@ -496,7 +537,8 @@ def search_all(c: Context) -> None:
     search among the voters (the patch space built first, inside its task) and the carried spaces' curves. The
     votes then find them made (each made once: `Context.shared`, `Dataset.derived_from`). The searches are the
     same whichever thread makes them; on two cores the first audit of a set of samples, which makes all of them,
-    takes about the longest instead of the sum."""
+    takes about the longest instead of the sum. Each search splits its own work too (`blas_callers` threads), so
+    that the largest (the early layer's, 2,000 x 4,096 values) does not hold one core while the other idles."""
     def task(space: str) -> None:
         if neighbours_in(c, space) is not None and space in CARRIED and c.dataset is not None:
             curve_searches(c, space)
