@@ -81,6 +81,7 @@ class MemoHead:
     def __init__(self, head: Head) -> None:
         self.head = head
         self._seen: dict[int, tuple[np.ndarray, dict[tuple, np.ndarray]]] = {}
+        self._affine: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # `affine_basis` of each array, made once
         self.evaluated = 0  # distinct variants evaluated (for tests and profiling)
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
@@ -96,7 +97,13 @@ class MemoHead:
             if key not in memo:
                 new.setdefault(key, k)
         if new:
-            found = masked_predictions(self.head, features, masks[list(new.values())])
+            chosen = masks[list(new.values())]
+            if isinstance(self.head, AffineHead):
+                if id(features) not in self._affine:
+                    self._affine[id(features)] = affine_basis(self.head, features)
+                found = _affine_masked_predictions(self.head, features, chosen, self._affine[id(features)])
+            else:
+                found = masked_predictions(self.head, features, chosen)
             memo.update(zip(new, found))
             self.evaluated += len(new)
         return np.stack([memo[key] for key in keys])
@@ -197,19 +204,27 @@ def broadcast_units(values: np.ndarray, ndim: int) -> np.ndarray:
     return values.reshape(values.shape + (1,) * (ndim - 2))
 
 
-def _affine_masked_predictions(head: AffineHead, features: np.ndarray, masks: np.ndarray) -> np.ndarray:
+def affine_basis(head: AffineHead, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What `_affine_masked_predictions` reads of features F: F's columns (D x N, a few units' values are a few
+    rows) and the clean logits head(F) in float64. A `MemoHead` makes them once per feature array."""
+    return np.ascontiguousarray(features.reshape(len(features), -1).T), np.asarray(head(features), np.float64)
+
+
+def _affine_masked_predictions(head: AffineHead, features: np.ndarray, masks: np.ndarray,
+                               basis: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """pred[k] (K x N) at an affine head, in float64, without masked copies of the features: the logits of
     F * m are b + sum_u m_u F_u W_u, so each variant's logits are those of a variant already known (every unit
     kept: `head(F)`, the clean outputs bit for bit; every unit zeroed: b; the previous mask) plus the units whose
     mask differs from it, whichever differs in fewest. A cumulative ablation curve then costs one pass over the
-    units per order instead of one per level, and a single unit zeroed costs one unit."""
+    units per order instead of one per level, and a single unit zeroed costs one unit. `basis`: `affine_basis`
+    of these features, when already made."""
     n = len(features)
-    columns = np.ascontiguousarray(features.reshape(n, -1).T)  # D x N: a few units' values are a few rows
+    columns, clean = basis if basis is not None else affine_basis(head, features)
     # one keep value per flattened feature (a conv unit's mask covers its whole channel)
     m = np.broadcast_to(masks, (len(masks), *features.shape[1:])).reshape(len(masks), -1).astype(np.float64)
     weight = np.asarray(head.weight, np.float64)
     bias = np.broadcast_to(np.asarray(head.bias, np.float64), (n, weight.shape[1]))
-    bases = [(np.ones(m.shape[1]), np.asarray(head(features), np.float64)), (np.zeros(m.shape[1]), bias)]
+    bases = [(np.ones(m.shape[1]), clean), (np.zeros(m.shape[1]), bias)]
     pred = np.empty((len(masks), n), _class_dtype(weight.shape[1]))
     for k, mask in enumerate(m):
         base, logits = min(bases, key=lambda b: np.count_nonzero(b[0] != mask))
