@@ -60,7 +60,11 @@ class SpaceCollector:
         parts = self._parts.setdefault(space, [])
         at = self.keep[np.searchsorted(self.keep, lo) : np.searchsorted(self.keep, lo + len(batch))] - lo
         if len(at):  # a batch without a kept row adds nothing (and an empty batch cannot be pooled)
-            parts.append(flat_space(batch[at]))
+            # rows that follow each other (every row, up to the voters' count) are pooled from a view of the
+            # batch, not a copy of it; what is kept never shares the batch's memory
+            rows = batch[at[0] : at[-1] + 1] if at[-1] - at[0] == len(at) - 1 else batch[at]
+            kept = flat_space(rows)
+            parts.append(kept.copy() if np.may_share_memory(kept, batch) else kept)
 
     def rows(self, space: str) -> Rows:
         """The kept rows of `space`, in the batches they were kept in, indexed by audited position."""

@@ -69,3 +69,17 @@ def test_a_space_never_fed_has_no_rows():
     collector.take("input", np.zeros((5, 3), np.float32))
     assert list(collector.spaces()) == ["input"]
     assert len(collector.rows("early")) == 0
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 6), (8, 28, 28)])  # kept as they are; pooled above MAX_DIMS
+@pytest.mark.parametrize("keep", [np.arange(30), np.arange(4, 19), np.array([0, 3, 4, 5, 29])])
+def test_kept_rows_are_the_batches_rows_and_never_share_their_memory(shape, keep):
+    """Every row, a run of rows (taken through a view of the batch) or scattered rows: the same vectors, and a
+    batch changed after it was fed changes nothing kept."""
+    x = np.random.default_rng(2).standard_normal((30, *shape)).astype(np.float32)
+    batches = [part.copy() for part in _split(x, [10, 20])]
+    collector = SpaceCollector(keep)
+    for part in batches:
+        collector.take("input", part)
+        part[:] = np.nan  # the caller reuses its buffer
+    assert np.asarray(collector.rows("input")).tobytes() == flat_space(x[keep]).tobytes()
