@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from genaudit.diagnostics._classes import Classes
 from genaudit.diagnostics.consistency import consistency
 from genaudit.diagnostics.magnitude import magnitude
 from genaudit.diagnostics.perplexity import nodes_as_classifiers, perplexity
@@ -90,6 +91,22 @@ def test_consistency_coincident_centroids_and_single_class():
     f = np.array([[0, 0], [2, 0], [1, 1], [1, -1]], float)
     assert consistency(featureset(f, labels=[0, 0, 1, 1])) == {"value": None, "classes": 2, "coincident_pairs": 1}
     assert consistency(featureset(f, labels=[4, 4, 4, 4]))["value"] is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_consistency_spreads_bit_for_bit_as_the_plain_formula(seed):
+    """The spreads (formed in place) are np.linalg.norm(values - centroids[class], axis=1) summed per class,
+    bit for bit, so C is exactly the plain formula's."""
+    f, _, _, labels = random_problem(n=300, d=17, k=4, seed=seed)
+    values = f.astype(np.float64)
+    groups = Classes.of(labels)
+    centroids = groups.means(values)
+    spread = groups.sums(np.linalg.norm(values - centroids[groups.index], axis=1)[:, None])[:, 0] / groups.counts
+    dist = np.stack([np.linalg.norm(centroids - c, axis=1) for c in centroids])
+    with np.errstate(divide="ignore"):  # each centroid's distance to itself
+        ratio = (spread[:, None] + spread[None, :]) / dist
+    np.fill_diagonal(ratio, -np.inf)
+    assert consistency(featureset(f, labels=labels))["value"] == float(ratio.max(axis=1).mean())
 
 
 def test_magnitude_hand_case():

@@ -27,7 +27,11 @@ def consistency(fs: FeatureSet) -> dict:
         return {"value": None, "classes": groups.n, "coincident_pairs": 0}
     values = fs.unit_values().astype(np.float64)
     centroids = groups.means(values)
-    spread = groups.sums(np.linalg.norm(values - centroids[groups.index], axis=1)[:, None])[:, 0] / groups.counts
+    residual = centroids[groups.index]
+    np.subtract(values, residual, out=residual)  # in place: each sample's distance to its class centroid, as
+    np.square(residual, out=residual)            # np.linalg.norm(values - centroids[index], axis=1) computes it
+    distance = np.sqrt(residual.sum(axis=1))
+    spread = groups.sums(distance[:, None])[:, 0] / groups.counts
     # row by row from differences (not the |a|^2+|b|^2-2ab shortcut), so coincident centroids give exact zeros
     dist = np.stack([np.linalg.norm(centroids - c, axis=1) for c in centroids])
     with np.errstate(divide="ignore", invalid="ignore"):
