@@ -37,6 +37,8 @@ CONTRAST = np.float32(10.0 / 255**2)  # a patch's variance + 10 on 0-255 pixels 
 MAX_SIDE = 32  # larger images are average-pooled to at most this many pixels a side
 CHUNK = 8  # images encoded at a time (their patches' distances stay in a few MB of cache)
 ASSIGN = 8_192  # k-means: rows assigned to their nearest centre at a time (their distances: 8 MB)
+BLOCK = 8_192  # the fit's patches gathered and whitened this many at a time (a multiple of 64: BLAS computes
+#                each row of a block's product as it does in the whole product)
 
 
 def pooling(height: int, width: int) -> int:
@@ -81,10 +83,10 @@ def _patches(images: np.ndarray) -> np.ndarray:
 
 
 def _normalized(p: np.ndarray) -> np.ndarray:
-    """Each patch (last axis) minus its mean, divided by sqrt(its variance + CONTRAST), in p's float type; in
-    place when it can."""
+    """Each patch (last axis) minus its mean, divided by sqrt(its variance + CONTRAST), in p's float type, in
+    place (p is an array of the caller's own: a fresh copy of the patches)."""
     share = np.full(p.shape[-1], 1.0 / p.shape[-1], p.dtype)  # means as products: far faster than .mean here
-    p = p - (p @ share)[..., None]
+    p -= (p @ share)[..., None]
     variance = np.einsum("...i,...i->...", p, p)[..., None] * share[0]
     p *= 1.0 / np.sqrt(variance + CONTRAST)
     return p
@@ -101,7 +103,11 @@ def _fit_sample(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     image, position = np.divmod(rng.choice(total, min(total, FIT_PATCHES), replace=False), rows * cols)
     row, col = np.divmod(position, cols)
     windows = np.lib.stride_tricks.sliding_window_view(chosen, (SIZE, SIZE), axis=(2, 3))  # m, C, rows, cols, s, s
-    return _normalized(windows[image, :, row, col].reshape(len(image), c * SIZE * SIZE).astype(np.float64))
+    sample = np.empty((len(image), c * SIZE * SIZE))  # gathered straight into float64 (an exact widening)
+    for start in range(0, len(image), BLOCK):
+        at = slice(start, start + BLOCK)
+        sample[at] = windows[image[at], :, row[at], col[at]].reshape(-1, c * SIZE * SIZE)
+    return _normalized(sample)
 
 
 def _whitening(sample: np.ndarray, block: int = 10_000) -> tuple[np.ndarray, np.ndarray]:
@@ -198,7 +204,9 @@ def patch_features(images: np.ndarray, seed: int = 0, workers: int = 1) -> np.nd
     sample = _fit_sample(images, rng)
     mean, zca = _whitening(sample)
     sample -= mean  # in place: the sample is not read again
-    centres = kmeans(sample @ zca, CENTROIDS, rng, workers=workers).astype(np.float32)
+    for start in range(0, len(sample), BLOCK):  # whitened in place, as the whole product computes each row
+        sample[start : start + BLOCK] = sample[start : start + BLOCK] @ zca
+    centres = kmeans(sample, CENTROIDS, rng, workers=workers).astype(np.float32)
     mean, zca = mean.astype(np.float32), zca.astype(np.float32)  # the encoding runs in float32
     quadrants = _quadrants(h - SIZE + 1, w - SIZE + 1)
     out = np.empty((n, 4 * CENTROIDS))

@@ -241,6 +241,19 @@ def test_samples_that_are_not_images_get_the_fallback_estimator(tiny_data, tmp_p
     assert "the input vote ran on all 200 training images" in estimate["basis"]
 
 
+@pytest.mark.parametrize("block", [64, 128, 320])
+def test_the_fit_gathered_and_whitened_in_blocks_gives_the_same_space_bit_for_bit(images, monkeypatch, block):
+    """The fit's patches gathered and whitened BLOCK rows at a time (a multiple of 64, the last block shorter)
+    give the space of one block holding them all."""
+    monkeypatch.setattr(P, "CENTROIDS", 8)
+    monkeypatch.setattr(P, "FIT_PATCHES", 1001)
+    x = P.prepared(images)
+    monkeypatch.setattr(P, "BLOCK", 10**9)
+    whole = P.patch_features(x, seed=2)
+    monkeypatch.setattr(P, "BLOCK", block)
+    assert P.patch_features(x, seed=2).tobytes() == whole.tobytes()
+
+
 def test_fit_sample_draws_among_every_patch_without_listing_them():
     """The patches k-means is fitted on are those a draw among every patch of the chosen images (as `_patches`
     lists them) would give, copied alone."""
