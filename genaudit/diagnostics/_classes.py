@@ -35,6 +35,13 @@ class Classes:
         """Class-conditional means (J x D)."""
         return self.sums(values) / self.counts[:, None]
 
+    def squared_residuals(self, values: np.ndarray, means: np.ndarray) -> np.ndarray:
+        """(values - means[class of each sample]) ** 2 (N x D, float64 `values`, `means` from `means`), formed in
+        one new array: the same operations as the plain expression, without its temporaries."""
+        residual = means[self.index]
+        np.subtract(values, residual, out=residual)
+        return np.square(residual, out=residual)
+
 
 def entropy(counts: np.ndarray, axis: int = 0) -> np.ndarray:
     """Entropy in nats of the distribution given by non-negative `counts` along `axis` (0 ln 0 = 0)."""

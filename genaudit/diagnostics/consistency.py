@@ -27,10 +27,8 @@ def consistency(fs: FeatureSet) -> dict:
         return {"value": None, "classes": groups.n, "coincident_pairs": 0}
     values = fs.unit_values().astype(np.float64)
     centroids = groups.means(values)
-    residual = centroids[groups.index]
-    np.subtract(values, residual, out=residual)  # in place: each sample's distance to its class centroid, as
-    np.square(residual, out=residual)            # np.linalg.norm(values - centroids[index], axis=1) computes it
-    distance = np.sqrt(residual.sum(axis=1))
+    # each sample's distance to its class centroid, as np.linalg.norm(values - centroids[index], axis=1) sums it
+    distance = np.sqrt(groups.squared_residuals(values, centroids).sum(axis=1))
     spread = groups.sums(distance[:, None])[:, 0] / groups.counts
     # row by row from differences (not the |a|^2+|b|^2-2ab shortcut), so coincident centroids give exact zeros
     dist = np.stack([np.linalg.norm(centroids - c, axis=1) for c in centroids])

@@ -20,10 +20,7 @@ def intra_class_variance(values: np.ndarray, classes: np.ndarray) -> np.ndarray:
     to its own class mean. By the law of total variance it is at most the unit's total variance."""
     values = np.asarray(values, np.float64)
     groups = Classes.of(classes)
-    residual = groups.means(values)[groups.index]
-    np.subtract(values, residual, out=residual)  # in place: the same values as values - means, without copies
-    np.square(residual, out=residual)
-    return residual.mean(axis=0)
+    return groups.squared_residuals(values, groups.means(values)).mean(axis=0)
 
 
 def steadiness(fs: FeatureSet) -> dict:
