@@ -18,7 +18,7 @@ CONSTANT_GAP = "T-c: training accuracy minus a constant gap"
 
 
 def _records(zoo: str, gap: float, runs: int = 10, consistency: float = 0.9) -> list[dict]:
-    return [{"zoo": zoo, "dataset": "mnist", "run": f"{zoo}{k}", "holdout": 0.9 - gap,
+    return [{"zoo": zoo, "dataset": "mnist", "run": f"{zoo}{k}", "holdout": 0.9 - gap, "corruption": 0, "arch": "mlp",
              "card": {"clean_accuracy": 0.9, "diagnostics.neighbours.input.vote_consistency": consistency}}
             for k in range(runs)]
 
@@ -117,3 +117,37 @@ def test_the_ceiling_term_hand_cases(accuracy, reference, consistency, expected)
     (record,) = study_estimate.with_memorized([{"card": dict(card)}])
     assert study_estimate.read(record, "memorized_patches") == pytest.approx(expected)
     assert study_estimate.read(record, "memorized_patches_x_patch_reliability") == pytest.approx(expected * consistency)
+
+
+def test_no_worse_than_training_reads_every_group_of_twenty():
+    """Training accuracy errs 0.05 on the sweep's 20 models and 0.3 on the noise zoo's 20 (also the group "noise
+    zoo (0-40% wrong labels)"). CV errors of 0.04 and 0.1 are no worse anywhere; 0.06 on the sweep is worse there;
+    a group of 19 models (the real-use zoo's MNIST runs here, where any error is worse) is not read."""
+    records = _records("sweep", 0.05, runs=20) + _records("noise", 0.3, runs=20)
+    index = np.arange(40)
+    assert study_estimate.no_worse_than_training(records, index, np.array([0.04] * 20 + [0.1] * 20))
+    assert not study_estimate.no_worse_than_training(records, index, np.array([0.06] * 20 + [0.1] * 20))
+    assert not study_estimate.no_worse_than_training(records, index, np.array([0.04] * 20 + [0.31] * 20))
+    few = records + _records("realuse", 0.0, runs=19)
+    assert study_estimate.no_worse_than_training(few, np.arange(59), np.array([0.04] * 20 + [0.1] * 20 + [0.5] * 19))
+
+
+def test_the_safe_rule_skips_forms_worse_than_training_accuracy(monkeypatch):
+    """Hand-set CV errors (sweep's 20 models, then the noise zoo's 20; training accuracy errs 0.05 and 0.3 there):
+    a constant gap errs 0.06 / 0.01 (CV MAE 0.035, the best and the sparsest, but worse than training accuracy on
+    the sweep), a one-term form 0.04 / 0.035 (0.0375). The pooled rule takes the constant gap, the safe rule the
+    one-term form; were that form also worse somewhere, the safe rule would fall back to the pooled choice."""
+    one_term = "C: pixel consistency"
+    monkeypatch.setattr(study_estimate, "FORMS", {study_estimate.BASELINE: None, CONSTANT_GAP: [],
+                                                  one_term: ["consistency_input"]})
+    records = _records("sweep", 0.05, runs=20) + _records("noise", 0.3, runs=20)
+    errors = {study_estimate.BASELINE: [0.05, 0.3], CONSTANT_GAP: [0.06, 0.01], one_term: [0.04, 0.035]}
+
+    def fake(records, form, loss):
+        return np.arange(40), np.repeat(errors[form], 20)
+
+    monkeypatch.setattr(study_estimate, "cv_errors", fake)
+    assert study_estimate.choose(records)[:2] == (CONSTANT_GAP, study_estimate.SQUARES)
+    assert study_estimate.choose(records, safe=True)[:2] == (one_term, study_estimate.SQUARES)
+    errors[one_term] = [0.07, 0.0]
+    assert study_estimate.choose(records, safe=True)[:2] == study_estimate.choose(records)[:2]

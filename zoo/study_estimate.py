@@ -498,30 +498,55 @@ def half_width(model, records, gap, widen) -> np.ndarray:
     return np.array([max(b, floor) if unreliable(r) else b for b, r in zip(base, records)])
 
 
-def cv_mae(records, form: str, loss: str = SQUARES, folds: int = 5, seed: int = 0) -> float:
+def cv_errors(records, form: str, loss: str = SQUARES, folds: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(indices into `records`, |estimate - held-out accuracy| there), fold by fold: each model predicted by a fit
+    on the folds without its training run (runs dealt at random into `folds` folds)."""
     runs = sorted({(r["zoo"], r["run"]) for r in records})
     order = np.random.default_rng(seed).permutation(len(runs))
     fold = {runs[j]: i % folds for i, j in enumerate(order)}
-    errors = []
+    index, errors = [], []
     for f in range(folds):
+        test = [i for i, r in enumerate(records) if fold[(r["zoo"], r["run"])] == f]
         train = [r for r in records if fold[(r["zoo"], r["run"])] != f]
-        test = [r for r in records if fold[(r["zoo"], r["run"])] == f]
         if train and test:
-            p, _, _ = predict(fit(train, form, loss), test)
-            errors.extend(np.abs(p - np.array([r["holdout"] for r in test])))
-    return float(np.mean(errors))
+            p, _, _ = predict(fit(train, form, loss), [records[i] for i in test])
+            index.extend(test)
+            errors.extend(np.abs(p - np.array([records[i]["holdout"] for i in test])))
+    return np.array(index, dtype=np.int64), np.array(errors)
 
 
-def choose(records, candidates: list[str] | None = None) -> tuple[str, str, dict]:
+def choose(records, candidates: list[str] | None = None, safe: bool = False) -> tuple[str, str, dict]:
     """(form, loss, CV MAE of every (form, loss)): the sparsest form within PARSIMONY of the best grouped-CV MAE
     inside `records` (the fitting data only), over every form (or the `candidates`) fitted with every loss; among
-    equally sparse candidates, the lowest CV MAE."""
-    cv = {(form, loss): cv_mae(records, form, loss) for form in candidates or FORMS for loss in LOSSES
-          if loss == SQUARES or FORMS[form] is not None}  # training accuracy alone fits nothing
-    best = min(cv.values())
-    near = [key for key in cv if cv[key] <= best + PARSIMONY]
+    equally sparse candidates, the lowest CV MAE. With `safe` (zoo/study_safe.py), only among the candidates no
+    worse than training accuracy on any group of the fitting data (`no_worse_than_training`), where there are any."""
+    errors = {(form, loss): cv_errors(records, form, loss) for form in candidates or FORMS for loss in LOSSES
+              if loss == SQUARES or FORMS[form] is not None}  # training accuracy alone fits nothing
+    cv = {key: float(np.mean(e)) for key, (_, e) in errors.items()}
+    pool = cv
+    if safe:
+        pool = {key: cv[key] for key in cv
+                if key[0] != BASELINE and no_worse_than_training(records, *errors[key])} or cv
+    best = min(pool.values())
+    near = [key for key in pool if pool[key] <= best + PARSIMONY]
     form, loss = min(near, key=lambda key: (len(FORMS[key[0]] or []) - (FORMS[key[0]] is None), cv[key]))
     return form, loss, cv
+
+
+SAFE_MIN_GROUP = 20  # fitting-data models a group needs for `no_worse_than_training` to read it
+
+
+def no_worse_than_training(records, index: np.ndarray, errors: np.ndarray) -> bool:
+    """Whether CV errors (`cv_errors` of `records`) average no more than training accuracy's (read as the estimate)
+    in every group of the fitting data with at least SAFE_MIN_GROUP models: each `group_of` and `subgroups`, the
+    groups the evaluation reports."""
+    labels = [{group_of(records[i])} | subgroups(records[i]) for i in index]
+    train = np.array([abs(read(records[i], "train_acc") - records[i]["holdout"]) for i in index])
+    for group in set().union(*labels):
+        mask = np.array([group in s for s in labels])
+        if mask.sum() >= SAFE_MIN_GROUP and errors[mask].mean() > train[mask].mean():
+            return False
+    return True
 
 
 def metrics(records, estimate, half=None) -> dict:
@@ -589,12 +614,12 @@ def v02(records) -> np.ndarray:
     return np.array([np.nan if (v := r["card"].get("estimate.accuracy")) is None else v for r in records])
 
 
-def evaluate(records, candidates: list[str] | None = None) -> dict:
-    """Every split: the form and loss chosen on its fitting data (among `candidates`, default every form), fitted
-    and calibrated there, evaluated per group of its held-out models beside the baselines."""
+def evaluate(records, candidates: list[str] | None = None, safe: bool = False) -> dict:
+    """Every split: the form and loss chosen on its fitting data (among `candidates`, default every form; `safe`:
+    `choose`), fitted and calibrated there, evaluated per group of its held-out models beside the baselines."""
     results = {}
     for name, (train, test) in splits(records).items():
-        form, loss, cv = choose(train, candidates)
+        form, loss, cv = choose(train, candidates, safe)
         model = calibrate(train, form, loss)
         p, gap, widen = predict(model, test)
         half = half_width(model, test, gap, widen)
