@@ -839,12 +839,15 @@ def spec(records) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--write-estimator", action="store_true", help="also write genaudit/estimate_model.json")
+    p.add_argument("--name", default="estimate_v4",
+                   help="write zoo/validity/<name>.md and .json (another name keeps the published tables: a rerun on "
+                        "rebuilt zoos)")
     args = p.parse_args(argv)
     if args.write_estimator and CALIBRATION != "group-out":
         p.error(f"--write-estimator writes the shipped calibration (group-out), not {CALIBRATION}")
     records = study_records()
     results = evaluate(records)
-    name = "estimate_v4" if CALIBRATION == "group-out" else f"estimate_v4_{CALIBRATION}"  # explorations apart
+    name = args.name if CALIBRATION == "group-out" else f"{args.name}_{CALIBRATION}"  # explorations apart
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=1))
     (OUT / f"{name}.md").write_text(report(records, results))
     print(report(records, results))
