@@ -151,3 +151,14 @@ def test_the_safe_rule_skips_forms_worse_than_training_accuracy(monkeypatch):
     assert study_estimate.choose(records, safe=True)[:2] == (one_term, study_estimate.SQUARES)
     errors[one_term] = [0.07, 0.0]
     assert study_estimate.choose(records, safe=True)[:2] == study_estimate.choose(records)[:2]
+
+
+def test_image_candidates_read_the_patch_space_and_the_fallbacks_do_not():
+    """Rule P: the image estimator is chosen among the forms that read the patch space (every one has a term from
+    it), the fallback among the others (none has); training accuracy alone is a fallback candidate."""
+    patch_terms = [name for name, spec in study_estimate.PATHS.items() if study_estimate.PATCHES in str(spec)]
+    for form in study_estimate.IMAGE_CANDIDATES:
+        assert any(term in patch_terms for term in study_estimate.FORMS[form]), form
+    for form in set(study_estimate.FORMS) - set(study_estimate.IMAGE_CANDIDATES):
+        assert not any(term in patch_terms for term in study_estimate.FORMS[form] or []), form
+    assert study_estimate.BASELINE not in study_estimate.IMAGE_CANDIDATES

@@ -117,7 +117,7 @@ def held_out(fresh: list[dict], split: str) -> tuple[str, np.ndarray, np.ndarray
     """The estimator of the study's `split` (fitted on its fitting data): its form, estimates and half-widths on
     the fresh records."""
     train, _ = S.splits(S.study_records())[split]
-    form, loss, _ = S.choose(train)
+    form, loss, _ = S.choose(train, S.IMAGE_CANDIDATES)
     model = S.calibrate(train, form, loss)
     p, gap, widen = S.predict(model, fresh)
     return f"{form.split(':')[0]} ({'LAD' if loss == S.ABSOLUTE else 'LS'})", p, S.half_width(model, fresh, gap, widen)
