@@ -45,6 +45,8 @@ def main(argv=None) -> int:
     p.add_argument("--named", metavar="DIR", help="audit on the named data set in DIR (torchvision layout, all "
                    "60,000 training images) instead of the runs' 4,000-image files: the clean-label runs of the "
                    "real-use zoo and zoo/fresh_full (the wrong labels of the others exist only in their files)")
+    p.add_argument("--name", help="output name in zoo/validity (default from the options: picks, picks_4000, "
+                   "picks_fresh_full, ...); another name keeps the published tables, e.g. for zoos rebuilt elsewhere")
     args = p.parse_args(argv)
     samples = args.samples
     if args.named:
@@ -53,6 +55,7 @@ def main(argv=None) -> int:
     else:
         name = "picks" + ("" if samples == 2000 else f"_{samples}") + ("" if args.zoo == "realuse" else f"_{args.zoo}")
         zoos = [args.zoo]
+    name = args.name or name
 
     runs: dict[str, list[dict]] = {}
     for folder in zoos:
@@ -82,7 +85,8 @@ def main(argv=None) -> int:
     confident_wrong = [r for r in rows if r["significant"] and r["gap_points"] > 100 * TOLERANCE]
     covered = [r for r in rows if r["best_among_tied_gap_points"] <= 100 * TOLERANCE]
     options = ((f" --named {args.named}" if args.named else "") + ("" if samples == 2000 else f" --samples {samples}")
-               + ("" if args.zoo == "realuse" or args.named else f" --zoo {args.zoo}"))
+               + ("" if args.zoo == "realuse" or args.named else f" --zoo {args.zoo}")
+               + (f" --name {args.name}" if args.name else ""))
     where = ("clean-label runs of the real-use zoo and zoo/fresh_full, audited on the named data set" if args.named
              else "real-use zoo" if args.zoo == "realuse" else f"zoo/{args.zoo}")
     lines = [f"# Picking the epoch within full-data runs ({where})",
