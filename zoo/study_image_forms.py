@@ -31,7 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import study_estimate as S  # noqa: E402
-from study_safe import remembered, verdict  # noqa: E402
+from study_safe import criteria_lines, remembered, verdict  # noqa: E402
 from study_validity import OUT, ROOT  # noqa: E402
 
 
@@ -57,12 +57,7 @@ def main() -> int:
              *S.whole_lines(whole, "shipped rule", "rule P"), "", *S.before_after_lines(rows), "", "## Verdict", "",
              f"1. On all the data rule P chooses **{form}** ({loss}); the published file holds {published}: "
              f"{'met' if same else 'not met'}.",
-             f"2. MAE rises over 0.005: {len(d['mae_rises'])}; coverage drops: {len(d['coverage_drops'])}: "
-             f"{'met' if d['criterion_2'] else 'not met'}.",
-             *[f"   - {line}" for line in d["mae_rises"] + d["coverage_drops"]],
-             "3. τ held out: " + "; ".join(f"{name.split('-> eval ')[1]} {a:.3f} → {b:.3f}"
-                                            for name, (a, b) in d["tau"].items())
-             + f": {'met' if d['criterion_3'] else 'not met'}.", "",
+             *criteria_lines(d), "",
              f"**{'Adopted' if adopted else 'Not adopted'}.**"]
     (OUT / "image_forms.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

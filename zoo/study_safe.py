@@ -84,6 +84,16 @@ def remembered(cv_errors):
     return errors
 
 
+def criteria_lines(d: dict) -> list[str]:
+    """Criteria 2 and 3 of a `verdict` as the report's numbered lines."""
+    return [f"2. MAE rises over {MAE_RISE}: {len(d['mae_rises'])}; coverage drops: {len(d['coverage_drops'])}: "
+            f"{'met' if d['criterion_2'] else 'not met'}.",
+            *[f"   - {line}" for line in d["mae_rises"] + d["coverage_drops"]],
+            "3. τ held out: " + "; ".join(f"{name.split('-> eval ')[1]} {a:.3f} → {b:.3f}"
+                                          for name, (a, b) in d["tau"].items())
+            + f": {'met' if d['criterion_3'] else 'not met'}."]
+
+
 def main() -> int:
     S.cv_errors = remembered(S.cv_errors)
     records = S.study_records()
@@ -127,13 +137,7 @@ def main() -> int:
     lines += ["", "## Verdict", "",
               f"1. Rows no worse than training accuracy: {d['no_worse_than_training_rows'][0]} → "
               f"{d['no_worse_than_training_rows'][1]} of {d['rows']}: {'met' if d['criterion_1'] else 'not met'}.",
-              f"2. MAE rises over {MAE_RISE}: {len(d['mae_rises'])}; coverage drops: {len(d['coverage_drops'])}: "
-              f"{'met' if d['criterion_2'] else 'not met'}.",
-              *[f"   - {line}" for line in d["mae_rises"] + d["coverage_drops"]],
-              "3. τ held out: " + "; ".join(f"{name.split('-> eval ')[1]} {a:.3f} → {b:.3f}"
-                                            for name, (a, b) in d["tau"].items())
-              + f": {'met' if d['criterion_3'] else 'not met'}.", "",
-              f"Rule S on all the data chooses **{form}** ({loss}). "
+              *criteria_lines(d), "", f"Rule S on all the data chooses **{form}** ({loss}). "
               f"**{'Adopted' if adopted else 'Not adopted'}.**"]
     (OUT / "safe.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
