@@ -1,0 +1,42 @@
+"""The registered gap-floor study's pieces (zoo/study_gap_floor.py), on synthetic records: the unreliability term
+and the groups it reports on the never-fitted sets."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "zoo"))
+
+_environment = dict(os.environ)
+import study_estimate  # noqa: E402
+import study_gap_floor  # noqa: E402  (through study_fresh_estimate, it sets OMP/BLAS thread counts for its workers)
+
+os.environ.clear()
+os.environ.update(_environment)  # the other tests' processes see the environment the suite started with
+
+
+def test_unreliability_is_one_minus_the_patch_vote_consistency():
+    records = [{"card": {f"{study_estimate.PATCHES}.vote_consistency": 0.97}}, {"card": {}}]
+    study_gap_floor.with_unreliability(records)
+    assert study_estimate.read(records[0], "unreliability_patches") == pytest.approx(0.03)
+    assert study_estimate.read(records[1], "unreliability_patches") is None  # no patch space: no term
+
+
+def test_the_g_forms_have_no_intercept_and_g1_adds_the_floor():
+    g0, g1 = study_gap_floor.NEW
+    assert g0.endswith(study_estimate.NO_INTERCEPT) and g1.endswith(study_estimate.NO_INTERCEPT)
+    assert study_gap_floor.NEW[g1] == [*study_gap_floor.NEW[g0], "unreliability_patches"]
+
+
+def test_groups_keep_those_of_ten_models_or_more():
+    """12 MNIST models, 10 of them clean; 9 Fashion-MNIST models, all clean: the Fashion-MNIST groups are too
+    small to be read."""
+    records = ([{"dataset": "mnist", "corruption": 0}] * 10 + [{"dataset": "mnist", "corruption": 20}] * 2
+               + [{"dataset": "fashion-mnist", "corruption": 0}] * 9)
+    found = study_gap_floor.groups(records)
+    assert set(found) == {"all", "mnist", "mnist, clean labels"}
+    assert len(found["mnist, clean labels"]) == 10 and len(found["all"]) == 21
