@@ -589,6 +589,13 @@ def subgroups(r: dict) -> set[str]:
     return out
 
 
+def group_indices(records) -> dict[str, list[int]]:
+    """Each group the evaluation reports (`group_of` and `subgroups`, sorted) with the indices of its `records`."""
+    groups = sorted({group_of(r) for r in records}.union(*(subgroups(r) for r in records)))
+    return {group: [i for i, r in enumerate(records) if group == group_of(r) or group in subgroups(r)]
+            for group in groups}
+
+
 def splits(records) -> dict:
     """Fit on one part, evaluate on a part never fitted on."""
     def by(keep):
@@ -629,8 +636,8 @@ def evaluate(records, candidates: list[str] | None = None, safe: bool = False) -
         p, gap, widen = predict(model, test)
         half = half_width(model, test, gap, widen)
         rows = {}
-        for group in sorted({group_of(r) for r in test}.union(*(subgroups(r) for r in test))):
-            idx = [i for i, r in enumerate(test) if group == group_of(r) or group in subgroups(r)]
+        indices = group_indices(test)
+        for group, idx in indices.items():
             sub = [test[i] for i in idx]
             rows[group] = {
                 "estimate": metrics(sub, p[idx], half[idx]),
@@ -645,8 +652,7 @@ def evaluate(records, candidates: list[str] | None = None, safe: bool = False) -
             model_d = calibrate(train, form_d)
             p_d, gap_d, widen_d = predict(model_d, test)
             half_d = half_width(model_d, test, gap_d, widen_d)
-            for group in rows:
-                idx = [i for i, r in enumerate(test) if group == group_of(r) or group in subgroups(r)]
+            for group, idx in indices.items():
                 rows[group]["direct"] = metrics([test[i] for i in idx], p_d[idx], half_d[idx])
         rows["all"] = {"estimate": metrics(test, p, half),
                        "train_acc": metrics(test, [read(r, "train_acc") for r in test]),

@@ -99,10 +99,12 @@ def never_fitted(model: dict) -> dict:
         published = np.array([r["published"] for r in records], float)
         published_half = np.array([(r["interval"][1] - r["interval"][0]) / 2 for r in records], float)
         train = np.array([S.read(r, "train_acc") for r in records], float)
-        out[label] = {group: {"new": S.metrics([records[i] for i in idx], p[idx], half[idx]),
-                              "published": S.metrics([records[i] for i in idx], published[idx], published_half[idx]),
-                              "train_acc": S.metrics([records[i] for i in idx], train[idx])}
-                      for group, idx in groups(records).items()}
+        out[label] = {}
+        for group, idx in groups(records).items():
+            sub = [records[i] for i in idx]
+            out[label][group] = {"new": S.metrics(sub, p[idx], half[idx]),
+                                 "published": S.metrics(sub, published[idx], published_half[idx]),
+                                 "train_acc": S.metrics(sub, train[idx])}
     return out
 
 

@@ -53,8 +53,7 @@ def published_on(records: list[dict]) -> dict:
     p, gap, widen = S.predict(spec, records)
     half = S.half_width(spec, records, gap, widen)
     rows = {}
-    for group in sorted({S.group_of(r) for r in records}.union(*(S.subgroups(r) for r in records))):
-        idx = [i for i, r in enumerate(records) if group == S.group_of(r) or group in S.subgroups(r)]
+    for group, idx in S.group_indices(records).items():
         sub = [records[i] for i in idx]
         rows[group] = {"estimate": S.metrics(sub, p[idx], half[idx]),
                        "train_acc": S.metrics(sub, [S.read(r, "train_acc") for r in sub])}
