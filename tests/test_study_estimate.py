@@ -153,6 +153,29 @@ def test_the_safe_rule_skips_forms_worse_than_training_accuracy(monkeypatch):
     assert study_estimate.choose(records, safe=True)[:2] == study_estimate.choose(records)[:2]
 
 
+def test_the_balanced_rule_weighs_each_group_as_the_fit_does(monkeypatch):
+    """Hand-set CV errors on the noise zoo's 30 models and the sweep's 10: a constant gap errs 0.01 / 0.09, a
+    one-term form 0.04 / 0.02. Pooled, their CV MAEs are 0.03 and 0.035, so the rule takes the constant gap (the
+    sparser too); balanced, each zoo weighs a half: 0.05 against 0.03, and the rule takes the one-term form."""
+    one_term = "C: pixel consistency"
+    monkeypatch.setattr(study_estimate, "FORMS", {study_estimate.BASELINE: None, CONSTANT_GAP: [],
+                                                  one_term: ["consistency_input"]})
+    records = _records("noise", 0.3, runs=30) + _records("sweep", 0.05, runs=10)
+    errors = {study_estimate.BASELINE: [0.3, 0.05], CONSTANT_GAP: [0.01, 0.09], one_term: [0.04, 0.02]}
+
+    def fake(records, form, loss):
+        return np.arange(40), np.repeat(errors[form], [30, 10])
+
+    monkeypatch.setattr(study_estimate, "cv_errors", fake)
+    form, loss, cv = study_estimate.choose(records)
+    assert (form, loss) == (CONSTANT_GAP, study_estimate.SQUARES)
+    assert cv[(CONSTANT_GAP, study_estimate.SQUARES)] == pytest.approx(0.03)
+    form, loss, cv = study_estimate.choose(records, balanced=True)
+    assert (form, loss) == (one_term, study_estimate.SQUARES)
+    assert cv[(CONSTANT_GAP, study_estimate.SQUARES)] == pytest.approx(0.05)
+    assert cv[(one_term, study_estimate.SQUARES)] == pytest.approx(0.03)
+
+
 def test_image_candidates_read_the_patch_space_and_the_fallbacks_do_not():
     """Rule P: the image estimator is chosen among the forms that read the patch space (every one has a term from
     it), the fallback among the others (none has); training accuracy alone is a fallback candidate."""

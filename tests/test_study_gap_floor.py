@@ -40,3 +40,15 @@ def test_groups_keep_those_of_ten_models_or_more():
     found = study_gap_floor.groups(records)
     assert set(found) == {"all", "mnist", "mnist, clean labels"}
     assert len(found["mnist, clean labels"]) == 10 and len(found["all"]) == 21
+
+
+def test_criterion_4_names_the_groups_that_err_more_or_cover_less():
+    """Published 0.020 / 0.95: 0.026 errs more than 0.005 above it, 0.024 does not; coverage 0.80 is below 0.85 and
+    below the published 0.95, but 0.60 against a published 0.60 is no drop."""
+    def group(published, new):
+        return {"published": {"mae": published[0], "coverage_90": published[1]},
+                "new": {"mae": new[0], "coverage_90": new[1]}}
+    sets = {"A": {"all": group((0.020, 0.95), (0.026, 0.95)), "x": group((0.020, 0.95), (0.024, 0.95))},
+            "B": {"all": group((0.020, 0.95), (0.020, 0.80)), "y": group((0.020, 0.60), (0.020, 0.60))}}
+    found = study_gap_floor.criterion_4_misses(sets)
+    assert [line.split(":")[0] for line in found] == ["A / all", "B / all"]

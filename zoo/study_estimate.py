@@ -519,14 +519,18 @@ def cv_errors(records, form: str, loss: str = SQUARES, folds: int = 5, seed: int
     return np.array(index, dtype=np.int64), np.array(errors)
 
 
-def choose(records, candidates: list[str] | None = None, safe: bool = False) -> tuple[str, str, dict]:
+def choose(records, candidates: list[str] | None = None, safe: bool = False,
+           balanced: bool = False) -> tuple[str, str, dict]:
     """(form, loss, CV MAE of every (form, loss)): the sparsest form within PARSIMONY of the best grouped-CV MAE
     inside `records` (the fitting data only), over every form (or the `candidates`) fitted with every loss; among
     equally sparse candidates, the lowest CV MAE. With `safe` (zoo/study_safe.py), only among the candidates no
-    worse than training accuracy on any group of the fitting data (`no_worse_than_training`), where there are any."""
+    worse than training accuracy on any group of the fitting data (`no_worse_than_training`), where there are any.
+    With `balanced` (zoo/study_balanced.py), the CV MAE weighs every group as the fit does (`balance`)."""
     errors = {(form, loss): cv_errors(records, form, loss) for form in candidates or FORMS for loss in LOSSES
               if loss == SQUARES or FORMS[form] is not None}  # training accuracy alone fits nothing
-    cv = {key: float(np.mean(e)) for key, (_, e) in errors.items()}
+    weights = balance(records) if balanced else None
+    cv = {key: float(np.mean(e) if weights is None else np.average(e, weights=weights[index]))
+          for key, (index, e) in errors.items()}
     pool = cv
     if safe:
         pool = {key: cv[key] for key in cv
@@ -626,12 +630,13 @@ def v02(records) -> np.ndarray:
     return np.array([np.nan if (v := r["card"].get("estimate.accuracy")) is None else v for r in records])
 
 
-def evaluate(records, candidates: list[str] | None = None, safe: bool = False) -> dict:
-    """Every split: the form and loss chosen on its fitting data (among `candidates`, default every form; `safe`:
-    `choose`), fitted and calibrated there, evaluated per group of its held-out models beside the baselines."""
+def evaluate(records, candidates: list[str] | None = None, safe: bool = False, balanced: bool = False) -> dict:
+    """Every split: the form and loss chosen on its fitting data (among `candidates`, default every form; `safe`,
+    `balanced`: `choose`), fitted and calibrated there, evaluated per group of its held-out models beside the
+    baselines."""
     results = {}
     for name, (train, test) in splits(records).items():
-        form, loss, cv = choose(train, candidates, safe)
+        form, loss, cv = choose(train, candidates, safe, balanced)
         model = calibrate(train, form, loss)
         p, gap, widen = predict(model, test)
         half = half_width(model, test, gap, widen)
