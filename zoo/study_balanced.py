@@ -77,12 +77,7 @@ def main() -> int:
                                              for (f, l), v in best) + ".", "",
              "Never fitted on: that choice, fitted and calibrated on all the data, against the published estimator "
              "and training accuracy (MAE / 90% coverage):", "",
-             "| set | group | models | published | rule W | training accuracy MAE |", "|---|---|---:|---:|---:|---:|"]
-    for label, table in sets.items():
-        for group, g in table.items():
-            lines.append(f"| {label} | {group} | {g['new']['models']} | {g['published']['mae']:.3f} / "
-                         f"{g['published']['coverage_90']:.2f} | **{g['new']['mae']:.3f}** / "
-                         f"{g['new']['coverage_90']:.2f} | {g['train_acc']['mae']:.3f} |")
+             *G.never_fitted_lines(sets, "rule W")]
     count = held["no_worse_than_training_rows"]
     lines += ["", "## Verdict", "",
               f"1. Held-out rows no worse than training accuracy: {count[0]} → {count[1]} of {held['rows']}: "

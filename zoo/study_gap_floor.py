@@ -108,6 +108,18 @@ def never_fitted(model: dict) -> dict:
     return out
 
 
+def never_fitted_lines(sets: dict, column: str) -> list[str]:
+    """`never_fitted`'s table in markdown, the new estimator's column headed `column` (MAE / 90% coverage)."""
+    lines = [f"| set | group | models | published | {column} | training accuracy MAE |",
+             "|---|---|---:|---:|---:|---:|"]
+    for label, table in sets.items():
+        for group, g in table.items():
+            lines.append(f"| {label} | {group} | {g['new']['models']} | {g['published']['mae']:.3f} / "
+                         f"{g['published']['coverage_90']:.2f} | **{g['new']['mae']:.3f}** / "
+                         f"{g['new']['coverage_90']:.2f} | {g['train_acc']['mae']:.3f} |")
+    return lines
+
+
 def criterion_4_misses(sets: dict) -> list[str]:
     """The never-fitted groups (`never_fitted`) whose new MAE is more than MAE_RISE above the published estimator's,
     or whose 90% coverage is below COVERAGE and below the published one's: one line each."""
@@ -146,12 +158,7 @@ def main() -> int:
              "Never fitted on: the rule's choice on all the data with the G forms "
              f"(**{form.split(':')[0]}**, {loss}) against the published estimator and training accuracy "
              "(MAE / 90% coverage):", "",
-             "| set | group | models | published | new | training accuracy MAE |", "|---|---|---:|---:|---:|---:|"]
-    for label, table in sets.items():
-        for group, g in table.items():
-            lines.append(f"| {label} | {group} | {g['new']['models']} | {g['published']['mae']:.3f} / "
-                         f"{g['published']['coverage_90']:.2f} | **{g['new']['mae']:.3f}** / "
-                         f"{g['new']['coverage_90']:.2f} | {g['train_acc']['mae']:.3f} |")
+             *never_fitted_lines(sets, "new")]
     lines += ["", "## Verdict", "", f"1. The rule's choice on all the data: {form} ({loss}): "
               f"{'met' if met[0] else 'not met'}.", *criteria_lines(held),
               f"4. Never-fitted groups above the published MAE + {MAE_RISE} or below coverage: {len(misses)}: "
