@@ -258,6 +258,23 @@ def test_a_hostile_archive_ends_the_cli_with_one_message(tmp_path, case):
         assert not marker.exists() and not (tmp_path / "card.json").exists()
 
 
+@pytest.mark.parametrize("name, plain", [
+    ("trunk_output.block1.block1-0.proj.0.weight", True),  # torchvision's RegNet: a '-' in a module name
+    ("fc1.weight", True),
+    ('fc1.w", getattr(__import__("os"), "system")("id"), "', False),  # out of torch.fx's quotes
+    ("x=__import__('os').system('id')", False),  # into a `def forward(...)` line
+    ("fc1.weight\n", False),
+])
+def test_program_names_pass_only_when_plain(name, plain):
+    """A name torch pastes into generated code passes only if it can neither close a string nor call anything."""
+    document = json.dumps({"graph_module": {"names": [name]}, name: 1}).encode()
+    if plain:
+        safety.check_program_json(document, "model.json")
+    else:
+        with pytest.raises(GenauditError, match="paste into Python code"):
+            safety.check_program_json(document, "model.json")
+
+
 def test_open_model_checks_the_archive_again_when_torch_reads_it(tmp_path, no_unpickling):
     """A ModelFile made without identify() (or a file swapped after it) is still checked before torch loads it."""
     from genaudit.models import ModelFile

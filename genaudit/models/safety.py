@@ -360,7 +360,10 @@ def _pop(stack: list, before: list) -> list:
 
 # ---- torch.export program JSON ---------------------------------------------------------------------------------
 
-_NAME = re.compile(r"[A-Za-z0-9_.]*")
+# Names torch may paste into the Python code it generates: inside double quotes (torch.fx's getattr(self, "a-b")),
+# as identifiers it sanitizes itself, or in a `def` line, where none of these characters can open a string, a call
+# or an assignment. '-' is in torchvision's own module names (RegNet's "block1-0").
+_NAME = re.compile(r"[A-Za-z0-9_.\-]*")
 _FREE_TEXT = {"metadata", "as_string", "torch_version"}  # kept, or repr()'d into code: never evaluated
 _SPECS = {"in_spec", "out_spec", "context"}  # pytree specs: JSON inside a string
 _SYMPY = frozenset(
@@ -402,7 +405,7 @@ def check_program_json(data: bytes, where: str) -> None:
 def _check_name(name: str, where: str) -> None:
     if not _NAME.fullmatch(name):
         raise _refuse(where, f"it holds the name {name[:80]!r}, which torch would paste into Python code it runs "
-                      "(names are letters, digits, '_' and '.')")
+                      "(names are letters, digits, '_', '.' and '-')")
 
 
 def _check_expression(expr: object, where: str) -> None:
