@@ -52,3 +52,13 @@ def test_criterion_4_names_the_groups_that_err_more_or_cover_less():
             "B": {"all": group((0.020, 0.95), (0.020, 0.80)), "y": group((0.020, 0.60), (0.020, 0.60))}}
     found = study_gap_floor.criterion_4_misses(sets)
     assert [line.split(":")[0] for line in found] == ["A / all", "B / all"]
+
+
+def test_clean_mnist_groups_are_read_where_there_are_any():
+    """Set A's clean MNIST group errs 0.015 against training accuracy's 0.007 (above it), B's 0.010 against 0.012;
+    C has no such group and is not counted."""
+    def group(new, train):
+        return {"new": {"mae": new}, "train_acc": {"mae": train}}
+    sets = {"A": {"mnist, clean labels": group(0.015, 0.007)}, "B": {"mnist, clean labels": group(0.010, 0.012)},
+            "C": {"all": group(0.5, 0.1)}}
+    assert study_gap_floor.clean_mnist_above_training(sets) == (["A", "B"], ["A"])

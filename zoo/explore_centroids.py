@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from study_estimate import patch_votes  # noqa: E402
 from study_validity import CACHE, OUT, SAMPLES, SEED, kendall, zoo_entries  # noqa: E402
 
 ZOO = Path(__file__).resolve().parent
@@ -64,37 +65,33 @@ def predictions(entry: dict, x: np.ndarray) -> np.ndarray:
 def measure() -> dict:
     import genaudit.patches as patches
     from genaudit.data import load_data
-    from genaudit.diagnostics.neighbours import K, curve_neighbours, nearest_neighbours, neighbour_agreement, \
-        vote_at_size, vote_of
 
     out: dict = {}
-    for label, group in entries().items():
-        rows = {str(k): [] for k in SETTINGS}
-        for npz in sorted({e["npz"] for e in group}):
-            ds = load_data(npz, samples=SAMPLES, seed=SEED)  # the samples the study audited
-            labels = np.asarray(ds.y)
-            x = ds.preprocess(ds.x)
-            models = [e for e in group if e["npz"] == npz]
-            preds = [predictions(e, x) for e in models]
-            for k in SETTINGS:
-                start = time.perf_counter()
-                patches.CENTROIDS = k
-                space = patches.patch_features(patches.prepared(x), SEED)
-                idx, dist = nearest_neighbours(space, 2 * K)
-                vote = vote_of(idx[:, :K], dist[:, :K], labels)
-                searches = curve_neighbours(space, K, seed=SEED, strata=labels)
-                for e, pred in zip(models, preds):
-                    found = neighbour_agreement(None, labels, pred, K, neighbours=(idx, dist))
-                    at = vote_at_size(None, labels, pred, vote, int(e["size"]), K, seed=SEED, strata=labels,
-                                      searches=searches)
-                    rows[str(k)].append({"name": e["name"], "holdout": e["holdout"], "corruption": e["corruption"],
-                                         "train_acc": float(np.mean(pred == labels)),
-                                         "reference_agreement": found["reference_agreement"],
-                                         "vote_consistency": found["vote_consistency"], "at_size": at["value"]})
-                print(f"{label} {Path(npz).name} {k} centroids: {len(models)} models, "
-                      f"{time.perf_counter() - start:.1f} s", flush=True)
-        out[label] = rows
-    patches.CENTROIDS = SETTINGS[0]
+    try:
+        for label, group in entries().items():
+            rows = {str(k): [] for k in SETTINGS}
+            for npz in sorted({e["npz"] for e in group}):
+                ds = load_data(npz, samples=SAMPLES, seed=SEED)  # the samples the study audited
+                labels = np.asarray(ds.y)
+                x = ds.preprocess(ds.x)
+                models = [e for e in group if e["npz"] == npz]
+                preds = [predictions(e, x) for e in models]
+                for k in SETTINGS:
+                    start = time.perf_counter()
+                    patches.CENTROIDS = k
+                    space = patches.patch_features(patches.prepared(x), SEED)
+                    votes = patch_votes(space, labels, [(pred, int(e["size"])) for e, pred in zip(models, preds)])
+                    for e, pred, v in zip(models, preds, votes):
+                        rows[str(k)].append({"name": e["name"], "holdout": e["holdout"],
+                                             "corruption": e["corruption"], "train_acc": float(np.mean(pred == labels)),
+                                             "reference_agreement": v["reference_agreement"],
+                                             "vote_consistency": v["vote_consistency"],
+                                             "at_size": v["at_training_size.value"]})
+                    print(f"{label} {Path(npz).name} {k} centroids: {len(models)} models, "
+                          f"{time.perf_counter() - start:.1f} s", flush=True)
+            out[label] = rows
+    finally:
+        patches.CENTROIDS = SETTINGS[0]
     return out
 
 

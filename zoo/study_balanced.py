@@ -57,9 +57,7 @@ def main() -> int:
     form, loss, cv = S.choose(records, candidates, balanced=True)
     sets = G.never_fitted(S.calibrate(records, form, loss))
     missed = G.criterion_4_misses(sets)
-    clean_mnist = {label: table["mnist, clean labels"] for label, table in sets.items()
-                   if "mnist, clean labels" in table}
-    above_training = [label for label, g in clean_mnist.items() if g["new"]["mae"] > g["train_acc"]["mae"]]
+    clean_mnist, above_training = G.clean_mnist_above_training(sets)
     met = [held["criterion_1"], held["criterion_2"], held["criterion_3"], not missed]
     adopted = all(met)
     best = sorted(cv.items(), key=lambda kv: kv[1])[:5]

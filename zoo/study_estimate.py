@@ -277,7 +277,6 @@ def with_patches(records: list[dict]) -> list[dict]:
     once; each model's cached predictions are then voted with the labels it was trained on. Cached in
     CACHE/patches.json (a few seconds per training set the first time)."""
     from genaudit.data import load_data
-    from genaudit.diagnostics.neighbours import K, nearest_neighbours, neighbour_agreement, vote_at_size, vote_of
     from genaudit.patches import patch_space
 
     store = CACHE / "patches.json"
@@ -286,26 +285,37 @@ def with_patches(records: list[dict]) -> list[dict]:
     for npz in sorted({r["npz"] for r in todo}):
         start = time.perf_counter()
         ds = load_data(npz, samples=SAMPLES, seed=SEED)  # the samples the study audited
-        labels = np.asarray(ds.y)
-        x = patch_space(ds.preprocess(ds.x))
-        idx, dist = nearest_neighbours(x, 2 * K)
-        vote = vote_of(idx[:, :K], dist[:, :K], labels)  # the labels' vote: the same for every model
         group = [r for r in todo if r["npz"] == npz]
-        for r in group:
-            pred = np.load(CACHE / r["zoo"] / f"{Path(r['name']).stem}.npz")["pred"].astype(np.int64)
-            found = neighbour_agreement(None, labels, pred, K, neighbours=(idx, dist))
-            size = int(r["card"]["diagnostics.neighbours.input.at_training_size.size"])
-            at = vote_at_size(x, labels, pred, vote, size, K, seed=SEED, strata=labels)
-            done[r["name"]] = {f"{PATCHES}.value": found["value"],
-                               f"{PATCHES}.reference_agreement": found["reference_agreement"],
-                               f"{PATCHES}.vote_consistency": found["vote_consistency"],
-                               f"{PATCHES}.at_training_size.value": at["value"],
-                               f"{PATCHES}.at_training_size.value_by_part": at["value_by_part"]}
+        runs = [(np.load(CACHE / r["zoo"] / f"{Path(r['name']).stem}.npz")["pred"].astype(np.int64),
+                 int(r["card"]["diagnostics.neighbours.input.at_training_size.size"])) for r in group]
+        for r, votes in zip(group, patch_votes(patch_space(ds.preprocess(ds.x)), np.asarray(ds.y), runs)):
+            done[r["name"]] = {f"{PATCHES}.{path}": value for path, value in votes.items()}
         store.write_text(json.dumps(done))
         print(f"{Path(npz).name}: {len(group)} models, {time.perf_counter() - start:.1f} s", flush=True)
     for r in records:
         r["card"].update(done.get(r["name"], {}))
     return records
+
+
+def patch_votes(space: np.ndarray, labels: np.ndarray, runs: list[tuple[np.ndarray, int]]) -> list[dict]:
+    """The patch vote of each of `runs` (a model's predictions on the audited samples, and the size of its training
+    set) as the audit computes it in `space`: its agreement with the labels' vote, the labels' own agreement, the
+    vote's consistency, and the agreement carried to the training set's size (whole and by part), keyed by their
+    paths under diagnostics.neighbours.patches. The searches depend on the space alone: made once for all runs."""
+    from genaudit.diagnostics.neighbours import K, curve_neighbours, nearest_neighbours, neighbour_agreement, \
+        vote_at_size, vote_of
+
+    idx, dist = nearest_neighbours(space, 2 * K)
+    vote = vote_of(idx[:, :K], dist[:, :K], labels)  # the labels' vote: the same for every model
+    searches = curve_neighbours(space, K, seed=SEED, strata=labels)
+    out = []
+    for pred, size in runs:
+        found = neighbour_agreement(None, labels, pred, K, neighbours=(idx, dist))
+        at = vote_at_size(None, labels, pred, vote, size, K, seed=SEED, strata=labels, searches=searches)
+        out.append({"value": found["value"], "reference_agreement": found["reference_agreement"],
+                    "vote_consistency": found["vote_consistency"], "at_training_size.value": at["value"],
+                    "at_training_size.value_by_part": at["value_by_part"]})
+    return out
 
 
 def with_margins(records: list[dict]) -> list[dict]:
