@@ -57,16 +57,18 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path("/work/shared/data/torchvision")
 CIFAR_ROOT = Path("/work/shared/data/cifar10-partial")
 NUM_CLASSES = 10
-DATASETS = ("mnist", "fashion-mnist", "cifar10")
+DATASETS = ("mnist", "fashion-mnist", "cifar10", "mnist-clutter")
 AUDIT_SIZE = 4000        # audited training subset of the 60k runs (stratified, seeded); CIFAR: the whole training set
 CIFAR_TRAIN = 4000       # CIFAR-10 training images (stratified, seeded) out of the 5,169 available
-SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32)}
+SHAPE = {"mnist": (1, 28, 28), "fashion-mnist": (1, 28, 28), "cifar10": (3, 32, 32), "mnist-clutter": (1, 28, 28)}
+CLUTTER = dict(angle=45.0, shift=4, train=4000)  # mnist-clutter: rotation +-45 deg, shift +-4 px, 4,000 trained on
 # per-channel mean / std of x/255 (MNIST's and CIFAR-10's are the usual published values; Fashion-MNIST's are
 # its training split's); baked into the model's first module when normalization == "meanstd"
 MEANSTD = {
     "mnist": ((0.1307,), (0.3081,)),
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "mnist-clutter": ((0.5488,), (0.2965,)),  # its 4,000 training images'
 }
 
 # Optimizer + schedule recipes. lr is the peak (OneCycle) or initial (cosine) learning rate; schedules step per
@@ -216,6 +218,18 @@ def recipes_grid() -> list[dict]:
     return runs
 
 
+def clutter_grid() -> list[dict]:
+    """mnist-clutter runs (`cluttered`), built with --clutter into their own folder (default zoo/clutter) for
+    zoo/study_clutter.py: the CIFAR-10 block's recipes on a data set whose neighbours are as poor judges as CIFAR-10's
+    for a reason other than wrong labels. CNNs (SGD, cosine, 30 epochs) with and without +-2 px shifts at 0, 20, 40
+    and 60% wrong labels; ResNet-8s (25 epochs) with and without shifts at 0 and 40%; five checkpoints each, from
+    underfit to memorized."""
+    cnn = lambda aug, c: _run("clutter", "mnist-clutter", "cnn", "sgdcos", aug, c, 30, CIFAR_CNN_CK)  # noqa: E731
+    res = lambda aug, c: _run("clutter", "mnist-clutter", "resnet", "sgdcos", aug, c, 25, CIFAR_RES_CK)  # noqa: E731
+    return [cnn(aug, c) for c in (0, 40, 20, 60) for aug in ("shift2", "none")] + \
+        [res(aug, c) for c in (0, 40) for aug in ("shift2", "none")]
+
+
 TINY_SIZES = dict(full_train=3000, full_hold=1000, audit=1000, cifar_train=600)
 
 
@@ -278,6 +292,15 @@ def load_dataset(dataset: str, data_root: Path, cifar_root: Path, seed: int, tin
             x_hold, y_hold, hold_index, hold_source = x_hold[keep], y_hold[keep], hold_index[keep], hold_source[keep]
         data = dict(x_train=x_all[itr], y_train=y_all[itr], train_index=itr, audit=np.arange(len(itr)),
                     x_hold=x_hold, y_hold=y_hold, hold_index=hold_index, hold_source=hold_source)
+    elif dataset == "mnist-clutter":
+        x_tr, y_tr = load_split(data_root, "mnist", train=True)
+        x_te, y_te = load_split(data_root, "mnist", train=False)
+        n_train = TINY_SIZES["cifar_train"] if tiny else CLUTTER["train"]
+        itr = stratified_subset(y_tr, n_train, dseed + 300)
+        ite = stratified_subset(y_te, 500, dseed + 100) if tiny else np.arange(len(y_te))
+        data = dict(x_train=cluttered(x_tr[itr], dseed + 400), y_train=y_tr[itr], train_index=itr,
+                    audit=np.arange(len(itr)), x_hold=cluttered(x_te[ite], dseed + 401), y_hold=y_te[ite],
+                    hold_index=ite, hold_source=None)
     else:
         x_tr, y_tr = load_split(data_root, dataset, train=True)
         x_te, y_te = load_split(data_root, dataset, train=False)
@@ -292,6 +315,24 @@ def load_dataset(dataset: str, data_root: Path, cifar_root: Path, seed: int, tin
                     x_hold=x_te[ite], y_hold=y_te[ite], hold_index=ite, hold_source=None)
     data["seed"] = dseed
     return data
+
+
+def cluttered(x: np.ndarray, seed: int) -> np.ndarray:
+    """MNIST digits (N x 1 x 28 x 28 uint8) as mnist-clutter shows them, after Larochelle et al. (2007)'s
+    mnist-rot and mnist-back-rand: each rotated by an angle uniform in +-CLUTTER['angle'] degrees, shifted by
+    whole pixels uniform in +-CLUTTER['shift'] on each axis, then laid on uniform random noise (each pixel the larger
+    of the digit's and the noise's). A data set whose pixel and patch neighbours are poor judges without a single
+    wrong label (the patch vote's halves agree on about 0.38 of its images, as on CIFAR-10's), while a CNN still
+    learns it. Seeded: the same images every build."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(x)
+    for i, image in enumerate(x[:, 0].astype(np.float32)):
+        turned = ndimage.rotate(image, rng.uniform(-CLUTTER["angle"], CLUTTER["angle"]), reshape=False, order=1)
+        moved = ndimage.shift(turned, rng.integers(-CLUTTER["shift"], CLUTTER["shift"] + 1, 2), order=0)
+        out[i, 0] = np.clip(np.maximum(moved, rng.uniform(0, 255, moved.shape)), 0, 255).astype(np.uint8)
+    return out
 
 
 def noisy_labels(data: dict, percent: int) -> np.ndarray:
@@ -605,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipes", action="store_true", help="build the runs with label smoothing and mixup "
                    "(recipes_grid: full-data MNIST / Fashion-MNIST, CIFAR-10) instead, into --out (default "
                    "zoo/recipes)")
+    p.add_argument("--clutter", action="store_true", help="build the mnist-clutter runs (clutter_grid) instead, "
+                   "into --out (default zoo/clutter)")
     p.add_argument("--list", action="store_true", help="print the runs and exit")
     p.add_argument("--summarize", type=Path, metavar="DIR", help="print the summary table of DIR/manifest.json")
     p.add_argument("--blocks", type=str, default="full-mlp,cifar,full-cnn,small,more,extra",
@@ -632,13 +675,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.out is None:
-        folder = "fresh" if args.fresh else "fresh2" if args.fresh2 else "recipes" if args.recipes else "realuse"
+        folder = "fresh" if args.fresh else "fresh2" if args.fresh2 else "recipes" if args.recipes \
+            else "clutter" if args.clutter else "realuse"
         args.out = ROOT / "zoo" / folder
     grid = tiny_grid() if args.tiny else fresh_grid() if args.fresh else fresh2_grid() if args.fresh2 \
-        else recipes_grid() if args.recipes else default_grid()
+        else recipes_grid() if args.recipes else clutter_grid() if args.clutter else default_grid()
     blocks = set(b.strip() for b in args.blocks.split(","))
     everything = grid
-    if not args.tiny and not args.fresh and not args.fresh2 and not args.recipes:
+    if not any((args.tiny, args.fresh, args.fresh2, args.recipes, args.clutter)):
         grid = [j for j in grid if j["block"] in blocks]
     if args.runs:
         grid = [j for j in grid if re.search(args.runs, j["run"])]

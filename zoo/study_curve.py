@@ -2,7 +2,8 @@
 """The input vote carried to each model's training-set size, for the caches of `study_validity.py compute`
 (computed before genaudit's scorecards held `diagnostics.neighbours.input.at_training_size`).
 
-    python zoo/study_curve.py     # -> zoo/validity/cache/curves.json, read by zoo/study_estimate.py
+    python zoo/study_curve.py                 # -> zoo/validity/cache/curves.json, read by zoo/study_estimate.py
+    python zoo/study_curve.py --zoos clutter  # add (or redo) one zoo's models, keeping every other entry
 
 genaudit's own function (`vote_at_size`), on the same 2,000 seeded audited samples and the cached
 predictions (no network reruns), so each value is what `genaudit score` reports for that model when pointed at its
@@ -34,10 +35,19 @@ BASE = "diagnostics.neighbours.input"
 KEYS = ("value", "reference_agreement", "value_by_part")  # what zoo/study_estimate.py reads
 
 
-def main() -> None:
+ZOOS = ("noise", "sweep", "realuse")  # the estimator's zoos: the default rewrites the store with these alone
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--zoos", default=",".join(ZOOS), help=f"comma-separated zoos (default {','.join(ZOOS)}: the "
+                   "store rewritten with them alone; others: their entries added to the store)")
+    zoos = tuple(p.parse_args(argv).zoos.split(","))
     data: dict[str, tuple[np.ndarray, np.ndarray, int, np.ndarray]] = {}
-    out = {}
-    for r in load_records(("noise", "sweep", "realuse")):
+    out = {} if zoos == ZOOS or not OUT.exists() else json.loads(OUT.read_text())
+    for r in load_records(zoos):
         if r["npz"] not in data:
             ds = load_data(r["npz"], samples=SAMPLES, seed=SEED)
             x = np.concatenate(list(ds.batches(512, "flat"))).astype(np.float64)

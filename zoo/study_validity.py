@@ -53,6 +53,7 @@ ZOOS = {
     "noise": ROOT / "zoo" / "models",
     "sweep": ROOT / "zoo" / "sweep",
     "realuse": ROOT / "zoo" / "realuse",  # zoo/build_realuse.py: full-data recipes and CIFAR-10 (zoo/REALUSE.md)
+    "clutter": ROOT / "zoo" / "clutter",  # zoo/build_realuse.py --clutter: mnist-clutter (zoo/study_clutter.py)
 }
 SAMPLES = 2000
 SEED = 0
@@ -681,9 +682,10 @@ def fmt(v, digits=3):
 
 
 def analyze(log) -> None:
-    records = [r for r in load_records() if r["holdout"] is not None]
-    log(f"{len(records)} models: " + ", ".join(f"{z} {sum(r['zoo'] == z for r in records)}" for z in ZOOS))
-    results: dict = {"models": {z: sum(r["zoo"] == z for r in records) for z in ZOOS}}
+    zoos = ("noise", "sweep")  # the v0.2 study's zoos (load_records' default)
+    records = [r for r in load_records(zoos) if r["holdout"] is not None]
+    log(f"{len(records)} models: " + ", ".join(f"{z} {sum(r['zoo'] == z for r in records)}" for z in zoos))
+    results: dict = {"models": {z: sum(r["zoo"] == z for r in records) for z in zoos}}
     md = [f"# Validity study: results ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", "",
           "Models: " + ", ".join(f"{z} zoo {n}" for z, n in results["models"].items()) + ".", ""]
 

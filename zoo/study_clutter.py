@@ -1,0 +1,180 @@
+#!/usr/bin/env python
+"""Registered before its first run: does a fitting zoo whose neighbours are poor judges without wrong labels correct
+the estimate on CIFAR-10 when CIFAR-10 is never fitted on?
+
+Why. Fitted without CIFAR-10, Z1 judges CIFAR-10 too pessimistically (mean error +0.059, MAE 0.067:
+zoo/validity/residuals.md). Its terms lie inside the range the fit spans: to a fit on MNIST-like zoos, a patch vote
+whose halves agree on 0.17-0.42 of the images is what many wrong labels look like (the label-noise zoo), and there
+it means a large gap. On CIFAR-10 the vote is weak because pixels and patches are poor neighbours of natural
+images, not because labels are wrong, and the gap is smaller than Z1 says. No model in the fitting zoos has weak
+neighbours and clean labels.
+
+The zoo (`python zoo/build_realuse.py --clutter --jobs 2` -> zoo/clutter, 12 runs, 60 checkpoints, 12 minutes):
+mnist-clutter (`build_realuse.cluttered`), MNIST digits rotated by up to +-45 degrees, shifted by up to +-4 pixels
+and laid on uniform random noise, after Larochelle et al. (2007)'s mnist-rot and mnist-back-rand. On its clean
+labels the patch vote's halves agree on about 0.38 of the images, within CIFAR-10's range. The transform was
+chosen for that agreement alone, which is a summary of CIFAR-10's training images; no held-out accuracy of any
+CIFAR-10 model was read in choosing it. The recipes are the real-use zoo's CIFAR-10 block: 4,000 training images,
+CNNs (SGD, cosine, 30 epochs) with and without +-2 px shifts at 0 / 20 / 40 / 60% wrong labels, and ResNet-8s (25
+epochs) with and without shifts at 0 / 40%. Held-out accuracy is on the 10,000 MNIST test digits, cluttered the
+same way. Audited like every zoo (`python zoo/study_validity.py compute --zoo clutter`, `python zoo/study_curve.py
+--zoos clutter`), as its own group ("clutter zoo", weighing in the fit as each other group does).
+
+The form and loss are held fixed: Z1 by least squares, the published estimator's, in every fit below, so only the
+fitting data differ. Each fit is calibrated as the published one is (each zoo and data set predicted by a fit on
+the others).
+
+1. Every split of zoo/study_estimate.py, Z1 fitted without and with the clutter zoo, evaluated on the same held-out
+   models (the clutter zoo's never among them).
+2. The fresh CIFAR-10 runs (85 checkpoints, never fitted on, never chosen on), by the fit without CIFAR-10, without
+   and with the clutter zoo.
+3. The sets never fitted on (fresh CIFAR-10 runs, unseen full-data runs, label-smoothing / mixup recipes), by Z1
+   fitted and calibrated on all four zoos, against the published estimator.
+4. Reported, not a criterion: the clutter zoo itself, never fitted on, by the published estimator (its audits' own
+   estimate) and by Z1 fitted on the three zoos (a new data set for the estimator as it ships).
+
+Adopted — the clutter zoo joins the fitting data and genaudit/estimate_model.json is refitted (Z1, least squares,
+on all four zoos) — only if all four hold:
+
+- C1: fitted without CIFAR-10, the real-use zoo's CIFAR-10 models err at most 0.050 (the issue's target) and at
+  least 0.005 less than without the clutter zoo;
+- C2: on the fresh CIFAR-10 runs, the fit without CIFAR-10 errs less with the clutter zoo than without;
+- C3: in no other split do the held-out models as a whole err more than 0.005 more, and the label-noise zoo's
+  Kendall τ held out falls by no more than 0.005;
+- C4: on the never-fitted sets, no group (all, each data set, its clean-label runs) errs more than 0.005 above the
+  published estimator, or covers less than 0.85 where the published estimator covers at least that
+  (`study_gap_floor.criterion_4_misses`).
+
+    python zoo/study_clutter.py      # -> zoo/validity/clutter.md and .json (about 2 minutes with the caches)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import study_estimate as S  # noqa: E402
+import study_fresh_estimate as F  # noqa: E402
+from study_gap_floor import criterion_4_misses, never_fitted, never_fitted_lines  # noqa: E402
+from study_validity import OUT, load_records  # noqa: E402
+
+Z1 = "Z1: X1 in the patch space"
+CIFAR = "fit all but CIFAR-10 -> eval CIFAR-10"
+NOISE = "fit all but noise zoo -> eval noise zoo"
+TARGET, GAIN, RISE = 0.050, 0.005, 0.005
+
+
+def clutter_records() -> list[dict]:
+    """The clutter zoo's models with every value Z1 reads (the study's pipeline, as `S.study_records`)."""
+    return S.usable(S.with_memorized(S.with_margins(S.with_patches(S.with_curves(load_records(("clutter",)))))))
+
+
+def fitted(train: list[dict]) -> dict:
+    """Z1 by least squares fitted and calibrated on `train`."""
+    return S.calibrate(train, Z1, S.SQUARES)
+
+
+def scored(model: dict, test: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """(estimates, 90% half-widths) of `model` on `test`."""
+    p, gap, widen = S.predict(model, test)
+    return p, S.half_width(model, test, gap, widen)
+
+
+def held_out(records: list[dict], extra: list[dict]) -> dict:
+    """Every split: Z1 fitted on its fitting data plus those of `extra` its rule admits, evaluated per group on its
+    held-out models of `records` (never on `extra`'s)."""
+    out, fits = {}, S.splits(records + extra)
+    for name, (_, test) in S.splits(records).items():
+        train = fits[name][0]
+        p, half = scored(fitted(train), test)
+        groups = {"all": list(range(len(test))), **S.group_indices(test)}
+        out[name] = {"fit_models": len(train),
+                     "groups": {g: S.metrics([test[i] for i in idx], p[idx], half[idx]) for g, idx in groups.items()}}
+    return out
+
+
+def verdict(without: dict, with_: dict, fresh: tuple[dict, dict], misses: list[str]) -> dict:
+    cifar = [without[CIFAR]["groups"]["all"]["mae"], with_[CIFAR]["groups"]["all"]["mae"]]
+    rises = [f"{name}: {without[name]['groups']['all']['mae']:.3f} -> {with_[name]['groups']['all']['mae']:.3f}"
+             for name in without if name != CIFAR
+             and with_[name]["groups"]["all"]["mae"] > without[name]["groups"]["all"]["mae"] + RISE]
+    tau = [without[NOISE]["groups"]["all"]["tau"], with_[NOISE]["groups"]["all"]["tau"]]
+    return {"C1": cifar[1] <= TARGET and cifar[1] <= cifar[0] - GAIN, "cifar": cifar,
+            "C2": fresh[1]["mae"] < fresh[0]["mae"], "fresh": [fresh[0]["mae"], fresh[1]["mae"]],
+            "C3": not rises and tau[1] >= tau[0] - RISE, "rises": rises, "noise_tau": tau,
+            "C4": not misses, "misses": misses}
+
+
+def main() -> int:
+    records, clutter = S.study_records(), clutter_records()
+    if not clutter:
+        sys.exit("no clutter zoo in the caches: build and audit it first (module docstring)")
+    without, with_ = held_out(records, []), held_out(records, clutter)
+    train = S.splits(records)[CIFAR][0]
+    fresh = S.with_memorized(F.records(("fresh", "fresh2"), "fresh_estimate_rebuilt"))
+    fresh_rows = [S.metrics(fresh, *scored(fitted(part), fresh)) for part in (train, train + clutter)]
+    everything = fitted(records + clutter)
+    sets = never_fitted(everything)
+    misses = criterion_4_misses(sets)
+    decided = verdict(without, with_, fresh_rows, misses)
+    adopted = all(decided[c] for c in ("C1", "C2", "C3", "C4"))
+    p, half = scored(fitted(records), clutter)
+    published = np.array([r["card"].get("estimate.accuracy", np.nan) for r in clutter], float)
+    alone = {"Z1 on the three zoos": S.metrics(clutter, p, half), "published": S.metrics(clutter, published),
+             "training accuracy": S.metrics(clutter, [S.read(r, "train_acc") for r in clutter]),
+             "patch vote at N": S.metrics(clutter, [r["card"][f"{S.PATCHES}.at_training_size.value"]
+                                                   for r in clutter])}
+    consistency = [r["card"][f"{S.PATCHES}.vote_consistency"] for r in clutter]
+    (OUT / "clutter.json").write_text(json.dumps(
+        {"without": without, "with": with_, "fresh": fresh_rows, "never_fitted": sets, "clutter_alone": alone,
+         "clutter_models": len(clutter), "verdict": decided, "adopted": adopted,
+         "all_four": {"intercept": everything["intercept"], "coefficients": everything["coefficients"],
+                      "quantile_90": everything["conformal"]["quantile_90"]}}, indent=1))
+
+    def cell(m: dict) -> str:
+        tau = "–" if m["tau"] is None else f"{m['tau']:.3f}"
+        cover = f" / {m['coverage_90']:.2f}" if "coverage_90" in m else ""
+        return f"{m['mae']:.3f} / {m['bias']:+.3f}{cover} / {tau}"
+
+    lines = ["# A zoo whose neighbours are poor judges without wrong labels (mnist-clutter)", "",
+             "Generated by `python zoo/study_clutter.py` (the module docstring has the zoo, the fits and the "
+             f"adoption criteria, registered before the first run). {len(clutter)} clutter checkpoints; their patch "
+             f"vote's consistency {min(consistency):.2f}-{max(consistency):.2f}. Z1 by least squares in every fit. "
+             "Cells: MAE / bias / 90% coverage / Kendall τ.", "",
+             "## Held out: Z1 fitted without → with the clutter zoo", "",
+             "| split | group | models | without | with |", "|---|---|---:|---:|---:|"]
+    for name, res in without.items():
+        for group, m in res["groups"].items():
+            lines.append(f"| {name} | {group} | {m['models']} | {cell(m)} | **{cell(with_[name]['groups'][group])}** |")
+    lines += ["", "## The fresh CIFAR-10 runs, fitted without CIFAR-10", "",
+              "| fit | models | MAE / bias / coverage / τ |", "|---|---:|---:|",
+              f"| without the clutter zoo | {fresh_rows[0]['models']} | {cell(fresh_rows[0])} |",
+              f"| with it | {fresh_rows[1]['models']} | **{cell(fresh_rows[1])}** |", "",
+              "## Never fitted on: Z1 fitted on all four zoos against the published estimator", "",
+              *never_fitted_lines(sets, "all four zoos"), "",
+              "## The clutter zoo, never fitted on (reported, not a criterion)", "",
+              "| read as the estimate | MAE / bias / coverage / τ |", "|---|---:|",
+              *[f"| {name} | {cell(m)} |" for name, m in alone.items()], "", "## Verdict", "",
+              f"- C1: CIFAR-10 fitted without it: {decided['cifar'][0]:.3f} → {decided['cifar'][1]:.3f} (at most "
+              f"{TARGET}, and {GAIN} less): {'met' if decided['C1'] else 'not met'}.",
+              f"- C2: fresh CIFAR-10 runs: {decided['fresh'][0]:.3f} → {decided['fresh'][1]:.3f}: "
+              f"{'met' if decided['C2'] else 'not met'}.",
+              f"- C3: other splits up by more than {RISE}: {len(decided['rises'])}; noise zoo τ "
+              f"{decided['noise_tau'][0]:.3f} → {decided['noise_tau'][1]:.3f}: "
+              f"{'met' if decided['C3'] else 'not met'}.",
+              *[f"  - {line}" for line in decided["rises"]],
+              f"- C4: never-fitted groups above the published MAE + {RISE} or below coverage: {len(misses)}: "
+              f"{'met' if decided['C4'] else 'not met'}.", *[f"  - {line}" for line in misses], "",
+              f"**{'Adopted' if adopted else 'Not adopted'}.**"]
+    (OUT / "clutter.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
