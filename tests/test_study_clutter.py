@@ -59,3 +59,31 @@ def test_verdict_wants_cifar_below_the_target_and_the_noise_tau_kept():
     with_ = {study_clutter.CIFAR: _split(0.055), study_clutter.NOISE: _split(0.069, 0.820)}
     found = study_clutter.verdict(without, with_, ({"mae": 0.050}, {"mae": 0.050}), ["x"])
     assert not found["C1"] and not found["C2"] and not found["C3"] and not found["C4"]
+
+
+def _record(noise: float) -> dict:
+    """A record whose patch vote's label noise (consistency - the labels' agreement) is `noise`."""
+    return {"card": {f"{study_clutter.S.PATCHES}.vote_consistency": 0.5 + noise,
+                     f"{study_clutter.S.PATCHES}.reference_agreement": 0.5}}
+
+
+def test_the_regime_is_noisy_from_three_standard_errors_of_label_noise():
+    assert list(study_clutter.noisy([_record(0.0), _record(0.049), _record(0.05), _record(0.3)])) == \
+        [False, False, True, True]
+
+
+def test_r1_reads_each_model_with_its_regimes_fit(monkeypatch):
+    """Two regimes with constant gaps 0.01 (clean) and 0.2 (noisy): each record gets its own regime's gap."""
+    def constant(gap):
+        return {"coefficients": {}, "intercept": gap}
+
+    def fake_predict(model, records):
+        n = len(records)
+        return np.full(n, 1.0 - model["intercept"]), np.full(n, model["intercept"]), np.zeros(n)
+
+    monkeypatch.setattr(study_clutter, "_predict", fake_predict)
+    model = {"regimes": {"clean": constant(0.01), "noisy": constant(0.2)}}
+    estimate, gap, widen = study_clutter.regime_predict(model, [_record(0.3), _record(0.0), _record(0.1)])
+    np.testing.assert_allclose(gap, [0.2, 0.01, 0.2])
+    np.testing.assert_allclose(estimate, [0.8, 0.99, 0.8])
+    np.testing.assert_allclose(widen, 0.0)
