@@ -82,8 +82,17 @@ def test_r1_reads_each_model_with_its_regimes_fit(monkeypatch):
         return np.full(n, 1.0 - model["intercept"]), np.full(n, model["intercept"]), np.zeros(n)
 
     monkeypatch.setattr(study_clutter, "_predict", fake_predict)
-    model = {"regimes": {"clean": constant(0.01), "noisy": constant(0.2)}}
+    model = {"form": study_clutter.R1, "regimes": {"clean": constant(0.01), "noisy": constant(0.2)}}
     estimate, gap, widen = study_clutter.regime_predict(model, [_record(0.3), _record(0.0), _record(0.1)])
     np.testing.assert_allclose(gap, [0.2, 0.01, 0.2])
     np.testing.assert_allclose(estimate, [0.8, 0.99, 0.8])
     np.testing.assert_allclose(widen, 0.0)
+
+
+def test_r2_gates_on_the_pixel_votes_reliability():
+    """Pixel vote consistency 0.3 and 0.49 are no reliable reference (below 0.5, the published interval's
+    threshold); 0.5 and 0.9 are."""
+    records = [{"card": {"diagnostics.neighbours.input.vote_consistency": c}} for c in (0.3, 0.49, 0.5, 0.9)]
+    assert list(study_clutter.weak(records)) == [True, True, False, False]
+    gate, names = study_clutter.REGIMES[study_clutter.R2]
+    assert gate is study_clutter.weak and names == ("reliable", "unreliable")
