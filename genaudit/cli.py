@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from enum import Enum
 from functools import wraps
@@ -204,11 +205,13 @@ def with_options(run: bool = False) -> Callable[[Callable], Callable]:
 
 def _progress(label: str, enabled: bool):
     """A transient progress bar on stderr, shown only in an interactive terminal (in a CI log or a pipe it would
-    leave nothing useful but an empty line)."""
+    leave nothing useful but an empty line); elsewhere nothing, and rich's progress module is not imported."""
+    if not (enabled and err.is_interactive):
+        return nullcontext(), lambda done, total: None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err, transient=True, disable=not (enabled and err.is_interactive))
+                   TimeElapsedColumn(), console=err, transient=True)
     task = bar.add_task(label, total=None)
     return bar, lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -436,8 +439,6 @@ def watch(
 
     Each new checkpoint updates the comparison: trend and early-stopping advice. What it watches and the
     checkpoints it finds are said on stderr as they appear."""
-    from contextlib import nullcontext
-
     from genaudit.comparison import Watcher
     from genaudit.models import SUFFIXES
 

@@ -307,3 +307,23 @@ def test_watch_says_what_it_watches_and_what_it_finds(tmp_path):
     assert found.exit_code == 0, found.output
     assert "found 2 new checkpoint(s), 2 in all: ckpt_0.onnx, ckpt_1.onnx; auditing" in found.stderr
     assert json.loads(found.stdout)["rank_by"]["metric"] == "estimate"  # one document: the second look found none
+
+
+def test_the_progress_bar_is_shown_only_on_an_interactive_terminal(monkeypatch):
+    """In a pipe or a CI log there is no bar at all (a no-op context and callback); in a terminal, rich's bar."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    import genaudit.cli as cli
+
+    monkeypatch.setattr(cli, "err", Console(stderr=True, force_terminal=False, force_interactive=False))
+    for enabled in (True, False):
+        bar, progress = cli._progress("audit", enabled)
+        with bar:
+            progress(1, 2)
+        assert not isinstance(bar, Progress)
+    monkeypatch.setattr(cli, "err", Console(stderr=True, file=io.StringIO(), force_terminal=True,
+                                            force_interactive=True))
+    bar, progress = cli._progress("audit", True)
+    assert isinstance(bar, Progress)
+    assert not isinstance(cli._progress("audit", False)[0], Progress)  # a JSON or CSV report: no bar either
