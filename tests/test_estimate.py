@@ -75,6 +75,7 @@ def test_an_unreliable_pixel_reference_gets_the_absolute_floor_and_says_so(monke
     block = estimate_module.estimate(card)
     assert block["interval"] == pytest.approx([0.73 - 0.3, 1.0])
     assert "two disjoint votes agree on 39% of samples" in block["basis"] and "±0.300" in block["basis"]
+    assert "mnist-clutter" in block["basis"] and "mostly too low" in block["basis"]  # the direction of its error
     card["diagnostics"]["neighbours"]["input"]["vote_consistency"] = 0.9
     block = estimate_module.estimate(card)
     assert block["interval"] == pytest.approx([0.73 - 0.1, 0.73 + 0.1]) and "reliable" not in block["basis"]
