@@ -96,3 +96,16 @@ def test_r2_gates_on_the_pixel_votes_reliability():
     assert list(study_clutter.weak(records)) == [True, True, False, False]
     gate, names = study_clutter.REGIMES[study_clutter.R2]
     assert gate is study_clutter.weak and names == ("reliable", "unreliable")
+
+
+def test_never_fitted_records_get_their_model_file_and_training_file(tmp_path, monkeypatch):
+    """A record named "fresh/a.onnx" (study_fresh_estimate's key) is given zoo/fresh/a.onnx and the training .npz
+    its manifest names."""
+    import json
+
+    (tmp_path / "fresh").mkdir()
+    (tmp_path / "fresh" / "manifest.json").write_text(json.dumps([{"file": "a.onnx", "train_npz": "train_c30.npz"}]))
+    monkeypatch.setattr(study_clutter.F, "ZOO", tmp_path)
+    records = study_clutter.with_files([{"name": "fresh/a.onnx"}], ("fresh",))
+    assert records == [{"name": "fresh/a.onnx", "file": str(tmp_path / "fresh" / "a.onnx"),
+                        "npz": str(tmp_path / "fresh" / "train_c30.npz")}]

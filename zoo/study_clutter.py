@@ -84,11 +84,30 @@ stage chose its gate from stage 1's held-out rows named above (stages 1-3's rows
 been read too); it is judged by the same criteria C1-C4 against Z1 without the zoo.
 Adoption would also need two regimes in the estimator file and genaudit/estimate.py.
 
+Stage 5, registered after stage 4 was read (commit 3b1064d) and before its run. Every stage so far read label noise
+through the neighbours, which cannot see it where they are weak (stage 3). The one signal of the study that does not
+come from the neighbours is how much training accuracy a model loses when its images move 2 pixels
+(`zoo/study_shifts.py`: drop_shifts, on 500 of the audited images; a model that memorized fits wrong labels on narrow
+spikes). Explored alone it did not help CIFAR-10 (shifts.md: S1 imposed 0.073), but it was never fitted together
+with weak-neighbour, clean-label models. With the clutter zoo, the form fitted is:
+
+- S2 (`--form S2 --name clutter_s2`; the candidate): Z1 plus drop_shifts plus drop_shifts times the patch vote's
+  consistency, so that the drop can weigh more where the vote is weak;
+- S1 (`--form S1 --name clutter_s1`; reported, not a candidate): Z1 plus drop_shifts.
+
+Nothing about drop_shifts was looked at on the clutter zoo or the never-fitted sets before this registration. Its
+values are computed for every model of the zoos, the clutter zoo and the never-fitted sets (study_shifts.with_shifts,
+cached in CACHE/shifts.json; about 15 minutes the first time). Criteria C1-C4 as before, S2 with the clutter zoo
+against Z1 without it, on the same models. Adoption would also need the audit to compute the drop (four more passes
+over 500 samples, a bounded cost to measure in bench/).
+
     python zoo/study_clutter.py      # -> zoo/validity/clutter.md and .json (about 10 seconds with the caches)
     python zoo/study_clutter.py --form Z2 --name clutter_z2      # stage 2's candidate
     python zoo/study_clutter.py --form K1 --name clutter_k1      # stage 2, reported
     python zoo/study_clutter.py --form R1 --name clutter_r1      # stage 3's candidate
     python zoo/study_clutter.py --form R2 --name clutter_r2      # stage 4's candidate
+    python zoo/study_clutter.py --form S2 --name clutter_s2      # stage 5's candidate
+    python zoo/study_clutter.py --form S1 --name clutter_s1      # stage 5, reported
 """
 
 from __future__ import annotations
@@ -165,9 +184,37 @@ def install_regimes() -> None:
     S.fit, S.predict = regime_fit, regime_predict
 
 
-def clutter_records() -> list[dict]:
-    """The clutter zoo's models with every value Z1 reads (the study's pipeline, as `S.study_records`)."""
-    return S.usable(S.with_memorized(S.with_margins(S.with_patches(S.with_curves(load_records(("clutter",)))))))
+def clutter_records(extend=lambda records: records) -> list[dict]:
+    """The clutter zoo's models with every value the forms read (the study's pipeline, as `S.study_records`;
+    `extend` adds the values of forms under exploration)."""
+    return S.usable(extend(S.with_memorized(S.with_margins(S.with_patches(S.with_curves(
+        load_records(("clutter",))))))))
+
+
+SHIFT_FORMS = ("S1", "S2")
+
+
+def install_shifts():
+    """Make study_shifts' forms S1 and S2 study_estimate's forms; returns the function that adds their term (the
+    accuracy lost under 2-pixel shifts) to records."""
+    import study_shifts
+
+    S.PATHS["drop_shifts"] = [study_shifts.TERM]
+    S.PATHS["drop_shifts_x_patch_reliability"] = ([study_shifts.TERM], [f"{S.PATCHES}.vote_consistency"])
+    S.FORMS.update(study_shifts.NEW)
+    return study_shifts.with_shifts
+
+
+def with_files(records: list[dict], folders: tuple[str, ...]) -> list[dict]:
+    """Never-fitted audit records (`study_fresh_estimate.records`) with their model file and training .npz under
+    the keys the zoos' records use."""
+    files = {}
+    for folder in folders:
+        for e in json.loads((F.ZOO / folder / "manifest.json").read_text()):
+            files[f"{folder}/{e['file']}"] = (str(F.ZOO / folder / e["file"]), str(F.ZOO / folder / e["train_npz"]))
+    for r in records:
+        r["file"], r["npz"] = files[r["name"]]
+    return records
 
 
 def form_named(tag: str) -> str:
@@ -219,22 +266,26 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--form", default="Z1", help="the form fitted with the clutter zoo (default Z1; stage 2: Z2, "
-                        "K1; stage 3: R1; stage 4: R2); without it, Z1 always")
+                        "K1; stage 3: R1; stage 4: R2; stage 5: S2, S1); without it, Z1 always")
     parser.add_argument("--name", default="clutter", help="zoo/validity/<name>.md and .json (default clutter)")
     args = parser.parse_args(argv)
     if args.form in ("R1", "R2"):
         install_regimes()
+    extend = install_shifts() if args.form in SHIFT_FORMS else (lambda records: records)
     tag, form = args.form, form_named(args.form)
-    records, clutter = S.study_records(), clutter_records()
+    records, clutter = S.study_records(extend), clutter_records(extend)
     if not clutter:
         sys.exit("no clutter zoo in the caches: build and audit it first (module docstring)")
     without, with_ = held_out(records, []), held_out(records, clutter, form)
     train = S.splits(records)[CIFAR][0]
     fresh = S.with_memorized(F.records(("fresh", "fresh2"), "fresh_estimate_rebuilt"))
+    if tag in SHIFT_FORMS:
+        fresh = extend(with_files(fresh, ("fresh", "fresh2")))
     fresh_rows = [S.metrics(fresh, *scored(fitted(train), fresh)),
                   S.metrics(fresh, *scored(fitted(train + clutter, form), fresh))]
     everything = fitted(records + clutter, form)
-    sets = never_fitted(everything)
+    sets = never_fitted(everything, (lambda r, folders: extend(with_files(r, folders))) if tag in SHIFT_FORMS
+                        else None)
     misses = criterion_4_misses(sets)
     decided = verdict(without, with_, fresh_rows, misses)
     adopted = all(decided[c] for c in ("C1", "C2", "C3", "C4"))
