@@ -205,6 +205,19 @@ def install_shifts():
     return study_shifts.with_shifts
 
 
+def drop_lines(records: list[dict]) -> list[str]:
+    """Markdown rows: per group (`S.group_of`) and share of wrong labels, the median drop under shifts, training
+    accuracy and held-out accuracy (what the shift forms read, beside what they are judged by)."""
+    import study_shifts
+
+    cells = {}
+    for r in records:
+        cells.setdefault((S.group_of(r), r["corruption"]), []).append(
+            (r["card"][study_shifts.TERM], S.read(r, "train_acc"), r["holdout"]))
+    return [f"| {group} | {level}% | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in np.median(rows, axis=0)) + " |"
+            for (group, level), rows in sorted(cells.items())]
+
+
 def with_files(records: list[dict], folders: tuple[str, ...]) -> list[dict]:
     """Never-fitted audit records (`study_fresh_estimate.records`) with their model file and training .npz under
     the keys the zoos' records use."""
@@ -246,6 +259,11 @@ def held_out(records: list[dict], extra: list[dict], form: str = Z1) -> dict:
         groups = {"all": list(range(len(test))), **S.group_indices(test)}
         out[name] = {"fit_models": len(train),
                      "groups": {g: S.metrics([test[i] for i in idx], p[idx], half[idx]) for g, idx in groups.items()}}
+        if name == NOISE:  # where the label-noise zoo's error comes from: each share of wrong labels apart
+            levels = {level: [i for i, r in enumerate(test) if r["corruption"] == level]
+                      for level in sorted({r["corruption"] for r in test})}
+            out[name]["by_level"] = {str(level): S.metrics([test[i] for i in idx], p[idx], half[idx])
+                                     for level, idx in levels.items()}
     return out
 
 
@@ -321,6 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     for name, res in without.items():
         for group, m in res["groups"].items():
             lines.append(f"| {name} | {group} | {m['models']} | {cell(m)} | **{cell(with_[name]['groups'][group])}** |")
+    lines += ["", "## The label-noise zoo held out, by share of wrong labels", "",
+              "| wrong labels | models | without | with |", "|---:|---:|---:|---:|"]
+    lines += [f"| {level}% | {m['models']} | {cell(m)} | **{cell(with_[NOISE]['by_level'][level])}** |"
+              for level, m in without[NOISE]["by_level"].items()]
+    if tag in SHIFT_FORMS:
+        lines += ["", "## The drop under 2-pixel shifts, by zoo and share of wrong labels (medians)", "",
+                  "| group | wrong labels | models | drop | training accuracy | held-out accuracy |",
+                  "|---|---:|---:|---:|---:|---:|", *drop_lines(records + clutter)]
     lines += ["", "## The fresh CIFAR-10 runs, fitted without CIFAR-10", "",
               "| fit | models | MAE / bias / coverage / τ |", "|---|---:|---:|",
               f"| without the clutter zoo | {fresh_rows[0]['models']} | {cell(fresh_rows[0])} |",
