@@ -98,14 +98,19 @@ def test_r2_gates_on_the_pixel_votes_reliability():
     assert gate is study_clutter.weak and names == ("reliable", "unreliable")
 
 
-def test_never_fitted_records_get_their_model_file_and_training_file(tmp_path, monkeypatch):
-    """A record named "fresh/a.onnx" (study_fresh_estimate's key) is given zoo/fresh/a.onnx and the training .npz
-    its manifest names."""
+def test_never_fitted_records_carry_their_model_file_and_training_file(tmp_path, monkeypatch):
+    """study_fresh_estimate.records, its audits cached: a checkpoint of zoo/fresh keeps the model file and the
+    training .npz its manifest names, as the zoos' records do (the shift forms rerun the model on them)."""
     import json
 
     (tmp_path / "fresh").mkdir()
-    (tmp_path / "fresh" / "manifest.json").write_text(json.dumps([{"file": "a.onnx", "train_npz": "train_c30.npz"}]))
+    (tmp_path / "fresh" / "manifest.json").write_text(json.dumps([{
+        "file": "a.onnx", "train_npz": "train_c30.npz", "dataset": "cifar10", "run": "a", "epoch": 2,
+        "corruption": 30, "holdout_accuracy": 0.4}]))
+    (tmp_path / "fresh_test.json").write_text(json.dumps({"fresh/a.onnx": {"card": {}, "published": 0.5}}))
     monkeypatch.setattr(study_clutter.F, "ZOO", tmp_path)
-    records = study_clutter.with_files([{"name": "fresh/a.onnx"}], ("fresh",))
-    assert records == [{"name": "fresh/a.onnx", "file": str(tmp_path / "fresh" / "a.onnx"),
-                        "npz": str(tmp_path / "fresh" / "train_c30.npz")}]
+    monkeypatch.setattr(study_clutter.F, "CACHE", tmp_path)
+    [record] = study_clutter.F.records(("fresh",), "fresh_test")
+    assert record["name"] == "fresh/a.onnx" and record["holdout"] == 0.4
+    assert record["file"] == str(tmp_path / "fresh" / "a.onnx")
+    assert record["npz"] == str(tmp_path / "fresh" / "train_c30.npz")

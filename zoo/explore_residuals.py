@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import study_estimate as S  # noqa: E402
-from study_validity import OUT  # noqa: E402
+from study_validity import OUT, flat  # noqa: E402
 
 Z1 = "Z1: X1 in the patch space"
 SKIP = ("clean_accuracy", "estimate.", "score.", ".samples", ".size")  # the fit's own inputs, outputs and counts
@@ -45,16 +45,7 @@ STRONG = 0.3
 
 def values(r: dict) -> dict[str, float]:
     """Every finite scalar of a record: its scorecard values and the study's own readings (prefixed `new.`)."""
-    out = {k: float(v) for k, v in r["card"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-    def walk(d, prefix):
-        for k, v in d.items():
-            if isinstance(v, dict):
-                walk(v, f"{prefix}{k}.")
-            elif isinstance(v, (int, float)) and not isinstance(v, bool):
-                out[f"{prefix}{k}"] = float(v)
-
-    walk(r.get("new") or {}, "new.")
+    out = {**flat(r["card"]), **flat(r.get("new") or {}, "new.")}
     return {k: v for k, v in out.items() if math.isfinite(v) and not any(s in k for s in SKIP)}
 
 

@@ -123,7 +123,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_estimate as S  # noqa: E402
 import study_fresh_estimate as F  # noqa: E402
 from study_gap_floor import criterion_4_misses, never_fitted, never_fitted_lines  # noqa: E402
-from study_validity import OUT, load_records  # noqa: E402
+from study_validity import OUT  # noqa: E402
 
 Z1 = "Z1: X1 in the patch space"
 CIFAR = "fit all but CIFAR-10 -> eval CIFAR-10"
@@ -173,7 +173,7 @@ def regime_predict(model: dict, records: list[dict]) -> tuple[np.ndarray, np.nda
         if where.any():
             for whole, part in zip(out, _predict(model["regimes"][name], [r for r, w in zip(records, where) if w])):
                 whole[where] = part
-    return out[0], out[1], out[2]
+    return tuple(out)
 
 
 def install_regimes() -> None:
@@ -184,13 +184,6 @@ def install_regimes() -> None:
     S.fit, S.predict = regime_fit, regime_predict
 
 
-def clutter_records(extend=lambda records: records) -> list[dict]:
-    """The clutter zoo's models with every value the forms read (the study's pipeline, as `S.study_records`;
-    `extend` adds the values of forms under exploration)."""
-    return S.usable(extend(S.with_memorized(S.with_margins(S.with_patches(S.with_curves(
-        load_records(("clutter",))))))))
-
-
 SHIFT_FORMS = ("S1", "S2")
 
 
@@ -199,8 +192,7 @@ def install_shifts():
     accuracy lost under 2-pixel shifts) to records."""
     import study_shifts
 
-    S.PATHS["drop_shifts"] = [study_shifts.TERM]
-    S.PATHS["drop_shifts_x_patch_reliability"] = ([study_shifts.TERM], [f"{S.PATCHES}.vote_consistency"])
+    study_shifts.add_terms()
     S.FORMS.update(study_shifts.NEW)
     return study_shifts.with_shifts
 
@@ -216,18 +208,6 @@ def drop_lines(records: list[dict]) -> list[str]:
             (r["card"][study_shifts.TERM], S.read(r, "train_acc"), r["holdout"]))
     return [f"| {group} | {level}% | {len(rows)} | " + " | ".join(f"{v:.3f}" for v in np.median(rows, axis=0)) + " |"
             for (group, level), rows in sorted(cells.items())]
-
-
-def with_files(records: list[dict], folders: tuple[str, ...]) -> list[dict]:
-    """Never-fitted audit records (`study_fresh_estimate.records`) with their model file and training .npz under
-    the keys the zoos' records use."""
-    files = {}
-    for folder in folders:
-        for e in json.loads((F.ZOO / folder / "manifest.json").read_text()):
-            files[f"{folder}/{e['file']}"] = (str(F.ZOO / folder / e["file"]), str(F.ZOO / folder / e["train_npz"]))
-    for r in records:
-        r["file"], r["npz"] = files[r["name"]]
-    return records
 
 
 def form_named(tag: str) -> str:
@@ -291,19 +271,16 @@ def main(argv: list[str] | None = None) -> int:
         install_regimes()
     extend = install_shifts() if args.form in SHIFT_FORMS else (lambda records: records)
     tag, form = args.form, form_named(args.form)
-    records, clutter = S.study_records(extend), clutter_records(extend)
+    records, clutter = S.study_records(extend), S.study_records(extend, ("clutter",))
     if not clutter:
         sys.exit("no clutter zoo in the caches: build and audit it first (module docstring)")
     without, with_ = held_out(records, []), held_out(records, clutter, form)
     train = S.splits(records)[CIFAR][0]
-    fresh = S.with_memorized(F.records(("fresh", "fresh2"), "fresh_estimate_rebuilt"))
-    if tag in SHIFT_FORMS:
-        fresh = extend(with_files(fresh, ("fresh", "fresh2")))
+    fresh = extend(S.with_memorized(F.records(("fresh", "fresh2"), "fresh_estimate_rebuilt")))
     fresh_rows = [S.metrics(fresh, *scored(fitted(train), fresh)),
                   S.metrics(fresh, *scored(fitted(train + clutter, form), fresh))]
     everything = fitted(records + clutter, form)
-    sets = never_fitted(everything, (lambda r, folders: extend(with_files(r, folders))) if tag in SHIFT_FORMS
-                        else None)
+    sets = never_fitted(everything, extend)
     misses = criterion_4_misses(sets)
     decided = verdict(without, with_, fresh_rows, misses)
     adopted = all(decided[c] for c in ("C1", "C2", "C3", "C4"))

@@ -346,11 +346,10 @@ def with_memorized(records: list[dict]) -> list[dict]:
     return records
 
 
-def study_records(extend=lambda records: records) -> list[dict]:
-    """Every model of the three zoos with every value a form reads (the records each split is fitted and
-    evaluated on); `extend` adds the values of forms under exploration."""
-    return usable(extend(with_memorized(with_margins(with_patches(with_curves(
-        load_records(("noise", "sweep", "realuse"))))))))
+def study_records(extend=lambda records: records, zoos: tuple[str, ...] = ("noise", "sweep", "realuse")) -> list[dict]:
+    """Every model of `zoos` (default the estimator's three) with every value a form reads (the records each split
+    is fitted and evaluated on); `extend` adds the values of forms under exploration."""
+    return usable(extend(with_memorized(with_margins(with_patches(with_curves(load_records(zoos)))))))
 
 
 def usable(records: list[dict]) -> list[dict]:

@@ -50,24 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 
 import study_estimate as S  # noqa: E402
-from study_validity import CACHE, OUT, SAMPLES, SEED  # noqa: E402
+from study_validity import CACHE, OUT, SAMPLES, SEED, flat  # noqa: E402
 
 ZOO = Path(__file__).resolve().parent
 CIFAR_SPLIT = "fit all but CIFAR-10 -> eval CIFAR-10"
 VOTES = {"diagnostics.neighbours.input.value": "pixel vote",  # the raw votes read as the estimate, by column name
          "diagnostics.neighbours.patches.at_training_size.value": "patch vote at N"}
-
-
-def flat(block, prefix: str = "") -> dict:
-    """A scorecard's numbers under dotted paths (diagnostics.neighbours.patches.value, ...)."""
-    out = {}
-    for key, value in block.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flat(value, path + "."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[path] = float(value)
-    return out
 
 
 def audit(job: tuple[str, str, int]) -> dict:
@@ -104,7 +92,7 @@ def records(folders: tuple[str, ...] = ("fresh", "fresh2"), name: str = "fresh_e
                     print(f"{k} / {len(todo)} checkpoints, {time.perf_counter() - start:.0f} s", flush=True)
     return [{"zoo": "fresh", "dataset": e["dataset"], "run": e["run"], "name": e["key"], "epoch": e["epoch"],
              "corruption": e["corruption"], "holdout": e["holdout_accuracy"], "regularizer": regularizer(e),
-             **done[e["key"]]} for e in entries]
+             "file": e["path"], "npz": e["npz_path"], **done[e["key"]]} for e in entries]
 
 
 def regularizer(entry: dict) -> str | None:

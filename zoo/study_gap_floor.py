@@ -90,13 +90,13 @@ def groups(records: list[dict]) -> dict[str, list[int]]:
 
 def never_fitted(model: dict, extend=None) -> dict:
     """Per never-fitted set and group: the metrics of `model` (fitted on all the data), of the published estimator
-    (the audits' own estimate) and of training accuracy. `extend(records, folders)` adds the values of forms under
+    (the audits' own estimate) and of training accuracy. `extend(records)` adds the values of forms under
     exploration."""
     out = {}
     for label, (folders, name) in NEVER_FITTED.items():
         records = with_unreliability(S.with_memorized(F.records(folders, name)))
         if extend is not None:
-            records = extend(records, folders)
+            records = extend(records)
         p, gap, widen = S.predict(model, records)
         half = S.half_width(model, records, gap, widen)
         published = np.array([r["published"] for r in records], float)

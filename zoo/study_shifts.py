@@ -96,9 +96,14 @@ def with_shifts(records: list[dict]) -> list[dict]:
     return records
 
 
-def main() -> int:
+def add_terms() -> None:
+    """The forms' terms that read the drop: alone, and times the patch vote's consistency."""
     S.PATHS["drop_shifts"] = [TERM]
     S.PATHS["drop_shifts_x_patch_reliability"] = ([TERM], [f"{S.PATCHES}.vote_consistency"])
+
+
+def main() -> int:
+    add_terms()
     return S.explore("shifts", "The accuracy lost under 2-pixel shifts as a term of the gap (exploration)", with_shifts,
                      NEW, S1, GROUPS, "the rule with the shift forms", tau=True)
 

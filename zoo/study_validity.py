@@ -81,6 +81,18 @@ def lookup(card: dict, path: str):
     return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
 
 
+def flat(block, prefix: str = "") -> dict:
+    """A scorecard's numbers under dotted paths (diagnostics.neighbours.patches.value, ...)."""
+    out = {}
+    for key, value in block.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flat(value, path + "."))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[path] = float(value)
+    return out
+
+
 # ----------------------------------------------------------------------------------------------- entries
 
 
